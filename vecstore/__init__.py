@@ -1,0 +1,34 @@
+"""vecstore: store a neural network's outputs and parameters in one memory-mapped HDF5 file.
+
+>>> import vecstore
+>>> store = vecstore.build("docs.vs", vectors, metric="cosine")     # doctest: +SKIP
+>>> D, I = vecstore.open("docs.vs").search(queries, k=10)          # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from . import _runtime  # noqa: F401  (numba threading layer: must precede the first kernel)
+from ._build import build, compress
+from ._store import Store, open
+from .codecs import get_codec
+from .errors import (
+    ClosedStoreError,
+    FormatError,
+    IntegrityError,
+    InvalidDtypeError,
+    InvalidInputError,
+    NotFittedError,
+    StoreNotFoundError,
+    UnknownCodecError,
+    UnknownTierError,
+    UnsupportedVersionError,
+    VecstoreError,
+)
+from .search import SearchResult
+
+__all__ = [
+    "ClosedStoreError", "FormatError", "IntegrityError", "InvalidDtypeError", "InvalidInputError",
+    "NotFittedError", "SearchResult", "Store", "StoreNotFoundError", "UnknownCodecError",
+    "UnknownTierError", "UnsupportedVersionError", "VecstoreError", "__version__", "build",
+    "compress", "get_codec", "open",
+]

@@ -1,0 +1,178 @@
+"""Building a store from vectors, and adding compressed tiers to one.
+
+Both end in :func:`vecstore._writer.write_store`: a full new file renamed over the target, so a
+failure (bad row, crash, Ctrl-C) leaves the target as it was, or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from . import _format as fmt
+from ._store import Store
+from ._writer import StoreContents, TierPlan, write_store
+from .codecs import Pipeline, codec_string, get_codec
+from .errors import InvalidInputError, StoreNotFoundError
+from .ingest import as_ids, check_finite, open_vectors, read_keys
+
+DEFAULT_TRAIN_SIZE = 50_000
+
+
+def _progress_default(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in fmt.METRICS:
+        raise InvalidInputError(f"metric {metric!r} is not one of {', '.join(fmt.METRICS)}")
+    return metric
+
+
+def _metadata_texts(metadata, count: int) -> list[str] | None:
+    if metadata is None:
+        return None
+    if isinstance(metadata, (str, os.PathLike)):
+        path = os.fspath(metadata)
+        if not os.path.exists(path):
+            raise StoreNotFoundError(f"metadata file {path!r} does not exist")
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        items = []
+        for i, line in enumerate(lines):
+            try:
+                items.append(json.loads(line) if line.strip() else None)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}: line {i + 1} is not JSON ({exc.msg})") from None
+    else:
+        items = list(metadata)
+    if len(items) != count:
+        raise InvalidInputError(f"{len(items)} metadata entries for {count} vectors: give one per vector")
+    texts = []
+    for i, item in enumerate(items):
+        if item is not None and not isinstance(item, dict):
+            raise InvalidInputError(f"metadata entry {i} must be a JSON object (dict) or None")
+        try:
+            texts.append("" if item is None else json.dumps(item, ensure_ascii=False, sort_keys=True,
+                                                               allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"metadata entry {i} is not JSON-serialisable ({exc})") from None
+    return texts
+
+
+def _prepared_chunks(source, metric: str):
+    """Validate (finite, non-zero for cosine) and normalise chunks as they stream past."""
+
+    def chunks():
+        for start, rows in source.chunks():
+            check_finite(rows, start, source.description)
+            if metric == "cosine":
+                norms = np.linalg.norm(rows, axis=1, keepdims=True)
+                if (norms == 0).any():
+                    row = start + int(np.argmax(norms[:, 0] == 0))
+                    raise InvalidInputError(
+                        f"{source.description}: row {row} is all zeros; cosine needs non-zero vectors"
+                    )
+                rows = rows / norms
+            yield start, np.ascontiguousarray(rows, dtype=np.float32)
+
+    return chunks
+
+
+def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=None, keys=None,
+          metadata=None, model: dict | None = None, overwrite: bool = False,
+          progress: bool | None = None) -> Store:
+    """Write a new store holding ``vectors`` as its raw float32 tier, and open it.
+
+    Parameters
+    ----------
+    path : target file; written atomically (a failure leaves no file, or the old one).
+    vectors : (n, dim) array, or a path (.npy, .fvecs, ``file.h5:/dataset``, ann-benchmarks .hdf5).
+        Streamed in chunks; a .npy is never loaded whole.
+    metric : "ip", "cosine" or "l2". Default: the ann-benchmarks file's distance, else "ip".
+        Cosine stores unit-normalised vectors.
+    ids : n unique integers (default 0..n-1).
+    keys : n strings, a text file (one per line), or ``file.h5:/dataset`` of strings.
+    metadata : n dicts (or None), or a JSON-lines file.
+    overwrite : replace an existing file at ``path``.
+    """
+    path = os.fspath(path)
+    source = open_vectors(vectors)
+    metric = _check_metric(metric or source.metric_hint or "ip")
+    n, dim = source.shape
+    if n == 0 or dim == 0:
+        raise InvalidInputError(f"{source.description}: empty input (shape {source.shape}); nothing to store")
+    if os.path.exists(path) and not overwrite:
+        raise InvalidInputError(f"{path!r} already exists: pass overwrite=True (CLI: --force) to replace it")
+    contents = StoreContents(dim=dim, count=n, metric=metric, ids=as_ids(ids, n),
+                             keys=read_keys(keys, n) if keys is not None else None,
+                             metadata=_metadata_texts(metadata, n), model=model)
+    raw = TierPlan(fmt.RAW_TIER, get_codec("float32", dim))
+    write_store(path, contents, [raw], _prepared_chunks(source, metric),
+                progress=_progress_default(progress), description=f"build {os.path.basename(path)}")
+    return Store(path)
+
+
+def sample_rows(store: Store, size: int, seed: int) -> np.ndarray:
+    """A uniform random sample of the raw tier (rows read in sorted order, as float32)."""
+    raw = store.tier(fmt.RAW_TIER).codes
+    if size >= store.count:
+        return np.array(raw, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(store.count, size=size, replace=False))
+    return np.ascontiguousarray(raw[rows], dtype=np.float32)
+
+
+def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str | None = None,
+             train_size: int = DEFAULT_TRAIN_SIZE, seed: int = 0, params: dict | None = None,
+             replace: bool = False, progress: bool | None = None) -> Store:
+    """Add a tier encoded with ``codec`` to the store at ``path`` (rewritten atomically), and open it.
+
+    The codec is trained on ``train_size`` vectors sampled from the raw tier with ``seed``, unless
+    ``params`` (learned arrays, as exported) are given: then it encodes with those, untrained.
+    """
+    path = os.fspath(path)
+    show = _progress_default(progress)
+    with Store(path) as store:
+        pipeline = codec if isinstance(codec, Pipeline) else get_codec(codec, store.dim)
+        if pipeline.dim != store.dim:
+            raise InvalidInputError(f"codec input dimension {pipeline.dim} != store dimension {store.dim}")
+        name = name or codec_string(pipeline)
+        if not fmt.TIER_NAME.match(name):
+            raise InvalidInputError(f"tier name {name!r}: use letters, digits and _ . , : + - = only")
+        if name == fmt.RAW_TIER or (name in store.tiers and not replace):
+            raise InvalidInputError(
+                f"store already has a tier {name!r}: choose another --name"
+                + ("" if name == fmt.RAW_TIER else " or pass replace=True (CLI: --replace)")
+            )
+        if params is not None:
+            pipeline.set_params(params, where="given parameters")
+        else:
+            if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+                raise InvalidInputError(f"train_size must be a positive integer, got {train_size!r}")
+            with tqdm(total=1, desc=f"train {codec_string(pipeline)}", disable=not show) as bar:
+                pipeline.fit(sample_rows(store, train_size, seed), seed=seed)
+                bar.update(1)
+        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms)) for t in store.tiers.values()
+                 if t.name != name]
+        plans.append(TierPlan(name, pipeline))
+        raw = store.tier(fmt.RAW_TIER).codes
+        contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
+                                 keys=_all_strings(store._keys, store.count),
+                                 metadata=_all_strings(store._metadata, store.count), model=store.model)
+
+        def source():
+            step = max(1, (32 << 20) // (4 * store.dim))
+            for start in range(0, store.count, step):
+                yield start, np.asarray(raw[start:start + step], dtype=np.float32)
+
+        write_store(path, contents, plans, source, progress=show, description=f"encode {name}")
+    return Store(path)
+
+
+def _all_strings(column, count: int) -> list[str] | None:
+    return None if column is None else [column.get(i) for i in range(count)]

@@ -1,0 +1,13 @@
+"""Process-wide numba settings, applied once on import.
+
+Many Python threads may call our parallel kernels at once; numba's fallback "workqueue" threading
+layer aborts the process when that happens. Ask for a thread-safe layer (TBB or OpenMP) unless the
+user chose one with NUMBA_THREADING_LAYER: numba then raises a clear error instead of aborting.
+"""
+
+import os
+
+import numba
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"

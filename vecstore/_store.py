@@ -1,0 +1,232 @@
+"""Store: an open vecstore file, its tiers, and the search entry points.
+
+Opening reads and validates the HDF5 header with h5py, closes it, and maps the file once with
+``mmap``. From then on no HDF5 call is made: searches read the mapped tiers directly, so any number
+of Python threads can search one open store at once (the kernels release the GIL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+
+from . import _format as fmt
+from .errors import ClosedStoreError, FormatError, InvalidInputError, UnknownTierError
+from .search import SearchResult, check_k, prepare_queries
+from .tier import Tier, open_tier
+
+
+class StringColumn:
+    """Per-document strings stored as a UTF-8 blob plus offsets, decoded on demand."""
+
+    def __init__(self, offsets: np.ndarray, data: np.ndarray, count: int, where: str):
+        if offsets.shape != (count + 1,):
+            raise FormatError(f"/{where}/offsets: shape {offsets.shape}, expected ({count + 1},)")
+        self.offsets, self.data, self.where = offsets, data, where
+        self._checked = False
+
+    def _check(self) -> None:
+        # Checked on first use, not at open, so that opening stays O(1) in the document count.
+        if self._checked:
+            return
+        offs = self.offsets
+        if offs.shape[0] and (offs[0] != 0 or offs[-1] != self.data.shape[0] or (np.diff(offs) < 0).any()):
+            raise FormatError(f"/{self.where}/offsets do not describe /{self.where}/data; the file is damaged")
+        self._checked = True
+
+    def get(self, row: int) -> str:
+        self._check()
+        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+        try:
+            return bytes(self.data[a:b]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"/{self.where}: entry {row} is not valid UTF-8; the file is damaged") from None
+
+
+class Store:
+    """An open, read-only vecstore file. Create one with :func:`vecstore.open` or :func:`vecstore.build`.
+
+    Attributes
+    ----------
+    path : str
+    dim, count : int
+    metric : {"ip", "cosine", "l2"}
+    tiers : dict[str, Tier]   the raw float32 tier and every compressed tier
+    """
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(os.fspath(path))
+        header = fmt.read_header(self.path)
+        self._header = header
+        attrs = header.attrs
+        self.format_version: int = attrs[fmt.ATTR_VERSION]
+        self.written_by: str = attrs[fmt.ATTR_WRITER]
+        self.dim: int = attrs[fmt.ATTR_DIM]
+        self.count: int = attrs[fmt.ATTR_COUNT]
+        self.metric: str = attrs[fmt.ATTR_METRIC]
+        self.model: dict | None = attrs[fmt.ATTR_MODEL]
+        self._map = fmt.FileMap(self.path, header.file_size)
+        self._lock = threading.Lock()
+        self._id_index: tuple[np.ndarray, np.ndarray] | None = None
+        try:
+            ids_span = header.datasets[fmt.IDS]
+            if ids_span.shape != (self.count,) or ids_span.dtype != np.dtype("<i8"):
+                raise FormatError(f"/{fmt.IDS}: {ids_span.dtype.str}{ids_span.shape}, expected <i8({self.count},)")
+            self.ids = self._map.array(ids_span)
+            self._keys = self._string_column(fmt.KEYS)
+            self._metadata = self._string_column(fmt.METADATA)
+            self.tiers: dict[str, Tier] = {
+                name: open_tier(name, header, self._map, self.dim, self.count, self.metric)
+                for name in header.tier_attrs
+            }
+        except BaseException:
+            self._map.close()
+            raise
+        self._closed = False
+
+    def _string_column(self, name: str) -> StringColumn | None:
+        offsets = self._header.datasets.get(f"{name}/offsets")
+        if offsets is None:
+            return None
+        data = self._header.datasets[f"{name}/data"]
+        if offsets.dtype != np.dtype("<i8") or data.dtype != np.dtype("u1") or len(data.shape) != 1:
+            raise FormatError(f"/{name}: offsets must be <i8 and data u1 (1-D)")
+        return StringColumn(self._map.array(offsets), self._map.array(data), self.count, name)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the file mapping. Safe to call twice."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self.tiers = {}
+        self.ids = None
+        self._keys = self._metadata = None
+        self._id_index = None
+        self._map.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<closed vecstore.Store {self.path!r}>"
+        return (f"<vecstore.Store {self.path!r} count={self.count} dim={self.dim} "
+                f"metric={self.metric!r} tiers={list(self.tiers)}>")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedStoreError(f"store {self.path!r} is closed: open it again with vecstore.open()")
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def tier(self, name: str | None = None) -> Tier:
+        """The tier called ``name`` (default: the raw float32 tier)."""
+        self._check_open()
+        name = fmt.RAW_TIER if name is None else name
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTierError(
+                f"store has no tier {name!r}; tiers: {', '.join(self.tiers)} "
+                "(add one with `vecstore compress`)"
+            ) from None
+
+    def search(self, queries, k: int = 10, *, tier: str | None = None) -> SearchResult:
+        """The k nearest documents to each query.
+
+        Parameters
+        ----------
+        queries : array-like, shape (dim,) or (nq, dim)
+            Any real dtype; converted to float32. Cosine stores normalise them.
+        k : int
+            Results per query. When k exceeds the document count, the extra columns hold id -1
+            and distance -inf (ip, cosine) or +inf (l2), as FAISS does.
+        tier : str, optional
+            Which tier to scan (default: the raw float32 tier, exact search).
+
+        Returns
+        -------
+        SearchResult
+            ``(distances, ids)``, each (nq, k), best first.
+        """
+        self._check_open()
+        chosen = self.tier(tier)
+        xq = prepare_queries(queries, self.dim, self.metric)
+        kk = check_k(k, self.count)
+        if kk == 0:
+            nq = xq.shape[0]
+            fill = np.inf if self.metric == "l2" else -np.inf
+            return SearchResult(np.full((nq, k), fill, np.float32), np.full((nq, k), -1, np.int64))
+        return chosen.search(xq, kk, k, self.ids)
+
+    # -- documents ------------------------------------------------------------------------------
+
+    def _rows_of(self, ids) -> np.ndarray:
+        arr = np.asarray(ids, dtype=np.int64)
+        with self._lock:
+            if self._id_index is None:
+                order = np.argsort(self.ids, kind="stable")
+                self._id_index = (np.asarray(self.ids)[order], order)
+        sorted_ids, order = self._id_index
+        pos = np.clip(np.searchsorted(sorted_ids, arr), 0, max(self.count - 1, 0))
+        found = (self.count > 0) & (sorted_ids[pos] == arr) if self.count else np.zeros(arr.shape, bool)
+        return np.where(found, order[pos], -1)
+
+    def keys(self, ids) -> list:
+        """The key (title, URL, ...) of each id; None for id -1 or a store without keys.
+
+        Accepts any array shape of ids, e.g. the ``ids`` of a search result, and keeps it.
+        """
+        return self._lookup(ids, self._keys, lambda s: s)
+
+    def metadata(self, ids) -> list:
+        """The JSON metadata of each id (a dict), or None where there is none."""
+        return self._lookup(ids, self._metadata, lambda s: json.loads(s) if s else None)
+
+    def _lookup(self, ids, column: StringColumn | None, convert):
+        self._check_open()
+        arr = np.asarray(ids, dtype=np.int64)
+        rows = self._rows_of(arr.ravel())
+        unknown = (rows < 0) & (arr.ravel() != -1)
+        if unknown.any():
+            raise InvalidInputError(f"id {int(arr.ravel()[np.argmax(unknown)])} is not in this store")
+        out = [None if r < 0 or column is None else convert(column.get(int(r))) for r in rows]
+        return np.array(out, dtype=object).reshape(arr.shape).tolist() if arr.ndim > 1 else out
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        """A JSON-safe summary: count, dim, metric, format version, tiers with sizes."""
+        self._check_open()
+        return {
+            "path": self.path,
+            "format_version": self.format_version,
+            "written_by": self.written_by,
+            "count": self.count,
+            "dim": self.dim,
+            "metric": self.metric,
+            "model": self.model,
+            "has_keys": self._keys is not None,
+            "has_metadata": self._metadata is not None,
+            "file_bytes": self._header.file_size,
+            "tiers": [t.describe() for t in self.tiers.values()],
+        }
+
+
+def open(path: str | os.PathLike) -> Store:  # noqa: A001 - mirrors h5py.File / builtins.open
+    """Open a store read-only; costs megabytes whatever the store's size (tiers are mapped)."""
+    return Store(path)

@@ -1,0 +1,126 @@
+"""Writing a whole store file in one streamed pass, atomically.
+
+Stores are never modified in place (HDF5 does not survive crashes mid-write): building, adding a tier
+or rewriting writes a complete new file beside the target and renames it into place. Each source
+chunk of vectors is encoded into every tier that needs encoding, and tiers that already exist are
+copied chunk by chunk from the old file's map, so memory stays at one chunk per tier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from . import _format as fmt
+from .codecs import Pipeline, codec_string
+from .kernels.flat import sqnorms_f32
+
+
+@dataclass
+class TierPlan:
+    """One tier of the file being written.
+
+    ``copy_from`` holds an existing tier's (codes, sqnorms) to copy unchanged; without it, every
+    source chunk is encoded with ``codec``.
+    """
+
+    name: str
+    codec: Pipeline
+    copy_from: tuple[np.ndarray, np.ndarray | None] | None = None
+
+
+@dataclass
+class StoreContents:
+    dim: int
+    count: int
+    metric: str
+    ids: np.ndarray
+    keys: list[str] | None = None
+    metadata: list[str] | None = None  # JSON text per document ("" for none)
+    model: dict | None = None
+
+
+def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    decoded = rows if codec.layout == "f32" and len(codec.stages) == 1 else codec.decode(codes)
+    return sqnorms_f32(np.ascontiguousarray(decoded, dtype=np.float32))
+
+
+def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
+                source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
+                progress: bool = False, description: str = "writing") -> None:
+    """Write a complete store at ``path`` (atomically). ``source()`` yields (start, float32 rows)."""
+    need_source = any(t.copy_from is None for t in tiers)
+    with fmt.atomic_target(path) as tmp:
+        with fmt.create_file(tmp) as f:
+            f.attrs[fmt.ATTR_FORMAT] = fmt.FORMAT_NAME
+            f.attrs[fmt.ATTR_VERSION] = np.int64(fmt.FORMAT_VERSION)
+            f.attrs[fmt.ATTR_WRITER] = __version__
+            f.attrs[fmt.ATTR_DIM] = np.int64(contents.dim)
+            f.attrs[fmt.ATTR_COUNT] = np.int64(contents.count)
+            f.attrs[fmt.ATTR_METRIC] = contents.metric
+            if contents.model is not None:
+                f.attrs[fmt.ATTR_MODEL] = json.dumps(contents.model, sort_keys=True)
+            fmt.write_array(f, fmt.IDS, contents.ids.astype("<i8"))
+            if contents.keys is not None:
+                fmt.write_strings(f, fmt.KEYS, contents.keys)
+            if contents.metadata is not None:
+                fmt.write_strings(f, fmt.METADATA, contents.metadata)
+            tiers_group = f.create_group(fmt.TIERS)
+            writers = []
+            for plan in tiers:
+                group = tiers_group.create_group(plan.name)
+                group.attrs[fmt.ATTR_CODEC] = json.dumps(plan.codec.get_config(), sort_keys=True)
+                group.attrs[fmt.ATTR_CODEC_STRING] = codec_string(plan.codec)
+                params = plan.codec.params()
+                if params:
+                    pgroup = group.create_group(fmt.PARAMS)
+                    for pname, arr in params.items():
+                        fmt.write_array(pgroup, pname, arr)
+                codes = fmt.ChecksumWriter(group, fmt.CODES, (contents.count, plan.codec.code_width),
+                                           plan.codec.code_dtype)
+                norms = (fmt.ChecksumWriter(group, fmt.SQNORMS, (contents.count,), np.dtype("<f4"))
+                         if contents.metric == "l2" else None)
+                writers.append((plan, codes, norms))
+            bar = tqdm(total=contents.count, unit="vec", desc=description, disable=not progress,
+                       dynamic_ncols=True)
+            with bar:
+                for start, stop, rows in _chunks(source if need_source else None, contents.count):
+                    for plan, codes_w, norms_w in writers:
+                        if plan.copy_from is not None:
+                            old_codes, old_norms = plan.copy_from
+                            codes_w.write(old_codes[start:stop])
+                            if norms_w is not None:
+                                norms_w.write(old_norms[start:stop])
+                            continue
+                        codes = plan.codec.encode(rows)
+                        codes_w.write(codes)
+                        if norms_w is not None:
+                            norms_w.write(_sqnorms(plan.codec, codes, rows))
+                    bar.update(stop - start)
+            for _, codes_w, norms_w in writers:
+                codes_w.close()
+                if norms_w is not None:
+                    norms_w.close()
+
+
+COPY_ROWS = 65536
+
+
+def _chunks(source, count: int) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    if source is None:
+        for start in range(0, count, COPY_ROWS):
+            yield start, min(start + COPY_ROWS, count), None
+        return
+    expected = 0
+    for start, rows in source():
+        if start != expected:
+            raise RuntimeError(f"source chunks out of order: {start} after {expected}")
+        expected = start + rows.shape[0]
+        yield start, expected, rows
+    if expected != count:
+        raise RuntimeError(f"source yielded {expected} rows, expected {count}")

@@ -1,0 +1,195 @@
+"""The ``vecstore`` command line: build, info, compress, search, export-params.
+
+It calls the public API only. A :class:`VecstoreError` becomes one line on stderr and exit code 1;
+anything else is a bug and keeps its traceback. Progress bars go to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import click
+import numpy as np
+
+import vecstore
+
+from .errors import InvalidInputError, VecstoreError
+from .ingest import open_vectors
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VecstoreError as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from None
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _json_number(x: float):
+    return None if not math.isfinite(x) else float(x)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(vecstore.__version__, prog_name="vecstore")
+def cli() -> None:
+    """Store a neural network's outputs in one memory-mapped HDF5 file and search them fast."""
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("store_path", metavar="STORE")
+@click.option("--metric", type=click.Choice(["ip", "cosine", "l2"]), default=None,
+              help="Similarity. Default: the ann-benchmarks file's distance, else ip.")
+@click.option("--keys", "keys_path", default=None, help="Text file (one key per line) or FILE.h5:/DATASET of strings.")
+@click.option("--metadata", "metadata_path", default=None, help="JSON-lines file: one object (or blank line) per vector.")
+@click.option("--force", is_flag=True, help="Replace STORE if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build(input_path, store_path, metric, keys_path, metadata_path, force, quiet) -> None:
+    """Build STORE from INPUT (.npy, .fvecs, FILE.h5:/DATASET or an ann-benchmarks .hdf5)."""
+    import time
+
+    t0 = time.perf_counter()
+    store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path,
+                           metadata=metadata_path, overwrite=force, progress=not quiet)
+    with store:
+        info = store.info()
+    click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}, "
+               f"{_human_bytes(info['file_bytes'])} in {time.perf_counter() - t0:.1f} s")
+
+
+@cli.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def info(store_path, as_json) -> None:
+    """Describe STORE: count, dim, metric, format version and every tier."""
+    with vecstore.open(store_path) as store:
+        data = store.info()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"store      {data['path']}")
+    click.echo(f"format     vecstore v{data['format_version']} (written by vecstore {data['written_by']})")
+    click.echo(f"documents  {data['count']} x {data['dim']} dims, metric {data['metric']}")
+    click.echo(f"keys       {'yes' if data['has_keys'] else 'no'}; metadata {'yes' if data['has_metadata'] else 'no'}")
+    if data["model"]:
+        click.echo(f"model      {json.dumps(data['model'])}")
+    click.echo(f"file       {_human_bytes(data['file_bytes'])}")
+    click.echo("")
+    rows = [("tier", "codec", "bytes/vector", "codes", "params", "compression")]
+    raw = data["dim"] * 4
+    for t in data["tiers"]:
+        rows.append((t["name"], t["codec"], str(t["bytes_per_vector"]), _human_bytes(t["code_bytes"]),
+                     _human_bytes(t["param_bytes"]), f"{raw / t['bytes_per_vector']:.1f}x"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _parse_vector(text: str) -> np.ndarray:
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise InvalidInputError("--vector must be numbers separated by commas or spaces") from None
+    return np.asarray(values, dtype=np.float32)
+
+
+@cli.command()
+@click.argument("store_path", metavar="STORE")
+@click.argument("queries_path", metavar="[QUERIES]", required=False)
+@click.option("--vector", "vector_text", default=None, help="One query as comma-separated numbers.")
+@click.option("-k", "--k", "k", default=10, show_default=True, type=int, help="Results per query.")
+@click.option("--tier", default=None, help="Tier to scan (default: raw, exact).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def search(store_path, queries_path, vector_text, k, tier, as_json) -> None:
+    """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set) or --vector."""
+    if (queries_path is None) == (vector_text is None):
+        raise click.UsageError("give either a QUERIES file or --vector, not both or neither")
+    if vector_text is not None:
+        queries = _parse_vector(vector_text)
+    else:
+        queries = open_vectors(queries_path, prefer="test").read_all()
+    with vecstore.open(store_path) as store:
+        distances, ids = store.search(queries, k, tier=tier)
+        keys = store.keys(ids)
+        metric = store.metric
+    if as_json:
+        results = [{"query": q, "ids": ids[q].tolist(),
+                    "distances": [_json_number(x) for x in distances[q]], "keys": keys[q]}
+                   for q in range(ids.shape[0])]
+        click.echo(json.dumps({"k": k, "metric": metric, "tier": tier or "raw", "results": results}))
+        return
+    label = "distance" if metric == "l2" else "score"
+    for q in range(ids.shape[0]):
+        click.echo(f"query {q}")
+        click.echo(f"  {'rank':>4}  {'id':>10}  {label:>10}  key")
+        for r in range(ids.shape[1]):
+            key = keys[q][r] if keys[q][r] is not None else ""
+            click.echo(f"  {r + 1:>4}  {ids[q, r]:>10}  {distances[q, r]:>10.4f}  {key}")
+
+
+@cli.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--codec", default=None, help="Codec string, e.g. float16, int8, pca256,int8, pq64, pq128x4.")
+@click.option("--name", default=None, help="Tier name (default: the codec string).")
+@click.option("--train-size", default=vecstore._build.DEFAULT_TRAIN_SIZE, show_default=True, type=int,
+              help="Vectors sampled from the raw tier to train on.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--params", "params_path", default=None,
+              help="JSON from export-params: encode with these parameters, no training.")
+@click.option("--replace", is_flag=True, help="Replace an existing tier of that name.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def compress(store_path, codec, name, train_size, seed, params_path, replace, quiet) -> None:
+    """Add a compressed tier to STORE (the file is rewritten atomically)."""
+    import time
+
+    from .params_json import load_params
+
+    params = None
+    if codec is None and params_path is None:
+        raise click.UsageError("give --codec (to train a new tier) or --params (to reuse exported parameters)")
+    if params_path is not None:
+        exported = load_params(params_path)
+        if codec and vecstore.get_codec(codec, exported.dim).get_config() != exported.get_config():
+            raise InvalidInputError(f"--codec {codec!r} differs from the codec in {params_path}")
+        codec, params = exported, exported.params()
+    if name is None:
+        with vecstore.open(store_path) as store:
+            name = str(codec if params is not None else vecstore.get_codec(codec, store.dim))
+    t0 = time.perf_counter()
+    with vecstore.compress(store_path, codec, name=name, train_size=train_size, seed=seed,
+                           params=params, replace=replace, progress=not quiet) as store:
+        tier = store.tier(name)
+        click.echo(f"added tier {tier.name!r} ({tier.codec_string}): {tier.bytes_per_vector} bytes/vector, "
+                   f"{_human_bytes(tier.codes.nbytes)} in {time.perf_counter() - t0:.1f} s")
+
+
+@cli.command("export-params")
+@click.argument("store_path", metavar="STORE")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("out_path", metavar="OUT.json")
+def export_params(store_path, tier_name, out_path) -> None:
+    """Write TIER's codec chain and every learned array as JSON lists."""
+    from .params_json import dump_params
+
+    with vecstore.open(store_path) as store:
+        tier = store.tier(tier_name)
+        dump_params(tier.codec, out_path)
+        click.echo(f"wrote {out_path}: codec {tier.codec_string}, {tier.codec.param_count()} numbers")
+
+
+def main() -> None:
+    cli(prog_name="vecstore")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

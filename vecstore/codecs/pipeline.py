@@ -1,0 +1,130 @@
+"""A chain of codecs: zero or more affine stages (PCA) then one terminal stage that owns the codes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import FormatError, InvalidInputError
+from .abc import Codec
+
+
+class Pipeline(Codec):
+    """Stages applied in order on encode, in reverse on decode.
+
+    The config is ``{"id": "pipeline", "dim": D, "stages": [stage configs]}``; learned arrays are
+    named ``"<stage index>.<array>"`` (e.g. ``"0.components"``, ``"1.codebooks"``).
+    """
+
+    codec_id = "pipeline"
+
+    def __init__(self, stages: list[Codec], dim: int):
+        super().__init__(dim)
+        if not stages or stages[-1].layout is None:
+            raise InvalidInputError("a codec chain must end with a code stage (float32, float16, int8, pq)")
+        if any(s.layout is not None for s in stages[:-1]):
+            raise InvalidInputError(
+                "only the last codec of a chain may produce codes; put pca stages first (e.g. 'pca256,pq64')"
+            )
+        self.stages = stages
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        return {"id": self.codec_id, "dim": self.dim, "stages": [s.get_config() for s in self.stages]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Pipeline:
+        from .registry import codec_from_config
+
+        if not isinstance(config, dict) or config.get("id") != cls.codec_id:
+            raise FormatError(f"codec config must be a pipeline object, got {str(config)[:80]!r}")
+        dim, stages = config.get("dim"), config.get("stages")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise FormatError(f"codec config: 'dim' must be a positive integer, got {dim!r}")
+        if not isinstance(stages, list) or not stages:
+            raise FormatError("codec config: 'stages' must be a non-empty list")
+        built, width = [], dim
+        for cfg in stages:
+            stage = codec_from_config(cfg, width)
+            built.append(stage)
+            width = stage.out_dim
+        return cls(built, dim)
+
+    @property
+    def terminal(self) -> Codec:
+        return self.stages[-1]
+
+    @property
+    def layout(self) -> str:
+        return self.terminal.layout
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        return np.dtype(self.terminal.code_dtype)
+
+    @property
+    def code_width(self) -> int:
+        return self.terminal.code_width
+
+    @property
+    def code_size(self) -> int:
+        return self.terminal.code_size
+
+    @property
+    def out_dim(self) -> int:
+        return self.terminal.out_dim
+
+    def __str__(self) -> str:
+        from .registry import codec_string
+
+        return codec_string(self)
+
+    # -- parameters -----------------------------------------------------------------------------
+
+    @property
+    def is_fitted(self) -> bool:
+        return all(s.is_fitted for s in self.stages)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {f"{i}.{name}": arr for i, s in enumerate(self.stages) for name, arr in s.params().items()}
+
+    def param_count(self) -> int:
+        return sum(a.size for a in self.params().values())
+
+    def set_params(self, params: dict[str, np.ndarray], where: str = "parameters") -> Pipeline:
+        known = {f"{i}.{n}" for i, s in enumerate(self.stages) for n in s.param_names}
+        extra = sorted(set(params) - known)
+        if extra:
+            raise FormatError(f"{where}: unexpected arrays {extra[:5]} for codec {self}")
+        for i, stage in enumerate(self.stages):
+            prefix = f"{i}."
+            stage.set_params({k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)},
+                             where=where)
+        return self
+
+    # -- the transform --------------------------------------------------------------------------
+
+    def fit(self, sample: np.ndarray, *, seed: int = 0) -> Pipeline:
+        x = np.asarray(sample, dtype=np.float32)
+        for stage in self.stages:
+            stage.fit(x, seed=seed)
+            if stage is not self.terminal:
+                x = stage.encode(x)
+        return self
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        for stage in self.stages:
+            x = stage.encode(x)
+        return x
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        x = codes
+        for stage in reversed(self.stages):
+            x = stage.decode(x)
+        return x
+
+    def fold_query(self, xq, const):
+        for stage in self.stages:
+            xq, const = stage.fold_query(xq, const)
+        return np.ascontiguousarray(xq, dtype=np.float32), const

@@ -1,0 +1,57 @@
+"""The one error hierarchy of vecstore.
+
+Every failure a user can cause raises a :class:`VecstoreError` subclass whose message says what is
+wrong, where, and what to do. Each subclass also derives from the builtin exception a Python user
+would expect (``ValueError``, ``TypeError``, ``OSError``, ``KeyError``) so that generic handlers
+keep working. The CLI prints one line for these and exits non-zero; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class VecstoreError(Exception):
+    """Base class of every error vecstore raises on purpose."""
+
+
+class InvalidInputError(VecstoreError, ValueError):
+    """Vectors, queries, ids or options that cannot be used (NaN, wrong shape, k <= 0, ...)."""
+
+
+class InvalidDtypeError(VecstoreError, TypeError):
+    """An array whose dtype is not numeric (object, strings, structured ...)."""
+
+
+class StoreNotFoundError(VecstoreError, FileNotFoundError):
+    """A path that does not exist."""
+
+
+class FormatError(VecstoreError, ValueError):
+    """A file that is not a readable vecstore: not HDF5, foreign HDF5, or a damaged layout."""
+
+
+class UnsupportedVersionError(FormatError):
+    """A store written by a newer format version than this code reads."""
+
+
+class UnknownCodecError(VecstoreError, ValueError):
+    """A codec id or codec string that is not in the closed allow-list."""
+
+
+class UnknownTierError(VecstoreError, KeyError):
+    """A tier name that the store does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
+        return str(self.args[0]) if self.args else ""
+
+
+class NotFittedError(VecstoreError, ValueError):
+    """A codec used for encoding before it learned its parameters."""
+
+
+class IntegrityError(VecstoreError, ValueError):
+    """A dataset whose bytes no longer match the checksum recorded when it was written."""
+
+
+class ClosedStoreError(VecstoreError, ValueError):
+    """An operation on a store that was already closed."""

@@ -1,0 +1,260 @@
+"""Readers for vectors and keys: numpy arrays, .npy, .fvecs, HDF5 datasets, ann-benchmarks files.
+
+Every reader streams rows in chunks through :meth:`VectorSource.chunks`, so building a store from a
+1.6 GB ``.npy`` holds one chunk in memory at a time. Files are read with plain ``readinto`` rather
+than mapped, so pages of the input do not accumulate in the process's resident set either.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from .errors import FormatError, InvalidDtypeError, InvalidInputError, StoreNotFoundError
+
+CHUNK_BYTES = 32 << 20
+ANN_DISTANCE_TO_METRIC = {"angular": "cosine", "euclidean": "l2", "dot": "ip", "ip": "ip"}
+
+
+def check_numeric_dtype(dtype: np.dtype, where: str) -> None:
+    """Accept real numbers only: floats, signed and unsigned integers."""
+    if dtype.kind not in "fiu" or dtype.names is not None:
+        raise InvalidDtypeError(
+            f"{where}: dtype {dtype} is not numeric; give float32 (or any real float/int) vectors"
+        )
+
+
+def check_finite(rows: np.ndarray, first_row: int, where: str) -> None:
+    """Name the first row holding NaN or Inf."""
+    bad = ~np.isfinite(rows).all(axis=1)
+    if bad.any():
+        row = first_row + int(np.argmax(bad))
+        raise InvalidInputError(
+            f"{where}: row {row} contains NaN or Inf; clean or drop that row and try again"
+        )
+
+
+@dataclass
+class VectorSource:
+    """Rows of a 2-D array, read ``chunk_rows`` at a time as float32.
+
+    ``reader(start, stop)`` returns rows ``start:stop`` in any numeric dtype.
+    """
+
+    description: str
+    shape: tuple[int, int]
+    dtype: np.dtype
+    reader: object
+    metric_hint: str | None = None
+
+    def chunk_rows(self) -> int:
+        return max(1, CHUNK_BYTES // max(1, self.shape[1] * 4))
+
+    def chunks(self, chunk_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        step = chunk_rows or self.chunk_rows()
+        for start in range(0, self.shape[0], step):
+            stop = min(start + step, self.shape[0])
+            rows = np.asarray(self.reader(start, stop))
+            if rows.shape != (stop - start, self.shape[1]):
+                raise FormatError(f"{self.description}: rows {start}..{stop} could not be read whole")
+            yield start, rows.astype(np.float32, copy=False)
+
+    def read_all(self) -> np.ndarray:
+        """All rows as one float32 array (for queries and samples, not for whole corpora)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        for start, rows in self.chunks():
+            out[start:start + rows.shape[0]] = rows
+        return out
+
+
+def from_array(array: np.ndarray, description: str = "vectors") -> VectorSource:
+    """Wrap an in-memory (or memory-mapped) array."""
+    if not isinstance(array, np.ndarray):
+        try:
+            array = np.asarray(array)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"{description}: cannot be read as an array ({exc})") from None
+    check_numeric_dtype(array.dtype, description)
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2:
+        raise InvalidInputError(f"{description}: expected a 2-D array (n, dim), got shape {array.shape}")
+    return VectorSource(description, (int(array.shape[0]), int(array.shape[1])), array.dtype,
+                        lambda a, b: array[a:b])
+
+
+def _npy_source(path: str) -> VectorSource:
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+        except ValueError as exc:
+            raise FormatError(f"{path!r} is not a valid .npy file ({exc})") from None
+        data_offset = fh.tell()
+    check_numeric_dtype(dtype, path)
+    if fortran:
+        raise InvalidInputError(f"{path!r}: Fortran-ordered .npy is not supported; save it C-ordered")
+    if len(shape) != 2:
+        raise InvalidInputError(f"{path!r}: expected a 2-D array (n, dim), got shape {shape}")
+    n, dim = shape
+    row_bytes = dim * dtype.itemsize
+    if data_offset + n * row_bytes > os.path.getsize(path):
+        raise FormatError(f"{path!r}: file is shorter than its header says; it is truncated")
+
+    def reader(start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, dim), dtype=dtype)
+        with open(path, "rb") as fh:
+            fh.seek(data_offset + start * row_bytes)
+            fh.readinto(memoryview(out).cast("B"))
+        return out
+
+    return VectorSource(path, (int(n), int(dim)), dtype, reader)
+
+
+def _vecs_source(path: str, dtype: np.dtype) -> VectorSource:
+    """.fvecs / .ivecs: each row is an int32 dimension followed by that many values."""
+    size = os.path.getsize(path)
+    if size < 4:
+        raise FormatError(f"{path!r}: empty or truncated {os.path.splitext(path)[1]} file")
+    dim = int(np.fromfile(path, dtype="<i4", count=1)[0])
+    if dim <= 0 or dim > 1 << 20:
+        raise FormatError(f"{path!r}: first row claims dimension {dim}; not a .fvecs file")
+    row_bytes = 4 + dim * dtype.itemsize
+    if size % row_bytes:
+        raise FormatError(f"{path!r}: size {size} is not a multiple of the row size {row_bytes}")
+    n = size // row_bytes
+
+    def reader(start: int, stop: int) -> np.ndarray:
+        raw = np.fromfile(path, dtype="<i4", count=(stop - start) * (row_bytes // 4),
+                          offset=start * row_bytes).reshape(stop - start, row_bytes // 4)
+        if (raw[:, 0] != dim).any():
+            row = start + int(np.argmax(raw[:, 0] != dim))
+            raise FormatError(f"{path!r}: row {row} has dimension {raw[row - start, 0]}, not {dim}")
+        return raw[:, 1:].view(dtype)
+
+    return VectorSource(path, (int(n), dim), dtype, reader)
+
+
+def _h5_dataset(path: str, dataset: str) -> tuple[VectorSource, str | None]:
+    try:
+        fh = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise FormatError(f"{path!r} could not be opened as HDF5 ({exc})") from None
+    metric = None
+    with fh:
+        distance = fh.attrs.get("distance")
+        if isinstance(distance, bytes):
+            distance = distance.decode()
+        metric = ANN_DISTANCE_TO_METRIC.get(distance) if isinstance(distance, str) else None
+        if dataset not in fh or not isinstance(fh[dataset], h5py.Dataset):
+            found = ", ".join(k for k in fh if isinstance(fh[k], h5py.Dataset)) or "none"
+            raise InvalidInputError(f"{path!r} has no dataset {dataset!r} (datasets: {found})")
+        ds = fh[dataset]
+        check_numeric_dtype(ds.dtype, f"{path}:{dataset}")
+        if ds.ndim != 2:
+            raise InvalidInputError(f"{path}:{dataset}: expected 2-D (n, dim), got shape {ds.shape}")
+        shape, dtype = (int(ds.shape[0]), int(ds.shape[1])), ds.dtype
+
+    def reader(start: int, stop: int) -> np.ndarray:
+        with h5py.File(path, "r", locking=False) as f:
+            return f[dataset][start:stop]
+
+    return VectorSource(f"{path}:{dataset}", shape, dtype, reader, metric), metric
+
+
+def split_h5_path(text: str) -> tuple[str, str | None]:
+    """``file.h5:/group/dset`` -> (file, dataset); a plain path -> (path, None)."""
+    if ":" in text and not os.path.exists(text):
+        path, _, dataset = text.rpartition(":")
+        return path, dataset.lstrip("/") or None
+    return text, None
+
+
+def open_vectors(source, *, description: str = "vectors", prefer: str = "train") -> VectorSource:
+    """Turn an array or a path into a :class:`VectorSource`.
+
+    Paths: ``.npy``; ``.fvecs``; ``file.h5:/dataset``; an ann-benchmarks HDF5 file, read from its
+    ``prefer`` dataset ("train" for documents, "test" for queries); its ``distance`` attribute
+    becomes the metric hint.
+    """
+    if isinstance(source, VectorSource):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        return from_array(source, description)
+    path, dataset = split_h5_path(os.fspath(source))
+    if not os.path.exists(path):
+        raise StoreNotFoundError(f"input {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if dataset is not None:
+        return _h5_dataset(path, dataset)[0]
+    if ext == ".npy":
+        return _npy_source(path)
+    if ext == ".fvecs":
+        return _vecs_source(path, np.dtype("<f4"))
+    if ext == ".ivecs":
+        return _vecs_source(path, np.dtype("<i4"))
+    if h5py.is_hdf5(path):
+        with h5py.File(path, "r", locking=False) as fh:
+            if prefer not in fh:
+                raise InvalidInputError(
+                    f"{path!r} is HDF5 without a {prefer!r} dataset: name one as {path}:/DATASET"
+                )
+        return _h5_dataset(path, prefer)[0]
+    raise InvalidInputError(
+        f"{path!r}: unknown input type {ext!r}; give .npy, .fvecs, an HDF5 file:/dataset, "
+        "or an ann-benchmarks .hdf5"
+    )
+
+
+def read_keys(source, count: int) -> list[str]:
+    """Keys from a list, a text file (one per line) or an HDF5 string dataset (``file.h5:/dset``)."""
+    if source is None:
+        return []
+    if isinstance(source, (str, os.PathLike)):
+        path, dataset = split_h5_path(os.fspath(source))
+        if not os.path.exists(path):
+            raise StoreNotFoundError(f"keys file {path!r} does not exist")
+        if dataset is not None or h5py.is_hdf5(path):
+            if dataset is None:
+                raise InvalidInputError(f"{path!r} is HDF5: name the keys dataset as {path}:/DATASET")
+            with h5py.File(path, "r", locking=False) as fh:
+                if dataset not in fh:
+                    raise InvalidInputError(f"{path!r} has no dataset {dataset!r}")
+                ds = fh[dataset]
+                if ds.dtype.kind not in "OS" or h5py.check_string_dtype(ds.dtype) is None:
+                    raise InvalidDtypeError(f"{path}:{dataset} is not a string dataset")
+                keys = [k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in ds[()]]
+        else:
+            with open(path, encoding="utf-8") as fh:
+                keys = fh.read().splitlines()
+    else:
+        keys = list(source)
+        if not all(isinstance(k, str) for k in keys):
+            raise InvalidInputError("keys must be strings (titles, URLs, ...)")
+    if len(keys) != count:
+        raise InvalidInputError(f"{len(keys)} keys for {count} vectors: give exactly one key per vector")
+    return keys
+
+
+def as_ids(ids: Sequence[int] | np.ndarray | None, count: int) -> np.ndarray:
+    """Caller ids as unique int64, or 0..count-1."""
+    if ids is None:
+        return np.arange(count, dtype="<i8")
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise InvalidInputError("ids must be a 1-D array of integers")
+    if arr.shape[0] != count:
+        raise InvalidInputError(f"{arr.shape[0]} ids for {count} vectors: give exactly one id per vector")
+    if arr.dtype.kind == "u" and count and arr.max() > np.iinfo(np.int64).max:
+        raise InvalidInputError("ids must fit in int64")
+    arr = arr.astype("<i8")
+    if count:
+        uniq, counts = np.unique(arr, return_counts=True)
+        if uniq.shape[0] != count:
+            dup = int(uniq[np.argmax(counts > 1)])
+            raise InvalidInputError(f"id {dup} appears more than once; ids must be unique")
+    return arr

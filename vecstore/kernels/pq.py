@@ -1,0 +1,90 @@
+"""Asymmetric distance computation over product-quantization codes.
+
+A query's score against a code is the sum of m lookups in its table ``lut[j, c_j]`` (plus the
+optional per-row bias). 8-bit codes are one byte a sub-quantizer; 4-bit codes hold two, the even
+sub-quantizer in the low nibble (see codecs/pq.py).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+from .topk import NJIT, heap_push, merge_partial_heaps
+
+
+@nb.njit(parallel=True, **NJIT)
+def scan_pq8(lut, codes, bias, k, nparts):
+    """lut (nq, m, 256) float32, codes (n, m) uint8 -> best-first (scores, rows), (nq, k)."""
+    nq, m, _ = lut.shape
+    n = codes.shape[0]
+    use_bias = bias.shape[0] > 0
+    ntask = nq * nparts
+    part_s = np.full((ntask, k), -np.inf, dtype=np.float32)
+    part_i = np.full((ntask, k), -1, dtype=np.int64)
+    part_sizes = np.zeros(ntask, dtype=np.int64)
+    step = (n + nparts - 1) // nparts
+    for t in prange(ntask):
+        q = t // nparts
+        start = (t % nparts) * step
+        stop = min(start + step, n)
+        table = lut[q]
+        size = 0
+        for row in range(start, stop):
+            acc = np.float32(0.0)
+            for j in range(m):
+                acc += table[j, codes[row, j]]
+            if use_bias:
+                acc += bias[row]
+            size = heap_push(part_s[t], part_i[t], size, acc, row)
+        part_sizes[t] = size
+    hs = np.full((nq, k), -np.inf, dtype=np.float32)
+    hi = np.full((nq, k), -1, dtype=np.int64)
+    sizes = np.zeros(nq, dtype=np.int64)
+    merge_partial_heaps(part_s, part_i, part_sizes, nparts, hs, hi, sizes)
+    return hs, hi
+
+
+@nb.njit(parallel=True, **NJIT)
+def scan_pq4(lut, codes, bias, k, nparts):
+    """lut (nq, m, 16) float32, codes (n, ceil(m/2)) packed uint8 -> best-first (scores, rows).
+
+    Two neighbouring sub-quantizers share a byte, so their tables are fused per query into one
+    256-entry table (pair[i, byte] = lut[2i, low] + lut[2i+1, high]): one lookup per byte.
+    """
+    nq, m, _ = lut.shape
+    n, width = codes.shape
+    use_bias = bias.shape[0] > 0
+    pair = np.zeros((nq, width, 256), dtype=np.float32)
+    for q in prange(nq):
+        for i in range(width):
+            for b in range(256):
+                v = lut[q, 2 * i, b & 15]
+                if 2 * i + 1 < m:
+                    v += lut[q, 2 * i + 1, b >> 4]
+                pair[q, i, b] = v
+    ntask = nq * nparts
+    part_s = np.full((ntask, k), -np.inf, dtype=np.float32)
+    part_i = np.full((ntask, k), -1, dtype=np.int64)
+    part_sizes = np.zeros(ntask, dtype=np.int64)
+    step = (n + nparts - 1) // nparts
+    for t in prange(ntask):
+        q = t // nparts
+        start = (t % nparts) * step
+        stop = min(start + step, n)
+        table = pair[q]
+        size = 0
+        for row in range(start, stop):
+            acc = np.float32(0.0)
+            for i in range(width):
+                acc += table[i, codes[row, i]]
+            if use_bias:
+                acc += bias[row]
+            size = heap_push(part_s[t], part_i[t], size, acc, row)
+        part_sizes[t] = size
+    hs = np.full((nq, k), -np.inf, dtype=np.float32)
+    hi = np.full((nq, k), -1, dtype=np.int64)
+    sizes = np.zeros(nq, dtype=np.int64)
+    merge_partial_heaps(part_s, part_i, part_sizes, nparts, hs, hi, sizes)
+    return hs, hi

@@ -1,0 +1,136 @@
+"""Query validation and the choice of kernel for a (metric, tier layout).
+
+Every metric is served as a maximum inner product, so each code layout needs one family of kernels:
+- ip and cosine: score = q . x (cosine stores unit vectors and normalises queries);
+- l2: score = 2 q . x - |x|^2 = |q|^2 - |q - x|^2, with |x|^2 stored per document as ``sqnorms``.
+Distances handed back follow FAISS: similarities for ip/cosine (higher is better) and squared L2
+distances for l2 (lower is better).
+
+Validation happens here, before any kernel runs: kernels assume finite float32 C-contiguous queries
+of the right width and 1 <= k <= number of documents.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import InvalidDtypeError, InvalidInputError
+from .ingest import check_finite, check_numeric_dtype
+from .kernels import flat, topk
+
+# Below this many queries, scan rows directly (one heap per query and thread); from it on, a BLAS
+# product per block of rows amortises reading each row over many queries (FAISS switches at 20).
+GEMM_MIN_QUERIES = 16
+GEMM_BLOCK_BYTES = 32 << 20
+MAX_K = 1 << 20
+
+
+class SearchResult(NamedTuple):
+    """Top-k results: ``D, I = store.search(q, k)``.
+
+    distances : (nq, k) float32, best first. Similarities for ip/cosine, squared L2 for l2.
+    ids       : (nq, k) int64 document ids; -1 where fewer than k documents exist, with
+                distance -inf (ip/cosine) or +inf (l2) there.
+    """
+
+    distances: np.ndarray
+    ids: np.ndarray
+
+
+def prepare_queries(queries, dim: int, metric: str) -> np.ndarray:
+    """Validate queries and return them as a (nq, dim) float32 C-contiguous array."""
+    if isinstance(queries, (str, bytes)):
+        raise InvalidDtypeError("queries must be numbers (an array of shape (dim,) or (nq, dim)), not text")
+    try:
+        arr = np.asarray(queries)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"queries cannot be read as an array ({exc})") from None
+    check_numeric_dtype(arr.dtype, "queries")
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise InvalidInputError(f"queries must have shape (dim,) or (nq, dim); got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InvalidInputError("no queries given: pass at least one vector")
+    if arr.shape[1] != dim:
+        raise InvalidInputError(f"queries have dimension {arr.shape[1]}, but the store holds dimension {dim}")
+    xq = np.ascontiguousarray(arr, dtype=np.float32)
+    if xq is arr or np.shares_memory(xq, arr):
+        xq = xq.copy()
+    check_finite(xq, 0, "queries")
+    if metric == "cosine":
+        norms = np.linalg.norm(xq, axis=1, keepdims=True)
+        if (norms == 0).any():
+            row = int(np.argmax(norms[:, 0] == 0))
+            raise InvalidInputError(f"query {row} is all zeros: cosine similarity is undefined for it")
+        xq /= norms
+    return xq
+
+
+def check_k(k, count: int) -> int:
+    """Validate k; return how many results the kernels can actually produce (<= count)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    if k <= 0:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
+    if k > MAX_K:
+        raise InvalidInputError(f"k = {k} is larger than the limit {MAX_K}; ask for fewer results")
+    return min(int(k), count)
+
+
+def default_parts(nq: int, n: int) -> int:
+    """How many row slices each query is split into, so small batches still use every thread."""
+    import numba
+
+    threads = numba.get_num_threads()
+    per_query = max(1, (4 * threads + nq - 1) // nq)
+    return int(max(1, min(per_query, n // 2048 or 1)))
+
+
+def _block_rows(nq: int, dim: int) -> int:
+    return int(max(256, GEMM_BLOCK_BYTES // (4 * max(dim, nq))))
+
+
+_DIRECT = {"f32": flat.scan_f32, "f16": flat.scan_f16, "i8": flat.scan_i8}
+_WIDEN = {"f32": lambda b: b, "f16": lambda b: b.view(np.float16).astype(np.float32),
+          "i8": lambda b: b.astype(np.float32)}
+
+
+def scan_dense(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout: str):
+    """Top-k of ``xq @ decode(codes).T + bias`` for a dense layout ("f32", "f16" as uint16, "i8").
+
+    Returns best-first (scores, rows), each (nq, k).
+    """
+    nq, n = xq.shape[0], codes.shape[0]
+    if nq < GEMM_MIN_QUERIES:
+        return _DIRECT[layout](xq, codes, bias, k, default_parts(nq, n))
+    hs, hi, sizes = topk.empty_heaps(nq, k)
+    widen = _WIDEN[layout]
+    step = _block_rows(nq, xq.shape[1])
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        scores = xq @ widen(codes[start:stop]).T
+        topk.push_block(scores, bias[start:stop] if bias.shape[0] else bias, start, hs, hi, sizes)
+    topk.sort_heaps(hs, hi, sizes)
+    return hs, hi
+
+
+def finish(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int, metric: str,
+           query_sqnorms: np.ndarray | None) -> SearchResult:
+    """Turn kernel scores and rows into distances and document ids, padded to k columns."""
+    nq, got = rows.shape
+    distances = np.empty((nq, k), dtype=np.float32)
+    out_ids = np.full((nq, k), -1, dtype=np.int64)
+    valid = rows >= 0
+    if metric == "l2":
+        dist = np.maximum(query_sqnorms[:, None] - scores, 0.0)
+        distances[:, :got] = np.where(valid, dist, np.inf)
+        distances[:, got:] = np.inf
+    else:
+        distances[:, :got] = np.where(valid, scores, -np.inf)
+        distances[:, got:] = -np.inf
+    out_ids[:, :got] = np.where(valid, ids[np.where(valid, rows, 0)], -1)
+    return SearchResult(distances, out_ids)
