@@ -76,6 +76,20 @@ def dataset_creation_plist() -> h5py.h5p.PropDCID:
     return plist
 
 
+def open_h5_readonly(path: str) -> h5py.File:
+    """Open an HDF5 file read-only without HDF5's file lock (readers never block a rename).
+
+    HDF5 refuses to open a file twice in one process with different locking flags, so when the
+    caller already holds it open with locking, fall back to that.
+    """
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "locking flag" not in str(exc):
+            raise
+        return h5py.File(path, "r")
+
+
 def create_file(path: str) -> h5py.File:
     """Open a new HDF5 file whose datasets start on page boundaries."""
     return h5py.File(path, "w", alignment_threshold=1, alignment_interval=PAGE, locking=False)
@@ -338,7 +352,7 @@ def read_header(path: str) -> Header:
             "`vecstore build`"
         )
     try:
-        handle = h5py.File(path, "r", locking=False)
+        handle = open_h5_readonly(path)
     except Exception as exc:  # h5py raises OSError and others for damaged files
         raise FormatError(f"{path!r} could not be read as HDF5 ({exc}); it is damaged") from None
     try:

@@ -109,15 +109,17 @@ def _parse_vector(text: str) -> np.ndarray:
 @click.option("--vector", "vector_text", default=None, help="One query as comma-separated numbers.")
 @click.option("-k", "--k", "k", default=10, show_default=True, type=int, help="Results per query.")
 @click.option("--tier", default=None, help="Tier to scan (default: raw, exact).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def search(store_path, queries_path, vector_text, k, tier, as_json) -> None:
+def search(store_path, queries_path, vector_text, k, tier, limit, as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set) or --vector."""
     if (queries_path is None) == (vector_text is None):
         raise click.UsageError("give either a QUERIES file or --vector, not both or neither")
     if vector_text is not None:
         queries = _parse_vector(vector_text)
     else:
-        queries = open_vectors(queries_path, prefer="test").read_all()
+        source = open_vectors(queries_path, prefer="test")
+        queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
     with vecstore.open(store_path) as store:
         distances, ids = store.search(queries, k, tier=tier)
         keys = store.keys(ids)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ._format import open_h5_readonly
 from .errors import FormatError, InvalidDtypeError, InvalidInputError, StoreNotFoundError
 
 CHUNK_BYTES = 32 << 20
@@ -88,13 +89,15 @@ def from_array(array: np.ndarray, description: str = "vectors") -> VectorSource:
 
 
 def _npy_source(path: str) -> VectorSource:
-    with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
-        except ValueError as exc:
-            raise FormatError(f"{path!r} is not a valid .npy file ({exc})") from None
-        data_offset = fh.tell()
+    try:  # mapped only to read the header; rows are read with readinto below
+        header = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise FormatError(f"{path!r} is not a valid .npy file ({exc})") from None
+    if not isinstance(header, np.memmap):
+        raise FormatError(f"{path!r} is not a plain .npy array file")
+    shape, dtype, data_offset = header.shape, header.dtype, header.offset
+    fortran = header.ndim > 1 and header.flags.f_contiguous and not header.flags.c_contiguous
+    del header
     check_numeric_dtype(dtype, path)
     if fortran:
         raise InvalidInputError(f"{path!r}: Fortran-ordered .npy is not supported; save it C-ordered")
@@ -102,8 +105,6 @@ def _npy_source(path: str) -> VectorSource:
         raise InvalidInputError(f"{path!r}: expected a 2-D array (n, dim), got shape {shape}")
     n, dim = shape
     row_bytes = dim * dtype.itemsize
-    if data_offset + n * row_bytes > os.path.getsize(path):
-        raise FormatError(f"{path!r}: file is shorter than its header says; it is truncated")
 
     def reader(start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, dim), dtype=dtype)
@@ -141,7 +142,7 @@ def _vecs_source(path: str, dtype: np.dtype) -> VectorSource:
 
 def _h5_dataset(path: str, dataset: str) -> tuple[VectorSource, str | None]:
     try:
-        fh = h5py.File(path, "r", locking=False)
+        fh = open_h5_readonly(path)
     except OSError as exc:
         raise FormatError(f"{path!r} could not be opened as HDF5 ({exc})") from None
     metric = None
@@ -160,7 +161,7 @@ def _h5_dataset(path: str, dataset: str) -> tuple[VectorSource, str | None]:
         shape, dtype = (int(ds.shape[0]), int(ds.shape[1])), ds.dtype
 
     def reader(start: int, stop: int) -> np.ndarray:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_h5_readonly(path) as f:
             return f[dataset][start:stop]
 
     return VectorSource(f"{path}:{dataset}", shape, dtype, reader, metric), metric
@@ -198,7 +199,7 @@ def open_vectors(source, *, description: str = "vectors", prefer: str = "train")
     if ext == ".ivecs":
         return _vecs_source(path, np.dtype("<i4"))
     if h5py.is_hdf5(path):
-        with h5py.File(path, "r", locking=False) as fh:
+        with open_h5_readonly(path) as fh:
             if prefer not in fh:
                 raise InvalidInputError(
                     f"{path!r} is HDF5 without a {prefer!r} dataset: name one as {path}:/DATASET"
@@ -221,7 +222,7 @@ def read_keys(source, count: int) -> list[str]:
         if dataset is not None or h5py.is_hdf5(path):
             if dataset is None:
                 raise InvalidInputError(f"{path!r} is HDF5: name the keys dataset as {path}:/DATASET")
-            with h5py.File(path, "r", locking=False) as fh:
+            with open_h5_readonly(path) as fh:
                 if dataset not in fh:
                     raise InvalidInputError(f"{path!r} has no dataset {dataset!r}")
                 ds = fh[dataset]

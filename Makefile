@@ -1,0 +1,42 @@
+# The two set-up commands of the README. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DATA   := data/wordnet-minilm-384-small.hdf5
+DEMO   := out/demo.vs
+
+.PHONY: demo test install clean clean-cache bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p out
+	$(VENV)/bin/vecstore build $(DATA) $(DEMO) --keys $(DATA):/train_lemmas --force
+	$(VENV)/bin/vecstore compress $(DEMO) --codec pq48 --quiet
+	$(VENV)/bin/vecstore compress $(DEMO) --codec pca128,int8 --quiet
+	$(VENV)/bin/vecstore info $(DEMO)
+	@echo "--- exact search, the first 2 held-out WordNet entries as queries"
+	$(VENV)/bin/vecstore search $(DEMO) $(DATA):/test --limit 2 -k 5
+	@echo "--- the same through the 48-byte pq48 tier"
+	$(VENV)/bin/vecstore search $(DEMO) $(DATA):/test --limit 2 -k 5 --tier pq48
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_exact.py
+
+# numba caches compiled kernels beside their source; an edit to kernels/topk.py is not seen by the
+# caches of kernels that inline its helpers, so clear them after editing it.
+clean-cache:
+	find vecstore -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
+	rm -rf out .pytest_cache

@@ -1,0 +1,97 @@
+"""Kernels against plain numpy: top-k selection, dense scans, PQ scans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vecstore.kernels import flat, pq, topk
+from vecstore.search import scan_dense
+
+EMPTY = np.empty(0, dtype=np.float32)
+
+
+def stable_topk(scores, k):
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, rows, axis=1), rows
+
+
+@pytest.mark.parametrize("k", [1, 7, 64])
+@pytest.mark.parametrize("n", [1, 50, 3000])
+def test_push_block_equals_stable_sort(rng, k, n):
+    k = min(k, n)
+    scores = rng.integers(0, 5, size=(9, n)).astype(np.float32)  # many exact ties
+    hs, hi, sizes = topk.empty_heaps(9, k)
+    for start in range(0, n, 97):
+        topk.push_block(scores[:, start:start + 97], EMPTY, start, hs, hi, sizes)
+    topk.sort_heaps(hs, hi, sizes)
+    ref_s, ref_i = stable_topk(scores, k)
+    np.testing.assert_array_equal(hi, ref_i)
+    np.testing.assert_array_equal(hs, ref_s)
+
+
+@pytest.mark.parametrize("layout", ["f32", "f16", "i8"])
+@pytest.mark.parametrize("nq", [1, 3, 40])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_dense_scan_matches_numpy(rng, layout, nq, with_bias):
+    n, d, k = 2500, 24, 10
+    if layout == "i8":
+        codes = rng.integers(-128, 128, size=(n, d)).astype(np.int8)
+        xb = codes.astype(np.float32)
+    else:
+        xb = rng.standard_normal((n, d)).astype(np.float32)
+        codes = xb.astype(np.float16) if layout == "f16" else xb
+        xb = codes.astype(np.float32)
+    xq = rng.standard_normal((nq, d)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else EMPTY
+    view = codes.view(np.uint16) if layout == "f16" else codes
+    scores, rows = scan_dense(xq, view, bias, k, layout)
+    ref = xq.astype(np.float64) @ xb.T.astype(np.float64) + (bias if with_bias else 0)
+    ref_s, ref_i = stable_topk(ref, k)
+    np.testing.assert_allclose(scores, ref_s, rtol=1e-4, atol=1e-3)
+    got = np.take_along_axis(ref, rows, axis=1)
+    np.testing.assert_allclose(got, ref_s, rtol=1e-4, atol=1e-3)
+
+
+def test_f16_widening_is_exact_for_every_finite_half():
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    halves = bits.view(np.float16)
+    finite = np.isfinite(halves)
+    bits, halves = bits[finite], halves[finite]
+    # score of a one-hot query against each single-value row is the widened value itself
+    codes = bits.reshape(-1, 1)
+    xq = np.ones((1, 1), dtype=np.float32)
+    scores, rows = flat.scan_f16(xq, codes, EMPTY, codes.shape[0], 4)
+    widened = np.empty(codes.shape[0], dtype=np.float32)
+    widened[rows[0]] = scores[0]
+    np.testing.assert_array_equal(widened, halves.astype(np.float32))
+
+
+@pytest.mark.parametrize("m", [1, 8, 15])
+@pytest.mark.parametrize("nbits", [8, 4])
+@pytest.mark.parametrize("nq", [1, 5])
+def test_pq_scan_matches_lookup_sum(rng, m, nbits, nq):
+    from vecstore.codecs.pq import pack_nibbles
+
+    n, k, ksub = 3000, 12, 1 << nbits
+    codes = rng.integers(0, ksub, size=(n, m)).astype(np.uint8)
+    lut = rng.standard_normal((nq, m, ksub)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    ref = np.zeros((nq, n))
+    for j in range(m):
+        ref += lut[:, j, codes[:, j]]
+    ref += bias
+    kernel = pq.scan_pq8 if nbits == 8 else pq.scan_pq4
+    packed = codes if nbits == 8 else pack_nibbles(codes)
+    scores, rows = kernel(lut, packed, bias, k, 3)
+    ref_s, ref_i = stable_topk(ref, k)
+    np.testing.assert_allclose(scores, ref_s, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.take_along_axis(ref, rows, axis=1), ref_s, rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_cached_on_disk():
+    """A second process must not recompile: every kernel is built with cache=True."""
+    for kernel in (flat.scan_f32, flat.scan_f16, flat.scan_i8, pq.scan_pq8, pq.scan_pq4,
+                   topk.push_block, topk.sort_heaps):
+        assert kernel._cache is not None and kernel.targetoptions.get("nogil"), kernel
+        assert type(kernel._cache).__name__ == "FunctionCache", kernel
