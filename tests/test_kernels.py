@@ -31,7 +31,7 @@ def test_push_block_equals_stable_sort(rng, k, n):
 
 
 @pytest.mark.parametrize("layout", ["f32", "f16", "i8"])
-@pytest.mark.parametrize("nq", [1, 3, 40])
+@pytest.mark.parametrize("nq", [1, 3, 40, 70])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_dense_scan_matches_numpy(rng, layout, nq, with_bias):
     n, d, k = 2500, 24, 10

@@ -73,7 +73,7 @@ class Tier:
         if layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
             kernel = pq_kernels.scan_pq8 if layout == "pq8" else pq_kernels.scan_pq4
-            scores, rows = kernel(lut, self.codes, bias, k, default_parts(q.shape[0], self.count))
+            scores, rows = kernel(lut, self.codes, bias, k, default_parts(self.count))
         else:
             codes = self.codes.view(np.uint16) if layout == "f16" else self.codes
             scores, rows = scan_dense(folded, codes, bias, k, layout)

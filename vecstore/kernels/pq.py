@@ -11,7 +11,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .topk import NJIT, heap_push, merge_partial_heaps
+from .topk import NJIT, heap_push, merge_partial_heaps, partial_heaps
 
 
 @nb.njit(parallel=True, **NJIT)
@@ -20,30 +20,18 @@ def scan_pq8(lut, codes, bias, k, nparts):
     nq, m, _ = lut.shape
     n = codes.shape[0]
     use_bias = bias.shape[0] > 0
-    ntask = nq * nparts
-    part_s = np.full((ntask, k), -np.inf, dtype=np.float32)
-    part_i = np.full((ntask, k), -1, dtype=np.int64)
-    part_sizes = np.zeros(ntask, dtype=np.int64)
+    part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
     step = (n + nparts - 1) // nparts
-    for t in prange(ntask):
-        q = t // nparts
-        start = (t % nparts) * step
-        stop = min(start + step, n)
-        table = lut[q]
-        size = 0
-        for row in range(start, stop):
-            acc = np.float32(0.0)
-            for j in range(m):
-                acc += table[j, codes[row, j]]
-            if use_bias:
-                acc += bias[row]
-            size = heap_push(part_s[t], part_i[t], size, acc, row)
-        part_sizes[t] = size
-    hs = np.full((nq, k), -np.inf, dtype=np.float32)
-    hi = np.full((nq, k), -1, dtype=np.int64)
-    sizes = np.zeros(nq, dtype=np.int64)
-    merge_partial_heaps(part_s, part_i, part_sizes, nparts, hs, hi, sizes)
-    return hs, hi
+    for p in prange(nparts):
+        for row in range(p * step, min(p * step + step, n)):
+            for q in range(nq):
+                acc = np.float32(0.0)
+                for j in range(m):
+                    acc += lut[q, j, codes[row, j]]
+                if use_bias:
+                    acc += bias[row]
+                part_sizes[p, q] = heap_push(part_s[p, q], part_i[p, q], part_sizes[p, q], acc, row)
+    return merge_partial_heaps(part_s, part_i, part_sizes)
 
 
 @nb.njit(parallel=True, **NJIT)
@@ -64,27 +52,15 @@ def scan_pq4(lut, codes, bias, k, nparts):
                 if 2 * i + 1 < m:
                     v += lut[q, 2 * i + 1, b >> 4]
                 pair[q, i, b] = v
-    ntask = nq * nparts
-    part_s = np.full((ntask, k), -np.inf, dtype=np.float32)
-    part_i = np.full((ntask, k), -1, dtype=np.int64)
-    part_sizes = np.zeros(ntask, dtype=np.int64)
+    part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
     step = (n + nparts - 1) // nparts
-    for t in prange(ntask):
-        q = t // nparts
-        start = (t % nparts) * step
-        stop = min(start + step, n)
-        table = pair[q]
-        size = 0
-        for row in range(start, stop):
-            acc = np.float32(0.0)
-            for i in range(width):
-                acc += table[i, codes[row, i]]
-            if use_bias:
-                acc += bias[row]
-            size = heap_push(part_s[t], part_i[t], size, acc, row)
-        part_sizes[t] = size
-    hs = np.full((nq, k), -np.inf, dtype=np.float32)
-    hi = np.full((nq, k), -1, dtype=np.int64)
-    sizes = np.zeros(nq, dtype=np.int64)
-    merge_partial_heaps(part_s, part_i, part_sizes, nparts, hs, hi, sizes)
-    return hs, hi
+    for p in prange(nparts):
+        for row in range(p * step, min(p * step + step, n)):
+            for q in range(nq):
+                acc = np.float32(0.0)
+                for i in range(width):
+                    acc += pair[q, i, codes[row, i]]
+                if use_bias:
+                    acc += bias[row]
+                part_sizes[p, q] = heap_push(part_s[p, q], part_i[p, q], part_sizes[p, q], acc, row)
+    return merge_partial_heaps(part_s, part_i, part_sizes)

@@ -92,17 +92,26 @@ def push_block(scores, bias, row0, hs, hi, sizes):
 
 
 @nb.njit(parallel=True, **NJIT)
-def merge_partial_heaps(part_s, part_i, part_sizes, nparts, hs, hi, sizes):
-    """Merge ``nparts`` partial heaps per query (laid out query-major) into final heaps, sorted."""
-    nq = hs.shape[0]
+def merge_partial_heaps(part_s, part_i, part_sizes):
+    """Merge partial heaps (nparts, nq, k) into final best-first (scores, rows), (nq, k)."""
+    nparts, nq, k = part_s.shape
+    hs = np.full((nq, k), -np.inf, dtype=np.float32)
+    hi = np.full((nq, k), -1, dtype=np.int64)
     for q in prange(nq):
         size = 0
         for p in range(nparts):
-            t = q * nparts + p
-            for j in range(part_sizes[t]):
-                size = heap_push(hs[q], hi[q], size, part_s[t, j], part_i[t, j])
+            for j in range(part_sizes[p, q]):
+                size = heap_push(hs[q], hi[q], size, part_s[p, q, j], part_i[p, q, j])
         heap_sort_best_first(hs[q], hi[q], size)
-        sizes[q] = size
+    return hs, hi
+
+
+@nb.njit(**NJIT)
+def partial_heaps(nparts, nq, k):
+    """Empty per-(part, query) heaps for a scan split into ``nparts`` row ranges."""
+    return (np.full((nparts, nq, k), -np.inf, dtype=np.float32),
+            np.full((nparts, nq, k), -1, dtype=np.int64),
+            np.zeros((nparts, nq), dtype=np.int64))
 
 
 @nb.njit(parallel=True, **NJIT)
