@@ -22,9 +22,11 @@ demo: $(STAMP)
 	$(VENV)/bin/vecstore compress $(DEMO) --codec pq48 --quiet
 	$(VENV)/bin/vecstore compress $(DEMO) --codec pca128,int8 --quiet
 	$(VENV)/bin/vecstore info $(DEMO)
-	@echo "--- exact search, the first 2 held-out WordNet entries as queries"
+	@echo "--- exact search on the raw tier; queries: the first 2 held-out WordNet entries"
+	$(VENV)/bin/vecstore search $(DEMO) $(DATA):/test --limit 2 -k 5 --tier raw
+	@echo "--- the default: scan the smallest calibrated tier, rescore its candidates from raw"
 	$(VENV)/bin/vecstore search $(DEMO) $(DATA):/test --limit 2 -k 5
-	@echo "--- the same through the 48-byte pq48 tier"
+	@echo "--- the 48-byte pq48 tier alone, no rescoring"
 	$(VENV)/bin/vecstore search $(DEMO) $(DATA):/test --limit 2 -k 5 --tier pq48
 
 test: $(STAMP)

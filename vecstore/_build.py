@@ -15,12 +15,17 @@ from tqdm import tqdm
 
 from . import _format as fmt
 from ._store import Store
+from .calibrate import TARGET_RECALL
+from .calibrate import calibrate as run_calibration
+from .kernels.flat import sqnorms_f32
+from .tier import Tier
 from ._writer import StoreContents, TierPlan, write_store
 from .codecs import Pipeline, codec_string, get_codec
 from .errors import InvalidInputError, StoreNotFoundError
 from .ingest import as_ids, check_finite, open_vectors, read_keys
 
 DEFAULT_TRAIN_SIZE = 50_000
+CALIBRATE_MAX_BYTES = 256 << 20
 
 
 def _progress_default(progress: bool | None) -> bool:
@@ -129,12 +134,18 @@ def sample_rows(store: Store, size: int, seed: int) -> np.ndarray:
 
 def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str | None = None,
              train_size: int = DEFAULT_TRAIN_SIZE, seed: int = 0, params: dict | None = None,
-             replace: bool = False, progress: bool | None = None) -> Store:
+             replace: bool = False, calibrate: bool = True, target_recall: float = TARGET_RECALL,
+             progress: bool | None = None) -> Store:
     """Add a tier encoded with ``codec`` to the store at ``path`` (rewritten atomically), and open it.
 
     The codec is trained on ``train_size`` vectors sampled from the raw tier with ``seed``, unless
     ``params`` (learned arrays, as exported) are given: then it encodes with those, untrained.
+    A tier of at most 256 MiB of codes is also calibrated (see vecstore.calibrate): the oversampling
+    that rescoring from the raw tier needs for recall@10 >= ``target_recall`` is recorded with it,
+    and becomes the store's default search when it is the smallest such tier.
     """
+    if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
+        raise InvalidInputError(f"target_recall must be in (0, 1], got {target_recall!r}")
     path = os.fspath(path)
     show = _progress_default(progress)
     with Store(path) as store:
@@ -157,21 +168,46 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
             with tqdm(total=1, desc=f"train {codec_string(pipeline)}", disable=not show) as bar:
                 pipeline.fit(sample_rows(store, train_size, seed), seed=seed)
                 bar.update(1)
-        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms)) for t in store.tiers.values()
-                 if t.name != name]
-        plans.append(TierPlan(name, pipeline))
+        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration)
+                 for t in store.tiers.values() if t.name != name]
         raw = store.tier(fmt.RAW_TIER).codes
-        contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
-                                 keys=_all_strings(store._keys, store.count),
-                                 metadata=_all_strings(store._metadata, store.count), model=store.model)
 
         def source():
             step = max(1, (32 << 20) // (4 * store.dim))
             for start in range(0, store.count, step):
                 yield start, np.asarray(raw[start:start + step], dtype=np.float32)
 
-        write_store(path, contents, plans, source, progress=show, description=f"encode {name}")
+        new = TierPlan(name, pipeline)
+        if calibrate and store.count > 1 and pipeline.code_size * store.count <= CALIBRATE_MAX_BYTES:
+            # a small tier (a coarse one): encode it in RAM, measure its default oversampling on the
+            # store itself, then write it with that record
+            tier = _encode_in_memory(store, name, pipeline, source, show)
+            with tqdm(total=1, desc=f"calibrate {name}", disable=not show) as bar:
+                new.calibration = run_calibration(tier, store.tier(fmt.RAW_TIER), store.tier(fmt.RAW_TIER),
+                                                  seed=seed, target=target_recall)
+                bar.update(1)
+            new.copy_from = (tier.codes, tier.sqnorms)
+        plans.append(new)
+        contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
+                                 keys=_all_strings(store._keys, store.count),
+                                 metadata=_all_strings(store._metadata, store.count), model=store.model)
+        write_store(path, contents, plans, source, progress=show, description=f"write {name}")
     return Store(path)
+
+
+def _encode_in_memory(store: Store, name: str, pipeline: Pipeline, source, show: bool) -> Tier:
+    codes = np.empty((store.count, pipeline.code_width), dtype=pipeline.code_dtype)
+    sqnorms = np.empty(store.count, dtype=np.float32) if store.metric == "l2" else None
+    with tqdm(total=store.count, unit="vec", desc=f"encode {name}", disable=not show) as bar:
+        for start, rows in source():
+            block = pipeline.encode(rows)
+            codes[start:start + rows.shape[0]] = block
+            if sqnorms is not None:
+                sqnorms[start:start + rows.shape[0]] = sqnorms_f32(pipeline.decode(block))
+            bar.update(rows.shape[0])
+    tier = Tier(name, pipeline, codes, sqnorms, store.metric)
+    tier.resident = True
+    return tier
 
 
 def _all_strings(column, count: int) -> list[str] | None:

@@ -44,6 +44,7 @@ ATTR_MODEL = "model"
 ATTR_CHECKSUM = "xxh3_64"
 ATTR_CODEC = "codec"
 ATTR_CODEC_STRING = "codec_string"
+ATTR_CALIBRATION = "calibration"
 IDS = "ids"
 KEYS = "keys"
 METADATA = "metadata"
@@ -429,6 +430,7 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
         header.tier_attrs[name] = {
             ATTR_CODEC: attr_json(tier.attrs, ATTR_CODEC, tw),
             ATTR_CODEC_STRING: str(_attr_text(tier.attrs, ATTR_CODEC_STRING, tw)),
+            ATTR_CALIBRATION: attr_json(tier.attrs, ATTR_CALIBRATION, tw, required=False),
         }
         add(tier, CODES, tw)
         add(tier, SQNORMS, tw, required=False)

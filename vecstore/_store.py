@@ -7,6 +7,7 @@ of Python threads can search one open store at once (the kernels release the GIL
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import threading
@@ -15,8 +16,11 @@ import numpy as np
 
 from . import _format as fmt
 from .errors import ClosedStoreError, FormatError, InvalidInputError, UnknownTierError
-from .search import SearchResult, check_k, prepare_queries
+from .search import SearchResult, check_k, finish, prepare_queries
 from .tier import Tier, open_tier
+
+
+DEFAULT_OVERSAMPLE = 4.0
 
 
 class StringColumn:
@@ -145,7 +149,23 @@ class Store:
                 "(add one with `vecstore compress`)"
             ) from None
 
-    def search(self, queries, k: int = 10, *, tier: str | None = None) -> SearchResult:
+    def default_plan(self) -> tuple[str, str | None, float | None]:
+        """(tier, rescore, oversample) used when search() is given no tier options.
+
+        The smallest tier whose calibration met its recall target and whose rescoring tier exists;
+        exact search on the raw tier when there is none.
+        """
+        self._check_open()
+        calibrated = [t for t in self.tiers.values()
+                      if t.calibration and t.calibration.get("meets_target")
+                      and t.calibration["rescore"] in self.tiers]
+        if not calibrated:
+            return fmt.RAW_TIER, None, None
+        best = min(calibrated, key=lambda t: (t.bytes_per_vector, t.name))
+        return best.name, best.calibration["rescore"], float(best.calibration["oversample"])
+
+    def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
+               oversample: float | None = None) -> SearchResult:
         """The k nearest documents to each query.
 
         Parameters
@@ -156,7 +176,13 @@ class Store:
             Results per query. When k exceeds the document count, the extra columns hold id -1
             and distance -inf (ip, cosine) or +inf (l2), as FAISS does.
         tier : str, optional
-            Which tier to scan (default: the raw float32 tier, exact search).
+            Which tier to scan. With no tier, rescore or oversample, the store's calibrated default
+            (see :meth:`default_plan`): the smallest compressed tier plus rescoring, or exact search.
+        rescore : str, optional
+            A finer tier (float32/float16/int8 codes, e.g. "raw") that re-scores the candidates.
+        oversample : float, optional
+            Candidates taken from ``tier`` per result when rescoring (>= 1): k * oversample rows
+            are scanned, rescored, and the best k kept. Default: the tier's calibration, else 4.
 
         Returns
         -------
@@ -164,14 +190,38 @@ class Store:
             ``(distances, ids)``, each (nq, k), best first.
         """
         self._check_open()
-        chosen = self.tier(tier)
+        coarse, fine, factor = self._plan(tier, rescore, oversample)
         xq = prepare_queries(queries, self.dim, self.metric)
         kk = check_k(k, self.count)
         if kk == 0:
             nq = xq.shape[0]
             fill = np.inf if self.metric == "l2" else -np.inf
             return SearchResult(np.full((nq, k), fill, np.float32), np.full((nq, k), -1, np.int64))
-        return chosen.search(xq, kk, k, self.ids)
+        if fine is None:
+            return coarse.search(xq, kk, k, self.ids)
+        width = min(self.count, int(np.ceil(kk * factor)))
+        _, candidates = coarse.scan(xq, width)
+        scores, rows = fine.rescore(xq, candidates, kk)
+        qn = (xq * xq).sum(axis=1) if self.metric == "l2" else None
+        return finish(scores, rows, self.ids, k, self.metric, qn)
+
+    def _plan(self, tier, rescore, oversample) -> tuple[Tier, Tier | None, float]:
+        if oversample is not None and (isinstance(oversample, bool) or not isinstance(oversample, (int, float))
+                                       or not np.isfinite(oversample) or oversample < 1):
+            raise InvalidInputError(f"oversample must be a number >= 1, got {oversample!r}")
+        if tier is None and rescore is None and oversample is None:
+            tier, rescore, oversample = self.default_plan()
+        coarse = self.tier(tier)
+        if rescore is None and oversample is not None:
+            rescore = fmt.RAW_TIER
+        if rescore is None:
+            return coarse, None, 1.0
+        fine = self.tier(rescore)
+        fine.check_rescores(coarse)
+        if oversample is None:
+            cal = coarse.calibration
+            oversample = float(cal["oversample"]) if cal and cal["rescore"] == fine.name else DEFAULT_OVERSAMPLE
+        return coarse, fine, float(oversample)
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -207,6 +257,24 @@ class Store:
         out = [None if r < 0 or column is None else convert(column.get(int(r))) for r in rows]
         return np.array(out, dtype=object).reshape(arr.shape).tolist() if arr.ndim > 1 else out
 
+    # -- memory ---------------------------------------------------------------------------------
+
+    def load(self, tier: str) -> None:
+        """Hold ``tier`` in private memory (typically the small coarse tier); others stay mapped."""
+        self.tier(tier).load()
+
+    def memory(self) -> dict:
+        """Per tier, bytes held in private memory against bytes merely mapped; and the process's
+        RssAnon (private) and RssFile (mapped pages in RAM) from /proc/self/status."""
+        self._check_open()
+        tiers = {name: t.memory() for name, t in self.tiers.items()}
+        return {
+            "tiers": tiers,
+            "resident_bytes": sum(t["resident_bytes"] + t["param_bytes"] for t in tiers.values()),
+            "mapped_bytes": self._header.file_size,
+            "process": process_memory(),
+        }
+
     # -- reporting ------------------------------------------------------------------------------
 
     def info(self) -> dict:
@@ -224,9 +292,35 @@ class Store:
             "has_metadata": self._metadata is not None,
             "file_bytes": self._header.file_size,
             "tiers": [t.describe() for t in self.tiers.values()],
+            "default_search": list(self.default_plan()),
         }
 
 
-def open(path: str | os.PathLike) -> Store:  # noqa: A001 - mirrors h5py.File / builtins.open
-    """Open a store read-only; costs megabytes whatever the store's size (tiers are mapped)."""
-    return Store(path)
+def process_memory() -> dict:
+    """RssAnon, RssFile and VmHWM of this process in bytes (Linux; empty elsewhere)."""
+    out = {}
+    try:
+        with builtins.open("/proc/self/status") as fh:
+            for line in fh:
+                name, _, value = line.partition(":")
+                if name in ("RssAnon", "RssFile", "VmHWM", "VmRSS"):
+                    out[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def open(path: str | os.PathLike, *, resident: tuple[str, ...] | list[str] = ()) -> Store:  # noqa: A001
+    """Open a store read-only; costs megabytes whatever the store's size (tiers are mapped).
+
+    ``resident`` names tiers to copy into private memory at once (e.g. the coarse tier of a
+    two-stage search); the rest stay mapped and are paged in by the kernel on demand.
+    """
+    store = Store(path)
+    try:
+        for name in resident:
+            store.load(name)
+    except BaseException:
+        store.close()
+        raise
+    return store

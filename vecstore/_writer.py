@@ -32,6 +32,7 @@ class TierPlan:
     name: str
     codec: Pipeline
     copy_from: tuple[np.ndarray, np.ndarray | None] | None = None
+    calibration: dict | None = None
 
 
 @dataclass
@@ -46,6 +47,7 @@ class StoreContents:
 
 
 def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Squared norms of the decoded vectors (what l2 scoring subtracts)."""
     decoded = rows if codec.layout == "f32" and len(codec.stages) == 1 else codec.decode(codes)
     return sqnorms_f32(np.ascontiguousarray(decoded, dtype=np.float32))
 
@@ -76,6 +78,8 @@ def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 group = tiers_group.create_group(plan.name)
                 group.attrs[fmt.ATTR_CODEC] = json.dumps(plan.codec.get_config(), sort_keys=True)
                 group.attrs[fmt.ATTR_CODEC_STRING] = codec_string(plan.codec)
+                if plan.calibration is not None:
+                    group.attrs[fmt.ATTR_CALIBRATION] = json.dumps(plan.calibration, sort_keys=True)
                 params = plan.codec.params()
                 if params:
                     pgroup = group.create_group(fmt.PARAMS)

@@ -93,6 +93,14 @@ def info(store_path, as_json) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    click.echo("")
+    tier, rescore, oversample = data["default_search"]
+    if rescore:
+        cal = next(t["calibration"] for t in data["tiers"] if t["name"] == tier)
+        click.echo(f"default search: scan {tier}, rescore {oversample:g}x candidates from {rescore} "
+                   f"(calibrated recall@10 {cal['recall_at_10']:.3f} on {cal['queries']} stored documents)")
+    else:
+        click.echo("default search: exact, on the raw tier (no calibrated compressed tier yet)")
 
 
 def _parse_vector(text: str) -> np.ndarray:
@@ -108,10 +116,14 @@ def _parse_vector(text: str) -> np.ndarray:
 @click.argument("queries_path", metavar="[QUERIES]", required=False)
 @click.option("--vector", "vector_text", default=None, help="One query as comma-separated numbers.")
 @click.option("-k", "--k", "k", default=10, show_default=True, type=int, help="Results per query.")
-@click.option("--tier", default=None, help="Tier to scan (default: raw, exact).")
+@click.option("--tier", default=None,
+              help="Tier to scan. Default: the store's calibrated two-stage plan (see `info`), else raw.")
+@click.option("--rescore", default=None, help="Finer tier that re-scores the candidates (e.g. raw, float16).")
+@click.option("--oversample", type=float, default=None,
+              help="Candidates per result taken from --tier for rescoring (default: calibrated, else 4).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def search(store_path, queries_path, vector_text, k, tier, limit, as_json) -> None:
+def search(store_path, queries_path, vector_text, k, tier, rescore, oversample, limit, as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set) or --vector."""
     if (queries_path is None) == (vector_text is None):
         raise click.UsageError("give either a QUERIES file or --vector, not both or neither")
@@ -121,15 +133,22 @@ def search(store_path, queries_path, vector_text, k, tier, limit, as_json) -> No
         source = open_vectors(queries_path, prefer="test")
         queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
     with vecstore.open(store_path) as store:
-        distances, ids = store.search(queries, k, tier=tier)
+        if tier is None and rescore is None and oversample is None:
+            tier, rescore, oversample = store.default_plan()
+        distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample)
         keys = store.keys(ids)
         metric = store.metric
+        if rescore is not None and oversample is None:
+            oversample = store._plan(tier, rescore, None)[2]
     if as_json:
         results = [{"query": q, "ids": ids[q].tolist(),
                     "distances": [_json_number(x) for x in distances[q]], "keys": keys[q]}
                    for q in range(ids.shape[0])]
-        click.echo(json.dumps({"k": k, "metric": metric, "tier": tier or "raw", "results": results}))
+        click.echo(json.dumps({"k": k, "metric": metric, "tier": tier, "rescore": rescore,
+                               "oversample": oversample, "results": results}))
         return
+    plan = f"tier {tier}" + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else "")
+    click.echo(f"# {plan}")
     label = "distance" if metric == "l2" else "score"
     for q in range(ids.shape[0]):
         click.echo(f"query {q}")
@@ -149,8 +168,12 @@ def search(store_path, queries_path, vector_text, k, tier, limit, as_json) -> No
 @click.option("--params", "params_path", default=None,
               help="JSON from export-params: encode with these parameters, no training.")
 @click.option("--replace", is_flag=True, help="Replace an existing tier of that name.")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+              help="Recall@10 the calibrated default search must reach.")
+@click.option("--no-calibrate", is_flag=True, help="Skip measuring the tier's default oversampling.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compress(store_path, codec, name, train_size, seed, params_path, replace, quiet) -> None:
+def compress(store_path, codec, name, train_size, seed, params_path, replace, target_recall, no_calibrate,
+             quiet) -> None:
     """Add a compressed tier to STORE (the file is rewritten atomically)."""
     import time
 
@@ -169,10 +192,17 @@ def compress(store_path, codec, name, train_size, seed, params_path, replace, qu
             name = str(codec if params is not None else vecstore.get_codec(codec, store.dim))
     t0 = time.perf_counter()
     with vecstore.compress(store_path, codec, name=name, train_size=train_size, seed=seed,
-                           params=params, replace=replace, progress=not quiet) as store:
+                           params=params, replace=replace, calibrate=not no_calibrate,
+                           target_recall=target_recall, progress=not quiet) as store:
         tier = store.tier(name)
         click.echo(f"added tier {tier.name!r} ({tier.codec_string}): {tier.bytes_per_vector} bytes/vector, "
                    f"{_human_bytes(tier.codes.nbytes)} in {time.perf_counter() - t0:.1f} s")
+        cal = tier.calibration
+        if cal:
+            verdict = "meets" if cal["meets_target"] else "misses"
+            click.echo(f"calibrated: rescoring from {cal['rescore']} with oversample {cal['oversample']} gives "
+                       f"recall@10 {cal['recall_at_10']:.3f} on {cal['queries']} stored documents "
+                       f"({verdict} the {cal['target_recall_at_10']} target)")
 
 
 @cli.command("export-params")

@@ -11,9 +11,13 @@ import numpy as np
 
 from . import _format as fmt
 from .codecs import Pipeline, codec_string
-from .errors import FormatError, VecstoreError
+from .errors import FormatError, InvalidInputError, VecstoreError
 from .kernels import pq as pq_kernels
+from .kernels.rescore import rescore as rescore_kernel
 from .search import SearchResult, default_parts, finish, scan_dense
+
+
+_RESCORE_LAYOUT = {"f32": 0, "i8": 1, "f16": 2}
 
 
 class Tier:
@@ -28,6 +32,7 @@ class Tier:
         self.metric = metric
         self._spans = spans
         self.resident = False
+        self.calibration: dict | None = None  # see calibrate.py
 
     @property
     def codec_string(self) -> str:
@@ -56,7 +61,61 @@ class Tier:
             "size_bytes": int(self.codes.nbytes) + self.param_bytes
             + (int(self.sqnorms.nbytes) if self.sqnorms is not None else 0),
             "resident": self.resident,
+            "calibration": self.calibration,
         }
+
+    # -- residency ------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Copy this tier's codes (and norms) into private memory: scans no longer wait on the disk."""
+        if not self.resident:
+            self.codes = np.array(self.codes)
+            if self.sqnorms is not None:
+                self.sqnorms = np.array(self.sqnorms)
+            self.resident = True
+
+    def memory(self) -> dict:
+        """Bytes of this tier held in private memory against bytes merely mapped from the file."""
+        size = int(self.codes.nbytes) + (int(self.sqnorms.nbytes) if self.sqnorms is not None else 0)
+        return {"resident_bytes": size if self.resident else 0, "mapped_bytes": 0 if self.resident else size,
+                "param_bytes": self.param_bytes}
+
+    # -- search ---------------------------------------------------------------------------------
+
+    @property
+    def can_rescore(self) -> bool:
+        """Whether this tier can score chosen rows exactly (a dense layout: float32/float16/int8)."""
+        return self.codec.layout in _RESCORE_LAYOUT
+
+    def check_rescores(self, coarse: Tier) -> None:
+        """Refuse a fine tier that cannot refine ``coarse``."""
+        if not self.can_rescore:
+            raise InvalidInputError(
+                f"tier {self.name!r} ({self.codec_string}) cannot rescore: choose a float32, float16 or "
+                "int8 tier (e.g. raw)"
+            )
+        if self.codec.code_size <= coarse.codec.code_size:
+            raise InvalidInputError(
+                f"rescore tier {self.name!r} ({self.codec.code_size} B/vector) is not finer than the scanned "
+                f"tier {coarse.name!r} ({coarse.codec.code_size} B/vector): rescore from a larger tier, e.g. raw"
+            )
+
+    def rescore(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best-first (scores, rows) over each query's candidate rows, scored on this tier."""
+        folded, const, bias = self._fold(xq)
+        codes = self.codes.view(np.uint16) if self.codec.layout == "f16" else self.codes
+        scores, rows = rescore_kernel(folded, codes, _RESCORE_LAYOUT[self.codec.layout], candidates, bias, k)
+        return self._add_const(scores, const), rows
+
+    def _fold(self, xq: np.ndarray):
+        q = xq * np.float32(2.0) if self.metric == "l2" else xq
+        folded, const = self.codec.fold_query(q, np.zeros(q.shape[0], dtype=np.float64))
+        bias = -self.sqnorms if self.sqnorms is not None else np.empty(0, dtype=np.float32)
+        return folded, const, bias
+
+    @staticmethod
+    def _add_const(scores: np.ndarray, const: np.ndarray) -> np.ndarray:
+        return scores + const[:, None].astype(np.float32) if const.any() else scores
 
     def search(self, xq: np.ndarray, kk: int, k: int, ids: np.ndarray) -> SearchResult:
         """Top-k over this tier for validated queries; ``kk = min(k, count)`` columns are real."""
@@ -66,9 +125,7 @@ class Tier:
 
     def scan(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best-first (scores, rows) where score = q . x (ip, cosine) or 2 q . x - |x|^2 (l2)."""
-        q = xq * np.float32(2.0) if self.metric == "l2" else xq
-        folded, const = self.codec.fold_query(q, np.zeros(q.shape[0], dtype=np.float64))
-        bias = -self.sqnorms if self.sqnorms is not None else np.empty(0, dtype=np.float32)
+        folded, const, bias = self._fold(xq)
         layout = self.codec.layout
         if layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
@@ -77,9 +134,7 @@ class Tier:
         else:
             codes = self.codes.view(np.uint16) if layout == "f16" else self.codes
             scores, rows = scan_dense(folded, codes, bias, k, layout)
-        if const.any():
-            scores = scores + const[:, None].astype(np.float32)
-        return scores, rows
+        return self._add_const(scores, const), rows
 
 
 def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, count: int,
@@ -112,5 +167,17 @@ def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, co
     if sq_span is not None and (sq_span.shape != (count,) or sq_span.dtype != np.dtype("<f4")):
         raise FormatError(f"{where}/{fmt.SQNORMS}: {sq_span.dtype.str}{sq_span.shape}, expected <f4({count},)")
     sqnorms = file_map.array(sq_span) if (sq_span is not None and metric == "l2") else None
-    return Tier(name, codec, file_map.array(codes_span), sqnorms, metric,
+    tier = Tier(name, codec, file_map.array(codes_span), sqnorms, metric,
                 (codes_span,) + ((sq_span,) if sq_span is not None else ()))
+    tier.calibration = _checked_calibration(attrs.get(fmt.ATTR_CALIBRATION), where)
+    return tier
+
+
+def _checked_calibration(record, where: str) -> dict | None:
+    if record is None:
+        return None
+    factor = record.get("oversample") if isinstance(record, dict) else None
+    if (not isinstance(record, dict) or not isinstance(record.get("rescore"), str)
+            or isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 1e6):
+        raise FormatError(f"{where}: attribute 'calibration' must hold 'rescore' (a tier) and 'oversample' >= 1")
+    return record
