@@ -11,6 +11,9 @@ fit: faiss k-means per sub-space (25 iterations, the given seed).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -89,13 +92,19 @@ class PQ(Codec):
                 f"{sample.shape[0]}: raise --train-size or use fewer bits"
             )
         books = np.empty((self.m, self.ksub, self.dsub), dtype="<f4")
-        for j in range(self.m):
+
+        def train(j: int) -> None:
+            # one OpenMP thread per sub-space (faiss releases the GIL): small k-means problems
+            # lose more to thread synchronisation than they gain, so sub-spaces run side by side
+            faiss.omp_set_num_threads(1)
             sub = np.ascontiguousarray(sample[:, j * self.dsub:(j + 1) * self.dsub], dtype=np.float32)
             km = faiss.Kmeans(self.dsub, self.ksub, niter=KMEANS_ITERATIONS, seed=seed + j,
-                              max_points_per_centroid=256, min_points_per_centroid=1,
-                              verbose=False)
+                              max_points_per_centroid=256, min_points_per_centroid=1, verbose=False)
             km.train(sub)
             books[j] = km.centroids
+
+        with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
+            list(pool.map(train, range(self.m)))
         self.codebooks_ = books
         return self
 
