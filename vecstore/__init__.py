@@ -32,3 +32,7 @@ __all__ = [
     "UnknownTierError", "UnsupportedVersionError", "VecstoreError", "__version__", "build",
     "compress", "get_codec", "open",
 ]
+
+from .verify import verify  # noqa: E402
+
+__all__ += ["verify"]

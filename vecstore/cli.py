@@ -219,6 +219,29 @@ def export_params(store_path, tier_name, out_path) -> None:
         click.echo(f"wrote {out_path}: codec {tier.codec_string}, {tier.codec.param_count()} numbers")
 
 
+@cli.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def verify(store_path, as_json) -> None:
+    """Recompute every dataset's checksum; exit 1 naming any that changed since it was written."""
+    from .verify import verify as run_verify
+
+    checks = run_verify(store_path, raise_on_error=False)
+    bad = [c for c in checks if not c.ok]
+    if as_json:
+        click.echo(json.dumps({"ok": not bad, "datasets": [
+            {"name": c.name, "bytes": c.nbytes, "recorded": c.recorded, "computed": c.computed, "ok": c.ok}
+            for c in checks]}))
+    else:
+        for c in checks:
+            click.echo(f"{'ok' if c.ok else 'MISMATCH':>8}  /{c.name}  ({_human_bytes(c.nbytes)})")
+    if bad:
+        raise click.ClickException(f"{len(bad)} of {len(checks)} datasets do not match their checksum: "
+                                   + ", ".join("/" + c.name for c in bad))
+    if not as_json:
+        click.echo(f"all {len(checks)} datasets match their checksums")
+
+
 def main() -> None:
     cli(prog_name="vecstore")
 
