@@ -139,3 +139,13 @@ def test_errors_are_also_builtin_exceptions():
     assert issubclass(vecstore.InvalidDtypeError, TypeError)
     assert issubclass(vecstore.StoreNotFoundError, FileNotFoundError)
     assert issubclass(vecstore.UnknownTierError, KeyError)
+
+
+def test_raw_tier_must_be_float32(tmp_path, rng):
+    make_store(tmp_path, rng.standard_normal((300, 8)).astype(np.float32)).close()
+    vecstore.compress(tmp_path / "s.vs", "float16", progress=False, calibrate=False).close()
+    with h5py.File(tmp_path / "s.vs", "r+") as f:
+        del f["tiers/raw"]
+        f.move("tiers/float16", "tiers/raw")
+    with pytest.raises(vecstore.FormatError, match="raw tier must hold float32"):
+        vecstore.open(tmp_path / "s.vs")

@@ -137,3 +137,18 @@ def test_cli_default_and_explicit_two_stage(tiered):
     assert data["oversample"] == 2.0
     bad = runner.invoke(cli, ["search", str(tmp_path / "s.vs"), "--vector", vec, "--tier", "raw", "--rescore", "pq4"])
     assert bad.exit_code == 1 and "cannot rescore" in bad.stderr
+
+
+def test_calibration_edited_to_name_a_coarse_tier_is_not_used(tmp_path, data):
+    import h5py
+
+    x, xq = data
+    make_store(tmp_path, x).close()
+    vecstore.compress(tmp_path / "s.vs", "pq4", train_size=1000, progress=False).close()
+    with h5py.File(tmp_path / "s.vs", "r+") as f:
+        cal = json.loads(f["tiers/pq4"].attrs["calibration"])
+        cal["rescore"] = "pq4"
+        f["tiers/pq4"].attrs["calibration"] = json.dumps(cal)
+    with vecstore.open(tmp_path / "s.vs") as store:
+        assert store.default_plan() == ("raw", None, None)
+        store.search(xq, 3)

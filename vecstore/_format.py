@@ -58,13 +58,15 @@ RAW_TIER = "raw"
 MAX_ATTR_BYTES = 1 << 20
 MAX_NAME_LEN = 256
 TIER_NAME = re.compile(r"^[A-Za-z0-9_.,:+\-=]{1,%d}$" % MAX_NAME_LEN)
-ALLOWED_DTYPES = {
-    np.dtype("<f4"),
-    np.dtype("<f2"),
-    np.dtype("<i8"),
-    np.dtype("<i4"),
-    np.dtype("u1"),
-    np.dtype("i1"),
+# numpy dtype -> the one HDF5 type a store may use for it (h5py maps some custom types, e.g. a
+# 2-byte non-IEEE float, onto these numpy dtypes; comparing the file's type itself refuses them)
+ALLOWED_TYPES = {
+    np.dtype("<f4"): h5py.h5t.IEEE_F32LE,
+    np.dtype("<f2"): h5py.h5t.IEEE_F16LE,
+    np.dtype("<i8"): h5py.h5t.STD_I64LE,
+    np.dtype("<i4"): h5py.h5t.STD_I32LE,
+    np.dtype("u1"): h5py.h5t.STD_U8LE,
+    np.dtype("i1"): h5py.h5t.STD_I8LE,
 }
 
 
@@ -304,8 +306,8 @@ def _span(ds: h5py.Dataset, file_size: int) -> DatasetSpan:
     if ds.dtype.kind == "O" or ds.dtype.names is not None or ds.dtype.kind in "SUV":
         raise FormatError(f"{where}: dtype {ds.dtype} is not allowed in a store")
     dtype = ds.dtype
-    if dtype not in ALLOWED_DTYPES:
-        raise FormatError(f"{where}: dtype {dtype.str} is not one a store uses (little-endian only)")
+    if dtype not in ALLOWED_TYPES or not ds.id.get_type().equal(ALLOWED_TYPES[dtype]):
+        raise FormatError(f"{where}: dtype {dtype.str} is not one a store uses (standard little-endian only)")
     if ds.is_virtual:
         raise FormatError(f"{where}: virtual datasets are refused")
     plist = ds.id.get_create_plist()
@@ -447,6 +449,10 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
                     raise FormatError(f"{span.name}: {span.nbytes} bytes is too large for a parameter")
     if RAW_TIER not in header.tier_attrs:
         raise FormatError(f"{where}: the raw tier /{TIERS}/{RAW_TIER} is missing; the file is damaged")
+    raw_stages = (header.tier_attrs[RAW_TIER][ATTR_CODEC] or {}).get("stages") if isinstance(
+        header.tier_attrs[RAW_TIER][ATTR_CODEC], dict) else None
+    if raw_stages != [{"id": "float32"}]:
+        raise FormatError(f"{where}: the raw tier must hold float32 vectors (codec [float32]); the file was edited")
     _refuse_overlaps(header)
     return header
 

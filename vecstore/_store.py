@@ -158,11 +158,18 @@ class Store:
         self._check_open()
         calibrated = [t for t in self.tiers.values()
                       if t.calibration and t.calibration.get("meets_target")
-                      and t.calibration["rescore"] in self.tiers]
+                      and self._can_refine(t, t.calibration["rescore"])]
         if not calibrated:
             return fmt.RAW_TIER, None, None
         best = min(calibrated, key=lambda t: (t.bytes_per_vector, t.name))
         return best.name, best.calibration["rescore"], float(best.calibration["oversample"])
+
+    def _can_refine(self, coarse: Tier, fine_name: str) -> bool:
+        fine = self.tiers.get(fine_name)
+        try:
+            return fine is not None and (fine.check_rescores(coarse) is None)
+        except InvalidInputError:
+            return False
 
     def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
                oversample: float | None = None) -> SearchResult:

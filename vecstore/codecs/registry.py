@@ -82,7 +82,7 @@ def _token(stage: Codec) -> str:
     if cfg["id"] == "pq":
         return f"pq{cfg['m']}" + ("" if cfg["nbits"] == 8 else f"x{cfg['nbits']}")
     if cfg["id"] == "int8" and "clip" in cfg:
-        return f"int8c{cfg['clip']:g}"
+        return f"int8c{cfg['clip']!r}"
     return cfg["id"]
 
 
