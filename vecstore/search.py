@@ -89,6 +89,16 @@ def default_parts(n: int) -> int:
     return int(max(1, min(4 * numba.get_num_threads(), n // 2048)))
 
 
+def pq_parts(nq: int, n: int) -> int:
+    """Row slices for a PQ scan: enough (group, slice) tasks to keep every thread busy."""
+    import numba
+
+    from .kernels.pq import QUERY_GROUP
+
+    groups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
+    return int(max(1, min(default_parts(n), (4 * numba.get_num_threads() + groups - 1) // groups)))
+
+
 def _block_rows(nq: int, dim: int) -> int:
     return int(max(256, GEMM_BLOCK_BYTES // (4 * max(dim, nq))))
 

@@ -14,7 +14,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .topk import NJIT, heap_push, merge_partial_heaps, partial_heaps
+from .topk import NJIT, merge_partial_heaps, offer, partial_heaps
 
 
 @nb.njit(inline="always", **NJIT)
@@ -44,7 +44,7 @@ def _make_scan(dtype_code: int):
                     s = _row_score(xq, q, xb, row, dtype_code)
                     if use_bias:
                         s += bias[row]
-                    part_sizes[p, q] = heap_push(part_s[p, q], part_i[p, q], part_sizes[p, q], s, row)
+                    offer(part_s, part_i, part_sizes, p, q, s, row)
         return merge_partial_heaps(part_s, part_i, part_sizes)
 
     return scan
@@ -85,7 +85,7 @@ def scan_f16(xq, xb_bits, bias, k, nparts):
                     acc += xq[q, j] * widened[p, j]
                 if use_bias:
                     acc += bias[row]
-                part_sizes[p, q] = heap_push(part_s[p, q], part_i[p, q], part_sizes[p, q], acc, row)
+                offer(part_s, part_i, part_sizes, p, q, acc, row)
     return merge_partial_heaps(part_s, part_i, part_sizes)
 
 

@@ -1,7 +1,7 @@
 """Asymmetric distance computation over product-quantization codes.
 
 A query's score against a code is the sum of m lookups in its table ``lut[j, c_j]`` (plus the
-optional per-row bias). 8-bit codes are one byte a sub-quantizer; 4-bit codes hold two, the even
+optional per-row bias). Work is split into (group of queries, slice of rows) tasks. 8-bit codes are one byte a sub-quantizer; 4-bit codes hold two, the even
 sub-quantizer in the low nibble (see codecs/pq.py).
 """
 
@@ -11,7 +11,11 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .topk import NJIT, heap_push, merge_partial_heaps, partial_heaps
+from .topk import NJIT, merge_partial_heaps, offer, partial_heaps
+
+# Queries scanned together by one thread: their lookup tables (m x 256 floats each) must stay in
+# cache while the codes stream past, so a batch is cut into small groups run in parallel.
+QUERY_GROUP = 4
 
 
 @nb.njit(parallel=True, **NJIT)
@@ -22,15 +26,18 @@ def scan_pq8(lut, codes, bias, k, nparts):
     use_bias = bias.shape[0] > 0
     part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
     step = (n + nparts - 1) // nparts
-    for p in prange(nparts):
+    ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
+    for t in prange(ngroups * nparts):
+        p = t % nparts
+        q0 = (t // nparts) * QUERY_GROUP
         for row in range(p * step, min(p * step + step, n)):
-            for q in range(nq):
+            for q in range(q0, min(q0 + QUERY_GROUP, nq)):
                 acc = np.float32(0.0)
                 for j in range(m):
                     acc += lut[q, j, codes[row, j]]
                 if use_bias:
                     acc += bias[row]
-                part_sizes[p, q] = heap_push(part_s[p, q], part_i[p, q], part_sizes[p, q], acc, row)
+                offer(part_s, part_i, part_sizes, p, q, acc, row)
     return merge_partial_heaps(part_s, part_i, part_sizes)
 
 
@@ -54,13 +61,16 @@ def scan_pq4(lut, codes, bias, k, nparts):
                 pair[q, i, b] = v
     part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
     step = (n + nparts - 1) // nparts
-    for p in prange(nparts):
+    ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
+    for t in prange(ngroups * nparts):
+        p = t % nparts
+        q0 = (t // nparts) * QUERY_GROUP
         for row in range(p * step, min(p * step + step, n)):
-            for q in range(nq):
+            for q in range(q0, min(q0 + QUERY_GROUP, nq)):
                 acc = np.float32(0.0)
                 for i in range(width):
                     acc += pair[q, i, codes[row, i]]
                 if use_bias:
                     acc += bias[row]
-                part_sizes[p, q] = heap_push(part_s[p, q], part_i[p, q], part_sizes[p, q], acc, row)
+                offer(part_s, part_i, part_sizes, p, q, acc, row)
     return merge_partial_heaps(part_s, part_i, part_sizes)

@@ -29,6 +29,8 @@ def rescore(xq, codes, layout, candidates, bias, k):
     magic = np.float32(5.192296858534828e33)  # 2**112, see flat.scan_f16
     for q in prange(nq):
         size = 0
+        hsq = hs[q]
+        hiq = hi[q]
         for j in range(c):
             row = candidates[q, j]
             if row < 0:
@@ -49,6 +51,6 @@ def rescore(xq, codes, layout, candidates, bias, k):
                     acc += xq[q, t] * (widened[q, t] * magic * sign)
             if use_bias:
                 acc += bias[row]
-            size = heap_push(hs[q], hi[q], size, acc, row)
-        heap_sort_best_first(hs[q], hi[q], size)
+            size = heap_push(hsq, hiq, size, acc, row)
+        heap_sort_best_first(hsq, hiq, size)
     return hs, hi

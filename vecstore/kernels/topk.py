@@ -63,6 +63,19 @@ def heap_push(hs, hi, size, score, idx):
 
 
 @nb.njit(inline="always", **NJIT)
+def offer(part_s, part_i, part_sizes, p, q, score, row):
+    """Offer a row to heap (p, q) of (nparts, nq, k) heaps, rows arriving in increasing order.
+
+    The common case (the score loses to the heap's worst) is one comparison: the heap's views are
+    made only on insertion, because each view costs atomic reference counting that threads scanning
+    side by side would contend on. Rows increase, so a tie with the worst never replaces it.
+    """
+    size = part_sizes[p, q]
+    if size < part_s.shape[2] or score > part_s[p, q, 0]:
+        part_sizes[p, q] = heap_push(part_s[p, q], part_i[p, q], size, score, row)
+
+
+@nb.njit(inline="always", **NJIT)
 def heap_sort_best_first(hs, hi, size):
     """Sort a heap in place so that position 0 holds the best item."""
     end = size
@@ -99,10 +112,12 @@ def merge_partial_heaps(part_s, part_i, part_sizes):
     hi = np.full((nq, k), -1, dtype=np.int64)
     for q in prange(nq):
         size = 0
+        hsq = hs[q]
+        hiq = hi[q]
         for p in range(nparts):
             for j in range(part_sizes[p, q]):
-                size = heap_push(hs[q], hi[q], size, part_s[p, q, j], part_i[p, q, j])
-        heap_sort_best_first(hs[q], hi[q], size)
+                size = heap_push(hsq, hiq, size, part_s[p, q, j], part_i[p, q, j])
+        heap_sort_best_first(hsq, hiq, size)
     return hs, hi
 
 
