@@ -12,9 +12,11 @@ of the right width and 1 <= k <= number of documents.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from .errors import InvalidDtypeError, InvalidInputError
@@ -82,17 +84,34 @@ def check_k(k, count: int) -> int:
     return min(int(k), count)
 
 
+# Below this many inner-loop steps (rows x lookups or rows x dims) a scan runs on the calling thread
+# only: it takes a few milliseconds, and a parallel region must wait for every worker to be
+# scheduled, which on a busy machine costs a scheduler slice (~10-25 ms measured here under load).
+SERIAL_WORK = 16_000_000
+
+
+@contextlib.contextmanager
+def threads_for(work: int):
+    """Run the kernels in this block on one thread when ``work`` is small (numba's setting is
+    thread-local, so concurrent callers are unaffected)."""
+    if work >= SERIAL_WORK:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 def default_parts(n: int) -> int:
     """How many row slices a scan is split into: a few per thread, none smaller than 2048 rows."""
-    import numba
-
     return int(max(1, min(4 * numba.get_num_threads(), n // 2048)))
 
 
 def pq_parts(nq: int, n: int) -> int:
     """Row slices for a PQ scan: enough (group, slice) tasks to keep every thread busy."""
-    import numba
-
     from .kernels.pq import QUERY_GROUP
 
     groups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
@@ -115,7 +134,8 @@ def scan_dense(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layo
     """
     nq, n = xq.shape[0], codes.shape[0]
     if nq < GEMM_MIN_QUERIES:
-        return _DIRECT[layout](xq, codes, bias, k, default_parts(n))
+        with threads_for(nq * n * codes.shape[1]):
+            return _DIRECT[layout](xq, codes, bias, k, default_parts(n))
     hs, hi, sizes = topk.empty_heaps(nq, k)
     widen = _WIDEN[layout]
     step = _block_rows(nq, xq.shape[1])

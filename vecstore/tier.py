@@ -14,7 +14,7 @@ from .codecs import Pipeline, codec_string
 from .errors import FormatError, InvalidInputError, VecstoreError
 from .kernels import pq as pq_kernels
 from .kernels.rescore import rescore as rescore_kernel
-from .search import SearchResult, finish, pq_parts, scan_dense
+from .search import SearchResult, finish, pq_parts, scan_dense, threads_for
 
 
 _RESCORE_LAYOUT = {"f32": 0, "i8": 1, "f16": 2}
@@ -130,7 +130,8 @@ class Tier:
         if layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
             kernel = pq_kernels.scan_pq8 if layout == "pq8" else pq_kernels.scan_pq4
-            scores, rows = kernel(lut, self.codes, bias, k, pq_parts(xq.shape[0], self.count))
+            with threads_for(xq.shape[0] * self.count * self.codes.shape[1]):
+                scores, rows = kernel(lut, self.codes, bias, k, pq_parts(xq.shape[0], self.count))
         else:
             codes = self.codes.view(np.uint16) if layout == "f16" else self.codes
             scores, rows = scan_dense(folded, codes, bias, k, layout)
