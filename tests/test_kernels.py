@@ -95,3 +95,23 @@ def test_kernels_cached_on_disk():
                    topk.push_block, topk.sort_heaps):
         assert kernel._cache is not None and kernel.targetoptions.get("nogil"), kernel
         assert type(kernel._cache).__name__ == "FunctionCache", kernel
+
+
+def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+    """Run the same search in two fresh processes: the second compiles nothing."""
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np, vecstore
+from vecstore.kernels import flat, topk
+x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+s = vecstore.build({str(tmp_path / "c.vs")!r}, x, overwrite=True, progress=False)
+s.search(x[:2], 3)
+st = flat.scan_f32.stats
+print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    hits, misses = map(int, runs[1].stdout.split())
+    assert hits >= 1 and misses == 0, runs[1].stdout
