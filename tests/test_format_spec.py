@@ -620,7 +620,7 @@ def test_readers_ignore_what_v1_does_not_define(small_store, tmp_path):
     shutil.copy(small_store, path)
     with h5py.File(path, "r+") as f:
         f.attrs["future"] = "x"
-        f.create_group("encoders").create_dataset("w", data=np.zeros((3, 3), "<f4"), chunks=(1, 3))
+        f.create_group("future_group").create_dataset("w", data=np.zeros((3, 3), "<f4"), chunks=(1, 3))
         f["elsewhere"] = h5py.SoftLink("/tiers/raw/codes")
         f["tiers/int8"].attrs["future"] = 1
         f["tiers/int8"].create_dataset("future", data=np.zeros(3, ">f8"))

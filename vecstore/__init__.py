@@ -8,7 +8,7 @@
 __version__ = "0.1.0"
 
 from . import _runtime  # noqa: F401  (numba threading layer: must precede the first kernel)
-from ._build import build, compress
+from ._build import add_encoder, build, compress
 from ._store import Store, open
 from .codecs import get_codec
 from .errors import (
@@ -27,7 +27,7 @@ from .errors import (
 from .search import SearchResult
 
 __all__ = [
-    "ClosedStoreError", "FormatError", "IntegrityError", "InvalidDtypeError", "InvalidInputError",
+    "add_encoder", "ClosedStoreError", "FormatError", "IntegrityError", "InvalidDtypeError", "InvalidInputError",
     "NotFittedError", "SearchResult", "Store", "StoreNotFoundError", "UnknownCodecError",
     "UnknownTierError", "UnsupportedVersionError", "VecstoreError", "__version__", "build",
     "compress", "get_codec", "open",

@@ -188,10 +188,38 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
                 bar.update(1)
             new.copy_from = (tier.codes, tier.sqnorms)
         plans.append(new)
-        contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
-                                 keys=_all_strings(store._keys, store.count),
-                                 metadata=_all_strings(store._metadata, store.count), model=store.model)
-        write_store(path, contents, plans, source, progress=show, description=f"write {name}")
+        write_store(path, _contents_of(store), plans, source, progress=show, description=f"write {name}")
+    return Store(path)
+
+
+def _contents_of(store: Store, **changes) -> StoreContents:
+    """Everything of an open store except its tiers, to rewrite it with ``changes``."""
+    contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
+                             keys=_all_strings(store._keys, store.count),
+                             metadata=_all_strings(store._metadata, store.count), model=store.model,
+                             encoders={name: store.encoder(name) for name in store.encoder_names})
+    for key, value in changes.items():
+        setattr(contents, key, value)
+    return contents
+
+
+def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace: bool = False) -> Store:
+    """Store a text encoder (word vectors or an Elman RNN) in the store at ``path``, rewritten
+    atomically; then :meth:`Store.search_text` can use it. Its output width must equal the store's dim."""
+    path = os.fspath(path)
+    if not fmt.TIER_NAME.match(name):
+        raise InvalidInputError(f"encoder name {name!r}: use letters, digits and _ . , : + - = only")
+    with Store(path) as store:
+        if encoder.dim != store.dim:
+            raise InvalidInputError(
+                f"the encoder produces {encoder.dim}-dim vectors but the store holds {store.dim}-dim ones"
+            )
+        if name in store.encoder_names and not replace:
+            raise InvalidInputError(f"store already has an encoder {name!r}: pass replace=True (CLI: --replace)")
+        contents = _contents_of(store)
+        contents.encoders = {**contents.encoders, name: encoder}
+        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
+        write_store(path, contents, plans, None, description=f"add encoder {name}")
     return Store(path)
 
 

@@ -53,6 +53,10 @@ CODES = "codes"
 SQNORMS = "sqnorms"
 PARAMS = "params"
 RAW_TIER = "raw"
+ENCODERS = "encoders"
+ATTR_CONFIG = "config"
+VOCAB = "vocab"
+ARRAYS = "arrays"
 
 # Bounds that keep a hostile header from making us allocate or parse without limit.
 MAX_ATTR_BYTES = 1 << 20
@@ -253,7 +257,7 @@ class Header:
     attrs: dict
     datasets: dict[str, DatasetSpan] = field(default_factory=dict)
     tier_attrs: dict[str, dict] = field(default_factory=dict)
-    params: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    encoder_configs: dict[str, dict] = field(default_factory=dict)
 
 
 def _attr_text(attrs: h5py.AttributeManager, name: str, where: str, required: bool = True):
@@ -419,6 +423,17 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
                 raise FormatError(f"/{blob}: expected a group")
             add(grp, "offsets", f"/{blob}")
             add(grp, "data", f"/{blob}")
+
+    def add_arrays(group, where_: str) -> None:
+        if not isinstance(group, h5py.Group):
+            raise FormatError(f"{where_}: expected a group")
+        for pname in group:
+            if len(pname) > MAX_NAME_LEN:
+                raise FormatError(f"{where_}: an array name is too long")
+            span = add(group, pname, where_)
+            if span.nbytes > 1 << 31:
+                raise FormatError(f"{span.name}: {span.nbytes} bytes is too large for a parameter")
+
     tiers = _hard_child(f, TIERS, "")
     if tiers is None or not isinstance(tiers, h5py.Group):
         raise FormatError(f"{where}: group /{TIERS} is missing; the file is damaged")
@@ -437,16 +452,27 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
         add(tier, CODES, tw)
         add(tier, SQNORMS, tw, required=False)
         params = _hard_child(tier, PARAMS, tw)
-        header.params[name] = {}
         if params is not None:
-            if not isinstance(params, h5py.Group):
-                raise FormatError(f"{tw}/{PARAMS}: expected a group")
-            for pname in params:
-                if len(pname) > MAX_NAME_LEN:
-                    raise FormatError(f"{tw}/{PARAMS}: a parameter name is too long")
-                span = add(params, pname, f"{tw}/{PARAMS}")
-                if span.nbytes > 1 << 31:
-                    raise FormatError(f"{span.name}: {span.nbytes} bytes is too large for a parameter")
+            add_arrays(params, f"{tw}/{PARAMS}")
+
+    encoders = _hard_child(f, ENCODERS, "")
+    if encoders is not None:
+        if not isinstance(encoders, h5py.Group):
+            raise FormatError(f"/{ENCODERS}: expected a group")
+        for name in encoders:
+            if not TIER_NAME.match(name):
+                raise FormatError(f"/{ENCODERS}/{name[:64]!r}: not a valid encoder name")
+            enc = _hard_child(encoders, name, f"/{ENCODERS}")
+            ew = f"/{ENCODERS}/{name}"
+            if not isinstance(enc, h5py.Group):
+                raise FormatError(f"{ew}: expected a group")
+            header.encoder_configs[name] = attr_json(enc.attrs, ATTR_CONFIG, ew)
+            vocab = _hard_child(enc, VOCAB, ew)
+            if not isinstance(vocab, h5py.Group):
+                raise FormatError(f"{ew}/{VOCAB}: the vocabulary group is missing")
+            add(vocab, "offsets", f"{ew}/{VOCAB}")
+            add(vocab, "data", f"{ew}/{VOCAB}")
+            add_arrays(_hard_child(enc, ARRAYS, ew), f"{ew}/{ARRAYS}")
     if RAW_TIER not in header.tier_attrs:
         raise FormatError(f"{where}: the raw tier /{TIERS}/{RAW_TIER} is missing; the file is damaged")
     raw_stages = (header.tier_attrs[RAW_TIER][ATTR_CODEC] or {}).get("stages") if isinstance(

@@ -11,16 +11,26 @@ import builtins
 import json
 import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _format as fmt
-from .errors import ClosedStoreError, FormatError, InvalidInputError, UnknownTierError
+from .errors import ClosedStoreError, FormatError, InvalidInputError, UnknownTierError, VecstoreError
 from .search import SearchResult, check_k, finish, prepare_queries
 from .tier import Tier, open_tier
 
 
 DEFAULT_OVERSAMPLE = 4.0
+
+
+class TextSearchResult(NamedTuple):
+    """``D, I, unknown = store.search_text(texts, k)``: as SearchResult, plus the words of each
+    text that the encoder's vocabulary does not know (they were skipped)."""
+
+    distances: np.ndarray
+    ids: np.ndarray
+    unknown_words: list[list[str]]
 
 
 class StringColumn:
@@ -75,6 +85,7 @@ class Store:
         self._map = fmt.FileMap(self.path, header.file_size)
         self._lock = threading.Lock()
         self._id_index: tuple[np.ndarray, np.ndarray] | None = None
+        self._encoders: dict = {}
         try:
             ids_span = header.datasets[fmt.IDS]
             if ids_span.shape != (self.count,) or ids_span.dtype != np.dtype("<i8"):
@@ -263,6 +274,62 @@ class Store:
             raise InvalidInputError(f"id {int(arr.ravel()[np.argmax(unknown)])} is not in this store")
         out = [None if r < 0 or column is None else convert(column.get(int(r))) for r in rows]
         return np.array(out, dtype=object).reshape(arr.shape).tolist() if arr.ndim > 1 else out
+
+    # -- text queries ---------------------------------------------------------------------------
+
+    @property
+    def encoder_names(self) -> list[str]:
+        """Names of the text encoders stored with this store (see :meth:`search_text`)."""
+        return list(self._header.encoder_configs)
+
+    def encoder(self, name: str | None = None):
+        """The stored text encoder ``name`` (default: the only one), built from its plain arrays."""
+        self._check_open()
+        names = self.encoder_names
+        if name is None:
+            if len(names) != 1:
+                raise UnknownTierError(
+                    "store has no text encoder: add one with `vecstore add-encoder`" if not names else
+                    f"store has several encoders ({', '.join(names)}): name one"
+                )
+            name = names[0]
+        if name not in names:
+            raise UnknownTierError(f"store has no encoder {name!r}; encoders: {', '.join(names) or 'none'}")
+        with self._lock:
+            if name not in self._encoders:
+                self._encoders[name] = self._load_encoder(name)
+        return self._encoders[name]
+
+    def _load_encoder(self, name: str):
+        from .encoders import encoder_from_parts
+
+        prefix = f"{fmt.ENCODERS}/{name}"
+        vocab = StringColumn(self._map.array(self._header.datasets[f"{prefix}/{fmt.VOCAB}/offsets"]),
+                             self._map.array(self._header.datasets[f"{prefix}/{fmt.VOCAB}/data"]),
+                             self._header.datasets[f"{prefix}/{fmt.VOCAB}/offsets"].shape[0] - 1,
+                             f"{prefix}/{fmt.VOCAB}")
+        arrays = {key[len(prefix) + len(fmt.ARRAYS) + 2:]: np.array(self._map.array(span))
+                  for key, span in self._header.datasets.items()
+                  if key.startswith(f"{prefix}/{fmt.ARRAYS}/")}
+        try:
+            return encoder_from_parts(self._header.encoder_configs[name],
+                                      [vocab.get(i) for i in range(vocab.offsets.shape[0] - 1)], arrays)
+        except VecstoreError as exc:
+            raise FormatError(f"/{prefix}: {exc}") from None
+
+    def search_text(self, texts, k: int = 10, *, encoder: str | None = None, **options) -> TextSearchResult:
+        """Search with text: encode ``texts`` (a string or a list) with a stored encoder, then search.
+
+        Unknown words are skipped and returned per text in ``unknown_words``; a text with no known
+        word is an error. ``options`` are those of :meth:`search` (tier, rescore, oversample).
+        """
+        enc = self.encoder(encoder)
+        if enc.dim != self.dim:
+            raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {self.dim}")
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        vectors, unknown = enc.encode(batch)
+        distances, ids = self.search(vectors, k, **options)
+        return TextSearchResult(distances, ids, unknown)
 
     # -- memory ---------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class StoreContents:
     keys: list[str] | None = None
     metadata: list[str] | None = None  # JSON text per document ("" for none)
     model: dict | None = None
+    encoders: dict | None = None  # name -> encoder (vecstore.encoders): config, vocab, arrays
 
 
 def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -72,6 +73,13 @@ def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 fmt.write_strings(f, fmt.KEYS, contents.keys)
             if contents.metadata is not None:
                 fmt.write_strings(f, fmt.METADATA, contents.metadata)
+            for name, encoder in (contents.encoders or {}).items():
+                group = f.require_group(fmt.ENCODERS).create_group(name)
+                group.attrs[fmt.ATTR_CONFIG] = json.dumps(encoder.config(), sort_keys=True)
+                fmt.write_strings(group, fmt.VOCAB, list(encoder.vocab))
+                arrays = group.create_group(fmt.ARRAYS)
+                for aname, arr in encoder.arrays().items():
+                    fmt.write_array(arrays, aname, np.asarray(arr))
             tiers_group = f.create_group(fmt.TIERS)
             writers = []
             for plan in tiers:

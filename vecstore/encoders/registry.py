@@ -24,8 +24,8 @@ ENCODERS: dict[str, type[TextEncoder]] = {c.kind: c for c in (WordVectorEncoder,
 
 _COMMON_KEYS = {"kind", "dim", "vocab_size", "tokenizer", "output", "normalize"}
 _KEYS = {"wordvec": _COMMON_KEYS | {"weighting"}, "elman": _COMMON_KEYS | {"nonlinearity"}}
-_REQUIRED_ARRAYS = {"wordvec": {"embedding"}, "elman": {"embedding", "recurrent", "bias"}}
-_OPTIONAL_ARRAYS = {"wordvec": {"idf"}, "elman": set()}
+_ARRAYS = {("wordvec", "none"): {"embedding"}, ("wordvec", "idf"): {"embedding", "idf"},
+           ("elman", None): {"embedding", "recurrent", "bias"}}
 
 
 def _int(config: dict, key: str, where: str) -> int:
@@ -88,15 +88,10 @@ def encoder_from_parts(config: dict, vocab, arrays: dict, where: str = "encoder"
     kind = config["kind"]
     if not isinstance(arrays, dict):
         raise FormatError(f"{where}: arrays must be a dict of name -> array, got {type(arrays).__name__}")
-    names = set(arrays)
-    required, optional = _REQUIRED_ARRAYS[kind], _OPTIONAL_ARRAYS[kind]
-    if kind == "wordvec" and config["weighting"] == "idf":
-        required = required | {"idf"}
-        optional = set()
-    if not required <= names or not names <= required | optional:
-        raise FormatError(
-            f"{where}: a {kind} encoder needs arrays {sorted(required)}, has {sorted(names)}"
-        )
+    required = _ARRAYS[kind, config.get("weighting")]
+    if set(arrays) != required:
+        raise FormatError(f"{where}: this {kind} encoder needs exactly the arrays {sorted(required)}, "
+                          f"has {sorted(arrays)}")
     for name, arr in arrays.items():
         dtype = getattr(arr, "dtype", None)
         if dtype is None or np.dtype(dtype) != np.float32:
