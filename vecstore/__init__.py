@@ -8,7 +8,7 @@
 __version__ = "0.1.0"
 
 from . import _runtime  # noqa: F401  (numba threading layer: must precede the first kernel)
-from ._build import add_encoder, build, compress
+from ._build import add_encoder, build, build_text, compress
 from ._store import Store, open
 from .codecs import get_codec
 from .errors import (
@@ -29,7 +29,7 @@ from .search import SearchResult
 __all__ = [
     "add_encoder", "ClosedStoreError", "FormatError", "IntegrityError", "InvalidDtypeError", "InvalidInputError",
     "NotFittedError", "SearchResult", "Store", "StoreNotFoundError", "UnknownCodecError",
-    "UnknownTierError", "UnsupportedVersionError", "VecstoreError", "__version__", "build",
+    "UnknownTierError", "UnsupportedVersionError", "VecstoreError", "__version__", "build", "build_text",
     "compress", "get_codec", "open",
 ]
 

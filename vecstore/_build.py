@@ -89,7 +89,7 @@ def _prepared_chunks(source, metric: str):
 
 
 def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=None, keys=None,
-          metadata=None, model: dict | None = None, overwrite: bool = False,
+          metadata=None, model: dict | None = None, encoders: dict | None = None, overwrite: bool = False,
           progress: bool | None = None) -> Store:
     """Write a new store holding ``vectors`` as its raw float32 tier, and open it.
 
@@ -103,6 +103,7 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
     ids : n unique integers (default 0..n-1).
     keys : n strings, a text file (one per line), or ``file.h5:/dataset`` of strings.
     metadata : n dicts (or None), or a JSON-lines file.
+    encoders : name -> text encoder (vecstore.encoders) stored with the vectors, for search_text.
     overwrite : replace an existing file at ``path``.
     """
     path = os.fspath(path)
@@ -113,13 +114,45 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
         raise InvalidInputError(f"{source.description}: empty input (shape {source.shape}); nothing to store")
     if os.path.exists(path) and not overwrite:
         raise InvalidInputError(f"{path!r} already exists: pass overwrite=True (CLI: --force) to replace it")
+    for name, encoder in (encoders or {}).items():
+        if not fmt.TIER_NAME.match(name):
+            raise InvalidInputError(f"encoder name {name!r}: use letters, digits and _ . , : + - = only")
+        if encoder.dim != dim:
+            raise InvalidInputError(f"encoder {name!r} produces {encoder.dim}-dim vectors, the input has {dim}")
     contents = StoreContents(dim=dim, count=n, metric=metric, ids=as_ids(ids, n),
                              keys=read_keys(keys, n) if keys is not None else None,
-                             metadata=_metadata_texts(metadata, n), model=model)
+                             metadata=_metadata_texts(metadata, n), model=model, encoders=encoders)
     raw = TierPlan(fmt.RAW_TIER, get_codec("float32", dim))
     write_store(path, contents, [raw], _prepared_chunks(source, metric),
                 progress=_progress_default(progress), description=f"build {os.path.basename(path)}")
     return Store(path)
+
+
+def build_text(path: str | os.PathLike, texts, encoder, *, metric: str = "cosine", name: str = "text",
+               overwrite: bool = False, progress: bool | None = None) -> tuple[Store, list[int]]:
+    """Encode ``texts`` (titles, one document each) with ``encoder`` and build a store of them.
+
+    The texts become the keys, their positions the ids, and the encoder is stored with the vectors
+    so that :meth:`Store.search_text` works at once. Texts without any known word cannot be
+    encoded: they are left out, and their positions are returned.
+    """
+    texts = list(texts)
+    if not texts:
+        raise InvalidInputError("no texts given: nothing to store")
+    show = _progress_default(progress)
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    step = 4096
+    with tqdm(total=len(texts), unit="text", desc="encode texts", disable=not show) as bar:
+        for start in range(0, len(texts), step):
+            vectors[start:start + step] = encoder.encode(texts[start:start + step], on_empty="zero").vectors
+            bar.update(min(step, len(texts) - start))
+    keep = np.flatnonzero(vectors.any(axis=1))
+    if keep.shape[0] == 0:
+        raise InvalidInputError("none of the texts contains a word the encoder knows")
+    skipped = sorted(set(range(len(texts))) - set(keep.tolist()))
+    store = build(path, vectors[keep], metric=metric, ids=keep, keys=[texts[i] for i in keep],
+                  encoders={name: encoder}, overwrite=overwrite, progress=progress)
+    return store, skipped
 
 
 def sample_rows(store: Store, size: int, seed: int) -> np.ndarray:

@@ -115,6 +115,7 @@ def _parse_vector(text: str) -> np.ndarray:
 @click.argument("store_path", metavar="STORE")
 @click.argument("queries_path", metavar="[QUERIES]", required=False)
 @click.option("--vector", "vector_text", default=None, help="One query as comma-separated numbers.")
+@click.option("--text", "query_text", default=None, help="One query as text, encoded by the store's text encoder.")
 @click.option("-k", "--k", "k", default=10, show_default=True, type=int, help="Results per query.")
 @click.option("--tier", default=None,
               help="Tier to scan. Default: the store's calibrated two-stage plan (see `info`), else raw.")
@@ -123,11 +124,18 @@ def _parse_vector(text: str) -> np.ndarray:
               help="Candidates per result taken from --tier for rescoring (default: calibrated, else 4).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def search(store_path, queries_path, vector_text, k, tier, rescore, oversample, limit, as_json) -> None:
+def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, oversample, limit,
+           as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set) or --vector."""
-    if (queries_path is None) == (vector_text is None):
-        raise click.UsageError("give either a QUERIES file or --vector, not both or neither")
-    if vector_text is not None:
+    if sum(x is not None for x in (queries_path, vector_text, query_text)) != 1:
+        raise click.UsageError("give exactly one of a QUERIES file, --vector or --text")
+    unknown = None
+    if query_text is not None:
+        with vecstore.open(store_path) as store:
+            queries, unknown = store.encoder().encode([query_text])
+        if unknown[0]:
+            click.echo(f"skipped unknown words: {', '.join(unknown[0])}", err=True)
+    elif vector_text is not None:
         queries = _parse_vector(vector_text)
     else:
         source = open_vectors(queries_path, prefer="test")
@@ -144,8 +152,11 @@ def search(store_path, queries_path, vector_text, k, tier, rescore, oversample, 
         results = [{"query": q, "ids": ids[q].tolist(),
                     "distances": [_json_number(x) for x in distances[q]], "keys": keys[q]}
                    for q in range(ids.shape[0])]
-        click.echo(json.dumps({"k": k, "metric": metric, "tier": tier, "rescore": rescore,
-                               "oversample": oversample, "results": results}))
+        doc = {"k": k, "metric": metric, "tier": tier, "rescore": rescore, "oversample": oversample,
+               "results": results}
+        if unknown is not None:
+            doc["unknown_words"] = unknown[0]
+        click.echo(json.dumps(doc))
         return
     plan = f"tier {tier}" + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else "")
     click.echo(f"# {plan}")
@@ -240,6 +251,90 @@ def verify(store_path, as_json) -> None:
                                    + ", ".join("/" + c.name for c in bad))
     if not as_json:
         click.echo(f"all {len(checks)} datasets match their checksums")
+
+
+def _load_encoder(source: str, no_idf: bool):
+    """An encoder from its JSON export, or word vectors from HDF5 (datasets vocab, embedding[, idf])."""
+    from .encoders import WordVectorEncoder, load_encoder_json
+    from .errors import FormatError, StoreNotFoundError
+
+    import os
+
+    import h5py
+
+    if not os.path.exists(source):
+        raise StoreNotFoundError(f"encoder file {source!r} does not exist")
+    if not h5py.is_hdf5(source):
+        return load_encoder_json(source)
+    with h5py.File(source, "r") as f:
+        if "vocab" not in f or "embedding" not in f:
+            raise FormatError(f"{source!r}: word-vector HDF5 needs datasets 'vocab' and 'embedding'")
+        vocab = [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in f["vocab"][()]]
+        idf = f["idf"][()] if ("idf" in f and not no_idf) else None
+        return WordVectorEncoder(vocab, f["embedding"][()], idf)
+
+
+@cli.command("build-text")
+@click.argument("texts_path", metavar="TEXTS")
+@click.argument("store_path", metavar="STORE")
+@click.option("--encoder", "encoder_path", required=True,
+              help="Encoder JSON (export-encoder) or word vectors in HDF5 (vocab, embedding, idf).")
+@click.option("--no-idf", is_flag=True, help="Plain mean of word vectors, ignoring the file's IDF weights.")
+@click.option("--force", is_flag=True, help="Replace STORE if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build_text(texts_path, store_path, encoder_path, no_idf, force, quiet) -> None:
+    """Encode TEXTS (one title per line, or FILE.h5:/DATASET of strings) into a searchable STORE."""
+    from .ingest import read_keys, split_h5_path
+
+    encoder = _load_encoder(encoder_path, no_idf)
+    path, dataset = split_h5_path(texts_path)
+    if dataset is None:
+        import os
+
+        from .errors import StoreNotFoundError
+
+        if not os.path.exists(path):
+            raise StoreNotFoundError(f"texts file {path!r} does not exist")
+        with open(path, encoding="utf-8") as fh:
+            texts = fh.read().splitlines()
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            count = f[dataset].shape[0] if dataset in f else 0
+        texts = read_keys(texts_path, count)
+    store, skipped = vecstore.build_text(store_path, texts, encoder, overwrite=force, progress=not quiet)
+    with store:
+        click.echo(f"built {store_path}: {store.count} texts encoded to {store.dim} dims "
+                   f"({encoder.kind} encoder stored as 'text'); {len(skipped)} texts had no known word "
+                   "and were left out")
+
+
+@cli.command("add-encoder")
+@click.argument("store_path", metavar="STORE")
+@click.argument("encoder_path", metavar="ENCODER")
+@click.option("--name", default="text", show_default=True)
+@click.option("--no-idf", is_flag=True, help="For word vectors in HDF5: ignore the IDF weights.")
+@click.option("--replace", is_flag=True, help="Replace an encoder of that name.")
+def add_encoder(store_path, encoder_path, name, no_idf, replace) -> None:
+    """Store a text encoder (JSON export, or word vectors in HDF5) in STORE for `search --text`."""
+    encoder = _load_encoder(encoder_path, no_idf)
+    vecstore.add_encoder(store_path, encoder, name=name, replace=replace).close()
+    click.echo(f"stored {encoder.kind} encoder {name!r} ({len(encoder.vocab)} words, {encoder.dim} dims)")
+
+
+@cli.command("export-encoder")
+@click.argument("store_path", metavar="STORE")
+@click.argument("out_path", metavar="OUT.json")
+@click.option("--name", default=None, help="Encoder name (default: the only one).")
+def export_encoder(store_path, out_path, name) -> None:
+    """Write a stored text encoder as one JSON document (vocabulary and arrays as lists)."""
+    from .encoders import dump_encoder_json
+
+    with vecstore.open(store_path) as store:
+        encoder = store.encoder(name)
+        dump_encoder_json(encoder, out_path)
+    click.echo(f"wrote {out_path}: {encoder.kind} encoder, {len(encoder.vocab)} words x {encoder.dim} dims")
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 from collections.abc import Iterator
@@ -580,8 +581,6 @@ def load_dataset(spec: str | None, *, n: int | None = None, nq: int | None = Non
     """
     if spec in (None, "wordnet384"):
         return AnnBenchmarksDataset(None, n=n, nq=nq, cache_dir=workdir)
-    import re
-
     m = re.fullmatch(r"(synthetic|fc7lift|clustered)(\d+)?", spec)
     if m:
         kind, d = m[1], int(m[2]) if m[2] else dim

@@ -24,7 +24,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -250,7 +250,10 @@ def evict_page_cache(path: str) -> float | None:
     Pages that some process still has mapped and touched stay cached.
     """
     with open(path, "rb") as fh:
-        os.fsync(fh.fileno()) if os.access(path, os.W_OK) else None
+        try:
+            os.fsync(fh.fileno())  # dirty pages are not dropped: write them back first
+        except OSError:
+            pass
         os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return page_cache_fraction(path)
 
@@ -299,12 +302,23 @@ def _mem_total() -> int | None:
     return None
 
 
+def _blas_paths(maps) -> list[str]:
+    """Shared libraries named lib*blas* in a /proc/<pid>/maps listing (not Python extension modules)."""
+    paths = set()
+    for line in maps:
+        path = line.split()[-1]
+        name = os.path.basename(path)
+        if path.startswith("/") and name.startswith("lib") and "blas" in name and ".cpython" not in name:
+            paths.add(path)
+    return sorted(paths)
+
+
 def blas_libraries() -> list[dict]:
     """Every OpenBLAS loaded in this process (numpy's and FAISS's are separate): config and threads."""
     found = []
     try:
         with open("/proc/self/maps") as fh:
-            paths = sorted({line.split()[-1] for line in fh if "blas" in line.lower() and "/" in line})
+            paths = _blas_paths(fh)
     except OSError:
         return found
     for path in paths:
@@ -313,7 +327,8 @@ def blas_libraries() -> list[dict]:
         except OSError:
             continue
         info = {"library": os.path.basename(path)}
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                               ("openblas", "")):
             cfg = getattr(lib, f"{prefix}_get_config{suffix}", None)
             nth = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
             if cfg is not None and nth is not None:
@@ -371,7 +386,7 @@ def _numba_layer() -> str:
 def describe_machine(m: dict) -> str:
     """One line for the head of a report."""
     blas = "; ".join(f"{b['library'].split('-')[0]} {b.get('core', '?')} x{b.get('threads', '?')}"
-                     for b in m.get("blas", []))
+                     for b in m.get("blas", []) if "config" in b)
     return (f"{m['cpu_model']}, {m['usable_cpus']} usable cpus ({m['logical_cpus']} logical), "
             f"{mib(m['mem_total_bytes'] or 0) / 1024:.0f} GiB RAM, load {m['load_average'][0]:.2f}; "
             f"numba {m['versions']['numba']} x{m['numba_threads']} ({m['numba_threading_layer']}), "
@@ -406,7 +421,7 @@ def set_blas_threads(threads: int) -> list[dict]:
     """Set the thread count of every OpenBLAS loaded in this process (numpy's and FAISS's)."""
     try:
         with open("/proc/self/maps") as fh:
-            paths = sorted({line.split()[-1] for line in fh if "blas" in line.lower() and "/" in line})
+            paths = _blas_paths(fh)
     except OSError:
         paths = []
     for path in paths:
@@ -414,15 +429,11 @@ def set_blas_threads(threads: int) -> list[dict]:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                     "openblas_set_num_threads"):
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
             fn = getattr(lib, name, None)
             if fn is not None:
                 fn.argtypes = (ctypes.c_int,)
                 fn(int(threads))
                 break
     return blas_libraries()
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)

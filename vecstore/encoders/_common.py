@@ -217,7 +217,7 @@ class TextEncoder:
                 i = int(np.argmax(zero))
                 raise InvalidInputError(
                     f"text {i} ({_short(items[i])}): its known words add up to the zero vector, "
-                    "so it has no direction; add other words, or pass on_empty='zero'"
+                    "so it has no direction; add other words"
                 )
         return Encoded(out, unknown)
 
@@ -229,8 +229,7 @@ class TextEncoder:
             )
         shown = ", ".join(repr(w) for w in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
         raise InvalidInputError(
-            f"text {i} ({_short(text)}) has no word in the vocabulary (unknown: {shown}); "
-            "use other words, or pass on_empty='zero' to get a zero vector"
+            f"text {i} ({_short(text)}) has no word in the vocabulary (unknown: {shown}); use other words"
         )
 
     def _work_per_token(self) -> int:
