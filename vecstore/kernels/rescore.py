@@ -45,10 +45,9 @@ def rescore(xq, codes, layout, candidates, bias, k):
             else:
                 for t in range(d):
                     h = np.uint32(codes[row, t])
-                    bits[q, t] = (h & np.uint32(0x7FFF)) << np.uint32(13)
+                    bits[q, t] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
                 for t in range(d):
-                    sign = np.float32(1.0) - np.float32(2.0) * np.float32(np.uint32(codes[row, t]) >> np.uint32(15))
-                    acc += xq[q, t] * (widened[q, t] * magic * sign)
+                    acc += xq[q, t] * (widened[q, t] * magic)
             if use_bias:
                 acc += bias[row]
             size = heap_push(hsq, hiq, size, acc, row)
