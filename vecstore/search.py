@@ -85,9 +85,10 @@ def check_k(k, count: int) -> int:
 
 
 # Below this many inner-loop steps (rows x lookups or rows x dims) a scan runs on the calling thread
-# only: it takes a few milliseconds, and a parallel region must wait for every worker to be
-# scheduled, which on a busy machine costs a scheduler slice (~10-25 ms measured here under load).
-SERIAL_WORK = 16_000_000
+# only: it takes about a millisecond, less than waking the workers is worth. (A parallel region
+# waits for every worker to be scheduled: on a machine busy with other processes that can cost a
+# scheduler slice, 10-25 ms measured here, so busy hosts may prefer numba.set_num_threads(1).)
+SERIAL_WORK = 2_000_000
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .topk import NJIT, merge_partial_heaps, offer, partial_heaps
+from .topk import NJIT, heap_push, merge_partial_heaps, partial_heaps
 
 # Queries scanned together by one thread: their lookup tables (m x 256 floats each) must stay in
 # cache while the codes stream past, so a batch is cut into small groups run in parallel.
@@ -19,8 +19,27 @@ QUERY_GROUP = 4
 
 
 @nb.njit(inline="always", **NJIT)
-def _lookup_sum(tables, q, codes, row, m):
-    """sum_j tables[q, j, codes[row, j]] with four independent accumulators.
+def _scan_rows(table, codes, m, bias, use_bias, start, stop, hs, hi, sizes, q):
+    """Score rows start..stop against one query's table and keep the best in heap (hs, hi).
+
+    One query at a time over a slice of rows: the table and heap views are made once per slice
+    (a view costs atomic reference counting), and the slice's codes stay in cache for the next
+    query of the group.
+    """
+    size = sizes[q]
+    k = hs.shape[0]
+    for row in range(start, stop):
+        acc = _lookup_sum(table, codes, row, m)
+        if use_bias:
+            acc += bias[row]
+        if size < k or acc > hs[0]:
+            size = heap_push(hs, hi, size, acc, row)
+    sizes[q] = size
+
+
+@nb.njit(inline="always", **NJIT)
+def _lookup_sum(table, codes, row, m):
+    """sum_j table[j, codes[row, j]] with four independent accumulators.
 
     One accumulator makes every addition wait for the previous one (a latency-bound chain of m
     adds); four chains run side by side, as FAISS's PQ distance loops do.
@@ -31,13 +50,13 @@ def _lookup_sum(tables, q, codes, row, m):
     a3 = np.float32(0.0)
     j = 0
     while j + 4 <= m:
-        a0 += tables[q, j, codes[row, j]]
-        a1 += tables[q, j + 1, codes[row, j + 1]]
-        a2 += tables[q, j + 2, codes[row, j + 2]]
-        a3 += tables[q, j + 3, codes[row, j + 3]]
+        a0 += table[j, codes[row, j]]
+        a1 += table[j + 1, codes[row, j + 1]]
+        a2 += table[j + 2, codes[row, j + 2]]
+        a3 += table[j + 3, codes[row, j + 3]]
         j += 4
     while j < m:
-        a0 += tables[q, j, codes[row, j]]
+        a0 += table[j, codes[row, j]]
         j += 1
     return (a0 + a1) + (a2 + a3)
 
@@ -54,12 +73,9 @@ def scan_pq8(lut, codes, bias, k, nparts):
     for t in prange(ngroups * nparts):
         p = t % nparts
         q0 = (t // nparts) * QUERY_GROUP
-        for row in range(p * step, min(p * step + step, n)):
-            for q in range(q0, min(q0 + QUERY_GROUP, nq)):
-                acc = _lookup_sum(lut, q, codes, row, m)
-                if use_bias:
-                    acc += bias[row]
-                offer(part_s, part_i, part_sizes, p, q, acc, row)
+        for q in range(q0, min(q0 + QUERY_GROUP, nq)):
+            _scan_rows(lut[q], codes, m, bias, use_bias, p * step, min(p * step + step, n),
+                       part_s[p, q], part_i[p, q], part_sizes[p], q)
     return merge_partial_heaps(part_s, part_i, part_sizes)
 
 
@@ -87,10 +103,7 @@ def scan_pq4(lut, codes, bias, k, nparts):
     for t in prange(ngroups * nparts):
         p = t % nparts
         q0 = (t // nparts) * QUERY_GROUP
-        for row in range(p * step, min(p * step + step, n)):
-            for q in range(q0, min(q0 + QUERY_GROUP, nq)):
-                acc = _lookup_sum(pair, q, codes, row, width)
-                if use_bias:
-                    acc += bias[row]
-                offer(part_s, part_i, part_sizes, p, q, acc, row)
+        for q in range(q0, min(q0 + QUERY_GROUP, nq)):
+            _scan_rows(pair[q], codes, width, bias, use_bias, p * step, min(p * step + step, n),
+                       part_s[p, q], part_i[p, q], part_sizes[p], q)
     return merge_partial_heaps(part_s, part_i, part_sizes)
