@@ -104,7 +104,8 @@ class Tier:
         """Best-first (scores, rows) over each query's candidate rows, scored on this tier."""
         folded, const, bias = self._fold(xq)
         codes = self.codes.view(np.uint16) if self.codec.layout == "f16" else self.codes
-        scores, rows = rescore_kernel(folded, codes, _RESCORE_LAYOUT[self.codec.layout], candidates, bias, k)
+        with threads_for(candidates.size * codes.shape[1]):
+            scores, rows = rescore_kernel(folded, codes, _RESCORE_LAYOUT[self.codec.layout], candidates, bias, k)
         return self._add_const(scores, const), rows
 
     def _fold(self, xq: np.ndarray):

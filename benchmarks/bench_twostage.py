@@ -1,0 +1,289 @@
+#!/usr/bin/env python
+"""Two-stage search against the least memory FAISS needs for the same recall: issue 4's figures.
+
+    python benchmarks/bench_twostage.py                          # real 100,000 x 384
+    python benchmarks/bench_twostage.py --data synthetic4096     # 100,000 x 4096
+    python benchmarks/bench_twostage.py --data data/wordnet-minilm-384-small.hdf5 --nq 200   # quick
+
+vecstore: every coarse codec (default 384-d: pq24 pq48 pq96x4 pca128,int8; 4096-d: pq32 pq64
+pq128x4 pca256,int8) is added as a tier, held in RAM (``open(resident=[tier])``), and searched in two
+stages (scan it for k x oversample candidates, rescore them from the memory-mapped raw tier) for
+each ``--oversample``. Resident bytes per vector = code bytes + learned parameters / n (+4 for l2
+norms); the raw tier stays mapped and is not counted as resident (it is page cache, shared and
+reclaimable; RssFile shows how much of it a run touched).
+
+FAISS: a list of index_factory strings (PQ, SQ, PCA+SQ, and refinement with RFlat or
+Refine(SQfp16/SQ8) at several k_factor), everything in RAM as FAISS keeps it; its resident bytes per
+vector is the serialized index size / n. For each recall target (0.95, 0.99) the table pairs the
+smallest vecstore configuration reaching it with the smallest FAISS configuration reaching it, and
+reports the memory ratio, single-query latency ratio and batch QPS ratio, same process, same
+queries, same thread count. A subprocess then opens the chosen vecstore configuration alone and
+reads RssAnon / RssFile from /proc/self/status after opening and after 1,000 single queries.
+
+Writes twostage-<workload>.{json,md,png} to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COARSE = {384: ["pq24", "pq48", "pq96x4", "pca128,int8"], 4096: ["pq32", "pq64", "pq128x4", "pca256,int8"]}
+FAISS = {
+    384: ["PQ24np", "PQ48np", "PQ96np", "SQ8", "SQfp16", "PCA128,SQ8", "PQ24np,RFlat", "PQ48np,RFlat",
+          "PQ24np,Refine(SQfp16)", "PQ48np,Refine(SQ8)", "PQ96x4fs,Refine(SQ8)"],
+    4096: ["PQ64np", "PQ128np", "SQ8", "SQfp16", "PCA256,SQ8", "PCA512,SQ8", "PQ32np,RFlat", "PQ64np,RFlat",
+           "PQ32np,Refine(SQfp16)", "PQ64np,Refine(SQ8)", "PQ128x4fs,Refine(SQ8)"],
+}
+TARGETS = (0.95, 0.99)
+
+PROBE = r"""
+import json, sys, time, numpy as np, vecstore
+from vecstore._store import process_memory
+path, tier, rescore, oversample, queries = sys.argv[1:6]
+xq = np.load(queries)
+before = process_memory()
+store = vecstore.open(path, resident=[tier])
+opened = process_memory()
+store.search(xq[:1], 10, tier=tier, rescore=rescore, oversample=float(oversample))
+t = []
+for i in range(1000):
+    q = xq[i % xq.shape[0]: i % xq.shape[0] + 1]
+    a = time.perf_counter(); store.search(q, 10, tier=tier, rescore=rescore, oversample=float(oversample))
+    t.append(time.perf_counter() - a)
+after = process_memory()
+print(json.dumps({"imports": before, "opened": opened, "after_1000_queries": after,
+                  "p50_ms": float(np.median(t) * 1e3), "store_memory": store.memory()["tiers"]}))
+"""
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="wordnet384")
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--nq", type=int, default=1000)
+    ap.add_argument("--dim", type=int, default=4096)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--codecs", default=None, help="coarse codec strings, ';'-separated")
+    ap.add_argument("--oversample", default="1 2 4 8 16 32", help="oversampling factors to sweep")
+    ap.add_argument("--faiss", default=None, help="FAISS index_factory strings, ';'-separated")
+    ap.add_argument("--k-factors", default="1 2 4 8 16 32", help="k_factor values for FAISS refinement")
+    ap.add_argument("--train-size", type=int, default=20_000)
+    ap.add_argument("--single", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", default=os.path.join(HERE, "work"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from vecstore.bench import metrics
+
+    metrics.pin_threads_env(args.threads, fix_blas_core=True)
+    import faiss
+    import numpy as np
+    from tqdm import tqdm
+
+    import vecstore
+    from vecstore.bench import datasets, faiss_twins
+
+    threads = faiss_twins.set_threads(args.threads or len(os.sched_getaffinity(0)))
+    os.makedirs(args.workdir, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.perf_counter()
+    log = lambda text: tqdm.write(text, file=sys.stderr)  # noqa: E731
+    try:
+        ds = datasets.load_dataset(args.data, n=args.n, nq=args.nq, dim=args.dim, seed=args.seed,
+                                   workdir=args.workdir, progress=True)
+    except datasets.DataNotFoundError as exc:
+        sys.exit(f"error: {exc}")
+    k, metric = args.k, ds.metric
+    xq = np.ascontiguousarray(ds.get_queries(), dtype=np.float32)
+    nq = xq.shape[0]
+    _, I_gt = ds.get_groundtruth_with_scores(k)
+    coarse = [c for c in (args.codecs or "").split(";") if c] or COARSE.get(ds.d, COARSE[384])
+    oversamples = [float(x) for x in args.oversample.split()]
+    tag = ds.name if ds.name.endswith(f"-n{ds.nb}") else f"{ds.name}-n{ds.nb}"
+    path = os.path.join(args.workdir, f"twostage-{tag}.vs")
+    machine = metrics.machine()
+
+    log(f"building {path} with tiers {coarse}")
+    vecstore.build(path, ds.database_path() or ds.get_database(), metric=metric, overwrite=True,
+                   progress=True).close()
+    train_s = {}
+    for codec in coarse:
+        t0 = time.perf_counter()
+        vecstore.compress(path, codec, train_size=min(args.train_size, ds.nb), seed=args.seed,
+                          progress=True).close()
+        train_s[codec] = time.perf_counter() - t0
+    store = vecstore.open(path, resident=coarse)
+    raw = store.tier("raw").codes
+    xq_f = faiss_twins.normalize_rows(xq) if metric == "cosine" else xq
+    np.save(os.path.join(args.workdir, "twostage-queries.npy"), xq)
+
+    def measure(search_one, search_batch) -> dict:
+        batch = metrics.time_repeated(lambda: search_batch(xq), repeats=args.repeats, warmup=1)
+        single = metrics.time_each(lambda q: search_one(q), [xq[i:i + 1] for i in range(min(args.single, nq))],
+                                   warmup=5)
+        _, I = search_batch(xq)
+        return {"recall_at_10": metrics.recall_at_k(I, I_gt, k), "qps": nq / batch.median,
+                "p50_ms": single.p50 * 1e3, "p99_ms": single.p99 * 1e3}
+
+    rows = []
+    for codec in tqdm(coarse, desc="vecstore", file=sys.stderr):
+        tier = store.tier(codec)
+        resident = tier.codec.code_size + (4 if tier.sqnorms is not None else 0) + tier.param_bytes / ds.nb
+        for factor in [None] + oversamples:
+            kw = {"tier": codec} if factor is None else {"tier": codec, "rescore": "raw", "oversample": factor}
+            r = measure(lambda q: store.search(q, k, **kw), lambda q: store.search(q, k, **kw))
+            rows.append({"system": "vecstore", "config": codec if factor is None else f"{codec} + rescore raw x{factor:g}",
+                         "codec": codec, "oversample": factor, "resident_bytes_per_vector": resident,
+                         "code_bytes": tier.codec.code_size, "train_s": train_s[codec], **r})
+            log(f"vecstore {rows[-1]['config']}: recall {r['recall_at_10']:.4f}, {resident:.1f} B/vec, "
+                f"p50 {r['p50_ms']:.2f} ms, {r['qps']:.0f} QPS")
+        calibration = tier.calibration
+        rows[-1]["calibration"] = calibration
+
+    rng = np.random.default_rng(args.seed)
+    sample = np.ascontiguousarray(raw[np.sort(rng.choice(ds.nb, min(args.train_size, ds.nb), replace=False))])
+    faiss_strings = [c for c in (args.faiss or "").split(";") if c] or FAISS.get(ds.d, FAISS[384])
+    k_factors = [int(x) for x in args.k_factors.split()]
+    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    for spec in tqdm(faiss_strings, desc="faiss", file=sys.stderr):
+        t0 = time.perf_counter()
+        index = faiss.index_factory(ds.d, spec, fmetric)
+        index.train(sample)
+        index.add(np.ascontiguousarray(raw, dtype=np.float32))
+        build_s = time.perf_counter() - t0
+        resident = faiss.serialize_index(index).size / ds.nb
+        refine = "Refine" in spec or "RFlat" in spec
+        for kf in (k_factors if refine else [None]):
+            if kf is not None:
+                faiss.downcast_index(index).k_factor = kf
+            r = measure(lambda q: index.search(faiss_twins.normalize_rows(q) if metric == "cosine" else q, k),
+                        lambda q: index.search(xq_f, k))
+            rows.append({"system": "faiss", "config": spec if kf is None else f"{spec} k_factor={kf}",
+                         "codec": spec, "oversample": kf, "resident_bytes_per_vector": resident,
+                         "train_s": build_s, **r})
+            log(f"faiss {rows[-1]['config']}: recall {r['recall_at_10']:.4f}, {resident:.1f} B/vec, "
+                f"p50 {r['p50_ms']:.2f} ms, {r['qps']:.0f} QPS")
+        del index
+
+    comparisons = []
+    for target in TARGETS:
+        ours = _smallest(rows, "vecstore", target)
+        theirs = _smallest(rows, "faiss", target)
+        entry = {"target": target, "vecstore": ours, "faiss": theirs}
+        if ours and theirs:
+            entry["memory_ratio"] = theirs["resident_bytes_per_vector"] / ours["resident_bytes_per_vector"]
+            entry["latency_ratio"] = ours["p50_ms"] / theirs["p50_ms"]
+            entry["qps_ratio"] = ours["qps"] / theirs["qps"]
+        if ours:
+            probe = subprocess.run([sys.executable, "-c", PROBE, path, ours["codec"], "raw",
+                                    str(ours["oversample"]), os.path.join(args.workdir, "twostage-queries.npy")],
+                                   capture_output=True, text=True, check=True)
+            entry["memory_probe"] = json.loads(probe.stdout.strip().splitlines()[-1])
+        comparisons.append(entry)
+    store.close()
+
+    total = time.perf_counter() - t_start
+    result = {"command": "python benchmarks/bench_twostage.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "machine": machine, "threads": threads, "dataset": ds.describe(), "k": k, "batch_size": nq,
+              "single_queries": min(args.single, nq), "cache": "warm", "rows": rows, "comparisons": comparisons,
+              "total_s": total, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "load_average_end": list(os.getloadavg())}
+    report = markdown(result, metrics)
+    print(report)
+    stem = os.path.join(args.out, f"twostage-{tag}")
+    with open(stem + ".json", "w") as fh:
+        json.dump(result, fh, indent=1, default=float)
+    with open(stem + ".md", "w") as fh:
+        fh.write(report)
+    plot(result, stem + ".png")
+    print(f"wrote {stem}.json, .md and .png in {total:.0f} s")
+    os.unlink(path)
+
+
+def _smallest(rows, system, target):
+    ok = [r for r in rows if r["system"] == system and r["recall_at_10"] >= target]
+    return min(ok, key=lambda r: (r["resident_bytes_per_vector"], r["p50_ms"])) if ok else None
+
+
+def markdown(result, metrics) -> str:
+    ds = result["dataset"]
+    lines = [f"# Two-stage search vs FAISS: {ds['name']}, {ds['nb']} x {ds['d']}, metric {ds['metric']}", "",
+             f"`{result['command']}` ({result['finished']}, {result['total_s']:.0f} s)", "",
+             f"Machine: {metrics.describe_machine(result['machine'])}. Threads: {result['threads']} (numba, FAISS, "
+             f"BLAS). Batch: {result['batch_size']} queries a call (median of runs after a warm-up); single "
+             f"query p50/p99 over {result['single_queries']} calls; page cache warm; k = {result['k']}.", "",
+             "## Least resident memory reaching each recall@10 target", "",
+             "| target | vecstore config | B/vec | recall | p50 ms | QPS | FAISS config | B/vec | recall | p50 ms "
+             "| QPS | memory ratio (FAISS/vecstore) | latency ratio | QPS ratio |", "|" + "---|" * 14]
+    for c in result["comparisons"]:
+        v, f = c["vecstore"], c["faiss"]
+        fmt = lambda r: ([f"`{r['config']}`", f"{r['resident_bytes_per_vector']:.1f}", f"{r['recall_at_10']:.4f}",  # noqa: E731
+                          f"{r['p50_ms']:.2f}", f"{r['qps']:,.0f}"] if r else ["none reaches it", "", "", "", ""])
+        ratios = ([f"{c['memory_ratio']:.1f}x", f"{c['latency_ratio']:.2f}x", f"{c['qps_ratio']:.2f}x"]
+                  if "memory_ratio" in c else ["", "", ""])
+        lines.append("| " + " | ".join([f"{c['target']}"] + fmt(v) + fmt(f) + ratios) + " |")
+    lines += ["", "Resident bytes per vector: vecstore = coarse codes (+4 for l2) + learned parameters / n, the "
+              "raw tier mapped, not resident; FAISS = serialized index size / n (all in RAM).", "",
+              "## Process memory of the chosen vecstore configurations (fresh process, /proc/self/status)", "",
+              "| target | config | RssAnon after imports | after open | after 1,000 queries | RssFile after imports "
+              "| after open | after 1,000 queries | p50 ms |", "|" + "---|" * 9]
+    mib = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
+    for c in result["comparisons"]:
+        p = c.get("memory_probe")
+        if p:
+            lines.append("| " + " | ".join([str(c["target"]), f"`{c['vecstore']['config']}`",
+                                            mib(p["imports"]["RssAnon"]), mib(p["opened"]["RssAnon"]),
+                                            mib(p["after_1000_queries"]["RssAnon"]), mib(p["imports"]["RssFile"]),
+                                            mib(p["opened"]["RssFile"]), mib(p["after_1000_queries"]["RssFile"]),
+                                            f"{p['p50_ms']:.2f}"]) + " |")
+    lines += ["", "## Every configuration", "", "| system | config | resident B/vec | recall@10 | p50 ms | p99 ms | QPS |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['system']} | `{r['config']}` | {r['resident_bytes_per_vector']:.1f} | "
+                     f"{r['recall_at_10']:.4f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['qps']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for system, marker in (("vecstore", "o"), ("faiss", "s")):
+        rows = [r for r in result["rows"] if r["system"] == system]
+        ax.scatter([r["resident_bytes_per_vector"] for r in rows], [r["recall_at_10"] for r in rows],
+                   marker=marker, label=system, alpha=0.7)
+        front, best = [], -1.0
+        for r in sorted(rows, key=lambda r: r["resident_bytes_per_vector"]):
+            if r["recall_at_10"] > best:
+                best = r["recall_at_10"]
+                front.append(r)
+        ax.plot([r["resident_bytes_per_vector"] for r in front], [r["recall_at_10"] for r in front], alpha=0.5)
+    for target in TARGETS:
+        ax.axhline(target, color="grey", lw=0.5, ls="--")
+    ds = result["dataset"]
+    ax.set_xscale("log")
+    ax.set_xlabel("resident bytes per vector (log)")
+    ax.set_ylabel("recall@10")
+    ax.set_title(f"{ds['name']} {ds['nb']} x {ds['d']}: two-stage vecstore vs FAISS ({result['threads']} threads)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
