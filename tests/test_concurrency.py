@@ -224,13 +224,6 @@ def _vectors(seed, count=N):
     return np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "BUG vecstore/_format.py read_header + FileMap: the path is opened three times (os.path.getsize, "
-    "h5py, then open() for the map); a rename in between gives a spurious FormatError ('changed size while "
-    "it was being opened', or '... claims bytes ... it is truncated or damaged') in ~1/3 of opens here, and "
-    "if the file is replaced twice (A, B, A-sized) the header of one file is used on the bytes of another "
-    "(wrong answers; seen as 'mixed'). Fix: os.open the path once, fstat it, give h5py that file "
-    "(h5py.File(fileobj) or /proc/self/fd/N) and mmap the same descriptor. Not strict: it is a race."))
 def test_opens_racing_a_replacement_see_one_complete_store(stores, tmp_path):
     """Opens while the file is replaced again and again (with stores of other sizes): each open gives
     the old or the new store, whole; none fails."""
@@ -289,12 +282,6 @@ def _serial_raw(path):
                 if name == "tier raw"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/_format.py read_header / Store.__init__: the header is read from the file the path names "
-    "when h5py opens it, the bytes are mapped from the file it names a moment later. Replaced in between: "
-    "'size' -> FormatError 'changed size while it was being opened' although both files are complete "
-    "stores; 'aba' (read_header's size taken from a file of the mapped size) -> the header of one store "
-    "applied to the bytes of another, wrong answers, no error. Fix: one descriptor for stat, h5py and mmap."))
 @pytest.mark.parametrize("swap", ["size", "aba"])
 def test_open_reads_header_and_data_from_the_same_file(stores, tmp_path, monkeypatch, swap):
     from vecstore import _format as fmt
@@ -310,12 +297,12 @@ def test_open_reads_header_and_data_from_the_same_file(stores, tmp_path, monkeyp
         os.replace(path + ".in", path)
 
     put(big)
-    real_h5, real_map = fmt.open_h5_readonly, fmt.FileMap.__init__
-    if swap == "aba":  # read_header took the big file's size; h5py opens the small file; the map, big again
-        monkeypatch.setattr(fmt, "open_h5_readonly", lambda p: (put(small), real_h5(p))[1])
-        monkeypatch.setattr(fmt.FileMap, "__init__", lambda self, p, size: (put(big), real_map(self, p, size))[1])
+    real_header, real_map = fmt._read_header_from, fmt.FileMap.__init__
+    if swap == "aba":  # the path is replaced before the header is read, and again before the map
+        monkeypatch.setattr(fmt, "_read_header_from", lambda *a: (put(small), real_header(*a))[1])
+        monkeypatch.setattr(fmt.FileMap, "__init__", lambda self, fd, size: (put(big), real_map(self, fd, size))[1])
     else:  # the store is replaced by another one after its header was read
-        monkeypatch.setattr(fmt.FileMap, "__init__", lambda self, p, size: (put(small), real_map(self, p, size))[1])
+        monkeypatch.setattr(fmt.FileMap, "__init__", lambda self, fd, size: (put(small), real_map(self, fd, size))[1])
     with vecstore.open(path) as store:
         D, I = store.search(_queries()[8], 10, tier="raw")
     i = _raw_index(8)

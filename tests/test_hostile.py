@@ -203,22 +203,12 @@ def test_any_layout_and_real_dtype_gives_the_same_answer(small_stores, metric):
         np.testing.assert_array_equal(q, before)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/search.py prepare_queries: the cast to float32 warns (RuntimeWarning: overflow "
-    "encountered in cast) before check_finite refuses the row; under -W error (this suite) the caller gets "
-    "a RuntimeWarning, not InvalidInputError. Fix: cast under np.errstate(over='ignore'), or check "
-    "np.abs(arr).max() <= float32 max before casting and name the row."))
 def test_float64_query_beyond_float32_range_is_refused_without_a_warning(small_stores):
     with vecstore.open(small_stores["ip"]) as store:
         with pytest.raises(vecstore.InvalidInputError, match="row 0"):
             store.search(np.full((1, 8), 1e300), 3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/search.py prepare_queries: cosine normalises with np.linalg.norm in float32; a finite "
-    "query with |x| > ~1.8e19 overflows the norm to inf and becomes all zeros (every score 0.0, ids 0,1,2: "
-    "a wrong answer; a subnormal query is refused as 'all zeros'). Fix: compute norms in float64 "
-    "(or scale by max|x| first)."))
 def test_cosine_query_with_huge_finite_values_gives_the_right_answer(small_stores):
     rng = np.random.default_rng(2)
     q = rng.standard_normal((1, 8)).astype(np.float32)
@@ -228,10 +218,6 @@ def test_cosine_query_with_huge_finite_values_gives_the_right_answer(small_store
     np.testing.assert_array_equal(got.ids, expected.ids)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/search.py prepare_queries + tier.py _fold/search: finite float32 queries whose |q|^2 or "
-    "q.x overflow float32 (e.g. every value 3e38) give NaN (l2) or inf (ip) distances and arbitrary ids. "
-    "Fix: refuse queries whose float64 squared norm exceeds float32 max (InvalidInputError naming the row)."))
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_query_that_overflows_float32_scores_is_refused(small_stores, metric):
     with vecstore.open(small_stores[metric]) as store:
@@ -300,10 +286,6 @@ def test_compress_with_parameters_of_another_dimension_is_refused(copy_of):
     _refused(info)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/_build.py _prepared_chunks: cosine rows are normalised with a float32 norm; a finite "
-    "row with |x| > ~1.8e19 gets norm inf and is stored as all zeros (a cosine store must hold unit rows; "
-    "under -W error it raises RuntimeWarning instead). Fix: norms in float64, or refuse the row by number."))
 def test_cosine_row_with_huge_finite_values_is_stored_as_a_unit_vector(tmp_path):
     x = np.ones((4, 8), np.float32)
     x[2] = 3e38
@@ -311,10 +293,6 @@ def test_cosine_row_with_huge_finite_values_is_stored_as_a_unit_vector(tmp_path)
         np.testing.assert_allclose(np.linalg.norm(store.tier().codes, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/_writer.py _sqnorms / kernels.flat.sqnorms_f32: an l2 row whose squared norm overflows "
-    "float32 stores sqnorms=inf (RuntimeWarning under -W error), and searches then return NaN distances. "
-    "Fix: refuse such rows at build (InvalidInputError naming the row) like NaN/Inf rows."))
 def test_l2_row_whose_squared_norm_overflows_is_refused(tmp_path):
     x = np.ones((4, 8), np.float32)
     x[1] = 3e38
@@ -655,11 +633,6 @@ def test_string_blob_whose_offsets_lie_is_refused(copy_of, column, name, lie):
         store.search(np.ones(DIM), 3)  # the damaged column does not affect search
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/_store.py Store.metadata: an entry that is valid UTF-8 but not JSON raises "
-    "json.JSONDecodeError (not a VecstoreError); an entry that is JSON but not an object is returned as is. "
-    "Fix: catch JSONDecodeError in the convert lambda of metadata() and raise FormatError naming "
-    "/metadata and the row; refuse non-objects the same way."))
 @pytest.mark.parametrize("text", [b"x", b"[1]"])
 def test_metadata_entry_that_is_not_a_json_object_is_refused(copy_of, text):
     path = copy_of()
@@ -672,11 +645,6 @@ def test_metadata_entry_that_is_not_a_json_object_is_refused(copy_of, text):
             store.metadata([0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/codecs/abc.py set_params (via tier.open_tier): learned arrays stored as <i4 (or any "
-    "allowed numeric dtype) are cast to <f4 and accepted, although docs/format.md says params are exactly "
-    "<f4 and 'a reader MUST refuse a store whose datasets have other dtypes'. Fix: in open_tier, refuse a "
-    "params span whose dtype is not <f4 (FormatError naming the dataset)."))
 def test_params_of_another_numeric_dtype_are_refused(copy_of):
     path = copy_of()
     with h5py.File(path, "r+") as f:
@@ -810,10 +778,6 @@ def test_bytes_appended_do_not_matter(base_store, tmp_path):
         np.testing.assert_array_equal(store.search(np.ones(DIM), 5).ids, base.search(np.ones(DIM), 5).ids)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/_format.py read_header: a FIFO passes os.path.exists/isdir and open(path, 'rb').read(8) "
-    "blocks until a writer appears (a hang). Fix: os.stat first and refuse anything that is not a regular "
-    "file (stat.S_ISREG) with StoreNotFoundError/FormatError."))
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     fifo = str(tmp_path / "pipe.vs")
     os.mkfifo(fifo)
@@ -936,13 +900,6 @@ def test_nan_and_inf_written_into_vector_data(copy_of, dataset, value):
         assert (I >= 0).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG vecstore/kernels (flat.scan_f32 / topk heap push, compiled fastmath=True): one NaN score breaks "
-    "the top-k heap for the whole query. With NaN written into rows 5, 17, 100 of tiers/raw/codes (bit rot, "
-    "which open does not detect), search(q, 10, tier='raw') returns rows 7,5,0,9,3,8,4,6,1,2 (distances "
-    "16..31 while the true best are 9.6..14.9) for every query: NaN compares false, so once it sits in the "
-    "heap no later row enters. Fix: treat a NaN score as -inf before the heap (and compile the comparison "
-    "without fastmath's 'nnan' flag, which lets LLVM drop a NaN test), in every scan and rescore kernel."))
 @pytest.mark.parametrize("nq", [1, 40])
 @pytest.mark.parametrize("k", [10, 50])
 def test_damaged_rows_do_not_change_the_answer_for_the_other_rows(copy_of, base_store, nq, k):

@@ -18,6 +18,7 @@ from ._store import Store
 from .calibrate import TARGET_RECALL
 from .calibrate import calibrate as run_calibration
 from .kernels.flat import sqnorms_f32
+from .search import MAX_SQNORM
 from .tier import Tier
 from ._writer import StoreContents, TierPlan, write_store
 from .codecs import Pipeline, codec_string, get_codec
@@ -75,14 +76,20 @@ def _prepared_chunks(source, metric: str):
     def chunks():
         for start, rows in source.chunks():
             check_finite(rows, start, source.description)
+            sq = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
             if metric == "cosine":
-                norms = np.linalg.norm(rows, axis=1, keepdims=True)
-                if (norms == 0).any():
-                    row = start + int(np.argmax(norms[:, 0] == 0))
+                if (sq == 0).any():
+                    row = start + int(np.argmax(sq == 0))
                     raise InvalidInputError(
                         f"{source.description}: row {row} is all zeros; cosine needs non-zero vectors"
                     )
-                rows = rows / norms
+                rows = (rows / np.sqrt(sq)[:, None]).astype(np.float32)  # float64: huge rows stay finite
+            elif (sq > MAX_SQNORM).any():
+                row = start + int(np.argmax(sq > MAX_SQNORM))
+                raise InvalidInputError(
+                    f"{source.description}: row {row} has values so large that scores would overflow "
+                    f"float32 (squared norm {sq[row - start]:.3g}); scale the vectors down"
+                )
             yield start, np.ascontiguousarray(rows, dtype=np.float32)
 
     return chunks

@@ -18,6 +18,7 @@ import mmap
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -341,25 +342,42 @@ def _span(ds: h5py.Dataset, file_size: int) -> DatasetSpan:
     return DatasetSpan(span.name, dtype, shape, int(offset), checksum)
 
 
-def read_header(path: str) -> Header:
-    """Open ``path`` with h5py, validate the whole structure, and return it without data.
+def open_store_file(path: str) -> tuple[Header, FileMap]:
+    """Validate the store at ``path`` and map it, all through ONE file descriptor.
 
+    Stat, HDF5 header and mapping come from the same open file, so a writer renaming a new store
+    over ``path`` meanwhile can never pair one file's header with another's bytes. Anything that is
+    not a regular file (a directory, a FIFO that would block) is refused before it is opened.
     Raises a :class:`FormatError` for anything that is not a store this code can map safely.
     """
-    if not os.path.exists(path):
-        raise StoreNotFoundError(f"{path!r} does not exist: check the path, or build a store there")
-    if os.path.isdir(path):
-        raise StoreNotFoundError(f"{path!r} is a directory, not a store file")
-    file_size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        signature = fh.read(len(HDF5_SIGNATURE))
-    if signature != HDF5_SIGNATURE:
-        raise FormatError(
-            f"{path!r} is not an HDF5 file (no HDF5 signature at byte 0): build a store with "
-            "`vecstore build`"
-        )
     try:
-        handle = open_h5_readonly(path)
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"{path!r} does not exist: check the path, or build a store there") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise StoreNotFoundError(f"{path!r} is a directory, not a store file")
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(f"{path!r} is not a regular file (a pipe, socket or device); a store is a file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(f"{path!r} is not a regular file; a store is a file")
+        if os.pread(fd, len(HDF5_SIGNATURE), 0) != HDF5_SIGNATURE:
+            raise FormatError(
+                f"{path!r} is not an HDF5 file (no HDF5 signature at byte 0): build a store with "
+                "`vecstore build`"
+            )
+        with os.fdopen(os.dup(fd), "rb") as fileobj:
+            header = _read_header_from(path, st.st_size, fileobj)
+        return header, FileMap(fd, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def _read_header_from(path: str, file_size: int, fileobj) -> Header:
+    try:
+        handle = h5py.File(fileobj, "r")
     except Exception as exc:  # h5py raises OSError and others for damaged files
         raise FormatError(f"{path!r} could not be read as HDF5 ({exc}); it is damaged") from None
     try:
@@ -494,12 +512,8 @@ def _refuse_overlaps(header: Header) -> None:
 class FileMap:
     """One read-only ``mmap`` of a whole store file, and array views into it."""
 
-    def __init__(self, path: str, expected_size: int):
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size != expected_size:
-                raise FormatError(f"{path!r} changed size while it was being opened; try again")
-            self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    def __init__(self, fd: int, size: int):
+        self.mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
 
     def array(self, span: DatasetSpan) -> np.ndarray:
         """A read-only view of a validated dataset (no bytes are read until used)."""

@@ -73,7 +73,7 @@ class Store:
 
     def __init__(self, path: str):
         self.path = os.path.abspath(os.fspath(path))
-        header = fmt.read_header(self.path)
+        header, file_map = fmt.open_store_file(self.path)
         self._header = header
         attrs = header.attrs
         self.format_version: int = attrs[fmt.ATTR_VERSION]
@@ -82,7 +82,7 @@ class Store:
         self.count: int = attrs[fmt.ATTR_COUNT]
         self.metric: str = attrs[fmt.ATTR_METRIC]
         self.model: dict | None = attrs[fmt.ATTR_MODEL]
-        self._map = fmt.FileMap(self.path, header.file_size)
+        self._map = file_map
         self._lock = threading.Lock()
         self._id_index: tuple[np.ndarray, np.ndarray] | None = None
         self._encoders: dict = {}
@@ -263,7 +263,7 @@ class Store:
 
     def metadata(self, ids) -> list:
         """The JSON metadata of each id (a dict), or None where there is none."""
-        return self._lookup(ids, self._metadata, lambda s: json.loads(s) if s else None)
+        return self._lookup(ids, self._metadata, _metadata_object)
 
     def _lookup(self, ids, column: StringColumn | None, convert):
         self._check_open()
@@ -368,6 +368,18 @@ class Store:
             "tiers": [t.describe() for t in self.tiers.values()],
             "default_search": list(self.default_plan()),
         }
+
+
+def _metadata_object(text: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise FormatError(f"/{fmt.METADATA}: an entry is not a JSON object; the file is damaged")
+    return value
 
 
 def process_memory() -> dict:

@@ -29,6 +29,9 @@ from .kernels import flat, topk
 GEMM_MIN_QUERIES = 32
 GEMM_BLOCK_BYTES = 32 << 20
 MAX_K = 1 << 20
+# Vectors and queries must keep |x|^2 below this, so that no score (2 q.x - |x|^2 at worst) can
+# overflow float32 inside a kernel.
+MAX_SQNORM = float(np.finfo(np.float32).max) / 4
 
 
 class SearchResult(NamedTuple):
@@ -60,16 +63,23 @@ def prepare_queries(queries, dim: int, metric: str) -> np.ndarray:
         raise InvalidInputError("no queries given: pass at least one vector")
     if arr.shape[1] != dim:
         raise InvalidInputError(f"queries have dimension {arr.shape[1]}, but the store holds dimension {dim}")
-    xq = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+        xq = np.ascontiguousarray(arr, dtype=np.float32)
     if xq is arr or np.shares_memory(xq, arr):
         xq = xq.copy()
     check_finite(xq, 0, "queries")
+    sq = np.einsum("ij,ij->i", xq, xq, dtype=np.float64)
     if metric == "cosine":
-        norms = np.linalg.norm(xq, axis=1, keepdims=True)
-        if (norms == 0).any():
-            row = int(np.argmax(norms[:, 0] == 0))
+        if (sq == 0).any():
+            row = int(np.argmax(sq == 0))
             raise InvalidInputError(f"query {row} is all zeros: cosine similarity is undefined for it")
-        xq /= norms
+        xq = (xq / np.sqrt(sq)[:, None]).astype(np.float32)  # float64: huge queries stay finite
+    elif (sq > MAX_SQNORM).any():
+        row = int(np.argmax(sq > MAX_SQNORM))
+        raise InvalidInputError(
+            f"query {row} has values so large that scores would overflow float32 (squared norm "
+            f"{sq[row]:.3g}); scale the queries down"
+        )
     return xq
 
 

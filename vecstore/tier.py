@@ -154,6 +154,8 @@ def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, co
     for key, span in header.datasets.items():
         prefix = f"{fmt.TIERS}/{name}/{fmt.PARAMS}/"
         if key.startswith(prefix):
+            if span.dtype != np.dtype("<f4"):
+                raise FormatError(f"/{key}: learned arrays are <f4, found {span.dtype.str}; the file was edited")
             params[key[len(prefix):]] = np.array(file_map.array(span))  # small: copied into RAM
     codec.set_params(params, where=where)
     codes_span = header.datasets[f"{fmt.TIERS}/{name}/{fmt.CODES}"]

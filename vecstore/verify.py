@@ -48,8 +48,7 @@ def verify(path: str | os.PathLike, *, raise_on_error: bool = True) -> list[Data
     Returns one :class:`DatasetCheck` per dataset. The structure is validated first (FormatError).
     """
     path = os.fspath(path)
-    header = fmt.read_header(path)
-    file_map = fmt.FileMap(path, header.file_size)
+    header, file_map = fmt.open_store_file(path)
     try:
         checks = [DatasetCheck(name, span.nbytes, span.checksum, _digest_span(file_map, span))
                   for name, span in sorted(header.datasets.items())]

@@ -396,7 +396,7 @@ def describe_machine(m: dict) -> str:
 # -- thread settings ------------------------------------------------------------------------------
 
 
-def pin_threads_env(threads: int | None, *, fix_blas_core: bool = True) -> dict:
+def pin_threads_env(threads: int | None, *, fix_blas_core: bool = True, numba_env: bool = True) -> dict:
     """Set the thread environment that child processes (and libraries not yet loaded) read.
 
     Sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and NUMBA_NUM_THREADS to
@@ -404,10 +404,13 @@ def pin_threads_env(threads: int | None, *, fix_blas_core: bool = True) -> dict:
     has not: FAISS's bundled OpenBLAS (0.3.15) does not recognise newer Xeons and falls back to its
     slowest (Prescott, SSE3) kernels, which slows FAISS's batch search several-fold and would flatter
     every ratio against it. Call before ``import faiss``; for this process also call
-    :func:`vecstore.bench.faiss_twins.set_threads`.
+    :func:`vecstore.bench.faiss_twins.set_threads`. Pass ``numba_env=False`` in a process whose numba
+    threads may already run: numba re-reads NUMBA_NUM_THREADS when it compiles, and refuses a value
+    that differs from its running pool.
     """
     if threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") + (
+                ("NUMBA_NUM_THREADS",) if numba_env else ()):
             os.environ[var] = str(threads)
     if fix_blas_core and "OPENBLAS_CORETYPE" not in os.environ:
         flags = cpu_flags()

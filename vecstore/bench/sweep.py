@@ -96,7 +96,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     from . import metrics
 
     saved_env = {v: os.environ.get(v) for v in _THREAD_ENV}
-    metrics.pin_threads_env(opts.threads)          # before FAISS (and its OpenBLAS) is first loaded
+    metrics.pin_threads_env(opts.threads, numba_env=False)  # before FAISS (and its OpenBLAS) loads
     import faiss
     import numba
 

@@ -13,7 +13,10 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-NJIT = dict(nogil=True, fastmath=True, boundscheck=False, cache=True)
+# fastmath without "nnan"/"ninf": a NaN in a damaged file must stay a NaN the heap can refuse, not
+# an assumption the compiler may break every comparison with.
+FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+NJIT = dict(nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True)
 
 
 @nb.njit(inline="always", **NJIT)
@@ -40,7 +43,12 @@ def _sift_down(hs, hi, size, pos):
 
 @nb.njit(inline="always", **NJIT)
 def heap_push(hs, hi, size, score, idx):
-    """Offer (score, idx) to a heap holding ``size`` items; return the new size."""
+    """Offer (score, idx) to a heap holding ``size`` items; return the new size.
+
+    A NaN score (only a damaged file can produce one) counts as -inf: it ranks last.
+    """
+    if score != score:
+        score = -np.inf
     k = hs.shape[0]
     if size < k:
         pos = size
