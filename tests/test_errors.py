@@ -149,3 +149,24 @@ def test_raw_tier_must_be_float32(tmp_path, rng):
         f.move("tiers/float16", "tiers/raw")
     with pytest.raises(vecstore.FormatError, match="raw tier must hold float32"):
         vecstore.open(tmp_path / "s.vs")
+
+
+def test_write_failure_is_a_clear_error_and_keeps_the_old_store(tmp_path, rng, monkeypatch):
+    import errno
+
+    from vecstore import _format as fmt
+
+    x = rng.standard_normal((20, 4)).astype(np.float32)
+    make_store(tmp_path, x).close()
+    real = fmt.ChecksumWriter.write
+
+    def full_disk(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fmt.ChecksumWriter, "write", full_disk)
+    with pytest.raises(vecstore.StoreWriteError, match="No space left on device.*nothing was changed"):
+        make_store(tmp_path, x * 2)
+    monkeypatch.setattr(fmt.ChecksumWriter, "write", real)
+    with vecstore.open(tmp_path / "s.vs") as s:
+        np.testing.assert_array_equal(s.tier().codes, x)
+    assert os.listdir(tmp_path) == ["s.vs"]

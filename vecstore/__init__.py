@@ -19,6 +19,7 @@ from .errors import (
     InvalidInputError,
     NotFittedError,
     StoreNotFoundError,
+    StoreWriteError,
     UnknownCodecError,
     UnknownTierError,
     UnsupportedVersionError,
@@ -28,7 +29,7 @@ from .search import SearchResult
 
 __all__ = [
     "add_encoder", "ClosedStoreError", "FormatError", "IntegrityError", "InvalidDtypeError", "InvalidInputError",
-    "NotFittedError", "SearchResult", "Store", "StoreNotFoundError", "UnknownCodecError",
+    "NotFittedError", "SearchResult", "Store", "StoreNotFoundError", "StoreWriteError", "UnknownCodecError",
     "UnknownTierError", "UnsupportedVersionError", "VecstoreError", "__version__", "build", "build_text",
     "compress", "get_codec", "open",
 ]

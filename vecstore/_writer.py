@@ -18,6 +18,7 @@ from tqdm import tqdm
 from . import __version__
 from . import _format as fmt
 from .codecs import Pipeline, codec_string
+from .errors import StoreWriteError, VecstoreError
 from .kernels.flat import sqnorms_f32
 
 
@@ -56,7 +57,25 @@ def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray
 def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
                 progress: bool = False, description: str = "writing") -> None:
-    """Write a complete store at ``path`` (atomically). ``source()`` yields (start, float32 rows)."""
+    """Write a complete store at ``path`` (atomically). ``source()`` yields (start, float32 rows).
+
+    An operating-system failure (disk full, no permission) becomes a StoreWriteError; the
+    temporary file is removed and ``path`` keeps what it held before.
+    """
+    try:
+        _write_store(path, contents, tiers, source, progress=progress, description=description)
+    except VecstoreError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StoreWriteError(
+            f"could not write {path!r}: {reason}; check free space and permissions (nothing was changed)"
+        ) from None
+
+
+def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
+                 source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
+                 progress: bool, description: str) -> None:
     need_source = any(t.copy_from is None for t in tiers)
     with fmt.atomic_target(path) as tmp:
         with fmt.create_file(tmp) as f:

@@ -53,5 +53,9 @@ class IntegrityError(VecstoreError, ValueError):
     """A dataset whose bytes no longer match the checksum recorded when it was written."""
 
 
+class StoreWriteError(VecstoreError, OSError):
+    """Writing a store failed (disk full, permission denied ...); the target is unchanged."""
+
+
 class ClosedStoreError(VecstoreError, ValueError):
     """An operation on a store that was already closed."""
