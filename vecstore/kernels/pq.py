@@ -63,9 +63,12 @@ def _lookup_sum(table, codes, row, m):
 
 @nb.njit(parallel=True, **NJIT)
 def scan_pq8(lut, codes, bias, k, nparts):
-    """lut (nq, m, 256) float32, codes (n, m) uint8 -> best-first (scores, rows), (nq, k)."""
-    nq, m, _ = lut.shape
-    n = codes.shape[0]
+    """lut (nq, w, 256) float32, codes (n, w) uint8 -> best-first (scores, rows), (nq, k).
+
+    Column j of the codes indexes table j: 8-bit PQ directly, 4-bit PQ through fused pair tables.
+    """
+    nq = lut.shape[0]
+    n, width = codes.shape
     use_bias = bias.shape[0] > 0
     part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
     step = (n + nparts - 1) // nparts
@@ -74,21 +77,15 @@ def scan_pq8(lut, codes, bias, k, nparts):
         p = t % nparts
         q0 = (t // nparts) * QUERY_GROUP
         for q in range(q0, min(q0 + QUERY_GROUP, nq)):
-            _scan_rows(lut[q], codes, m, bias, use_bias, p * step, min(p * step + step, n),
+            _scan_rows(lut[q], codes, width, bias, use_bias, p * step, min(p * step + step, n),
                        part_s[p, q], part_i[p, q], part_sizes[p], q)
     return merge_partial_heaps(part_s, part_i, part_sizes)
 
 
 @nb.njit(parallel=True, **NJIT)
-def scan_pq4(lut, codes, bias, k, nparts):
-    """lut (nq, m, 16) float32, codes (n, ceil(m/2)) packed uint8 -> best-first (scores, rows).
-
-    Two neighbouring sub-quantizers share a byte, so their tables are fused per query into one
-    256-entry table (pair[i, byte] = lut[2i, low] + lut[2i+1, high]): one lookup per byte.
-    """
+def pair_tables(lut, width):
+    """(nq, m, 16) tables -> (nq, width, 256): pair[q, i, byte] = lut[q, 2i, low] + lut[q, 2i+1, high]."""
     nq, m, _ = lut.shape
-    n, width = codes.shape
-    use_bias = bias.shape[0] > 0
     pair = np.zeros((nq, width, 256), dtype=np.float32)
     for q in prange(nq):
         for i in range(width):
@@ -97,13 +94,14 @@ def scan_pq4(lut, codes, bias, k, nparts):
                 if 2 * i + 1 < m:
                     v += lut[q, 2 * i + 1, b >> 4]
                 pair[q, i, b] = v
-    part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
-    step = (n + nparts - 1) // nparts
-    ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
-    for t in prange(ngroups * nparts):
-        p = t % nparts
-        q0 = (t // nparts) * QUERY_GROUP
-        for q in range(q0, min(q0 + QUERY_GROUP, nq)):
-            _scan_rows(pair[q], codes, width, bias, use_bias, p * step, min(p * step + step, n),
-                       part_s[p, q], part_i[p, q], part_sizes[p], q)
-    return merge_partial_heaps(part_s, part_i, part_sizes)
+    return pair
+
+
+@nb.njit(**NJIT)
+def scan_pq4(lut, codes, bias, k, nparts):
+    """lut (nq, m, 16) float32, codes (n, ceil(m/2)) packed uint8 -> best-first (scores, rows).
+
+    Two neighbouring sub-quantizers share a byte, so their tables are fused per query into one
+    256-entry table: one lookup per byte, scanned as 8-bit codes.
+    """
+    return scan_pq8(pair_tables(lut, codes.shape[1]), codes, bias, k, nparts)
