@@ -155,11 +155,6 @@ def write_strings(group: h5py.Group, name: str, strings: list[str]) -> None:
     write_array(sub, "data", np.frombuffer(b"".join(encoded), dtype="u1"))
 
 
-def digest(array: np.ndarray) -> str:
-    """The xxh3_64 hex digest of an array's bytes as stored (C order)."""
-    return xxhash.xxh3_64(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Atomic replacement
 
@@ -522,13 +517,6 @@ class FileMap:
         count = span.nbytes // span.dtype.itemsize
         flat = np.frombuffer(self.mm, dtype=span.dtype, count=count, offset=span.offset)
         return flat.reshape(span.shape)
-
-    def advise_random(self, span: DatasetSpan) -> None:
-        """Tell the kernel that a dataset is read at random (no read-ahead): rescoring reads rows."""
-        if span.offset is None or self.mm is None or not hasattr(mmap, "MADV_RANDOM"):
-            return
-        start = span.offset - span.offset % mmap.PAGESIZE
-        self.mm.madvise(mmap.MADV_RANDOM, start, span.offset + span.nbytes - start)
 
     def close(self) -> None:
         if self.mm is not None:

@@ -24,13 +24,12 @@ class Tier:
     """A searchable encoding of the store's documents."""
 
     def __init__(self, name: str, codec: Pipeline, codes: np.ndarray, sqnorms: np.ndarray | None,
-                 metric: str, spans: tuple = ()):
+                 metric: str):
         self.name = name
         self.codec = codec
         self.codes = codes
         self.sqnorms = sqnorms
         self.metric = metric
-        self._spans = spans
         self.resident = False
         self.calibration: dict | None = None  # see calibrate.py
 
@@ -171,8 +170,7 @@ def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, co
     if sq_span is not None and (sq_span.shape != (count,) or sq_span.dtype != np.dtype("<f4")):
         raise FormatError(f"{where}/{fmt.SQNORMS}: {sq_span.dtype.str}{sq_span.shape}, expected <f4({count},)")
     sqnorms = file_map.array(sq_span) if (sq_span is not None and metric == "l2") else None
-    tier = Tier(name, codec, file_map.array(codes_span), sqnorms, metric,
-                (codes_span,) + ((sq_span,) if sq_span is not None else ()))
+    tier = Tier(name, codec, file_map.array(codes_span), sqnorms, metric)
     tier.calibration = _checked_calibration(attrs.get(fmt.ATTR_CALIBRATION), where)
     return tier
 

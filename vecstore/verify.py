@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import xxhash
 
 from . import _format as fmt
@@ -63,7 +62,3 @@ def verify(path: str | os.PathLike, *, raise_on_error: bool = True) -> list[Data
         )
     return checks
 
-
-def digest_array(array: np.ndarray) -> str:
-    """The checksum a dataset holding ``array`` would record."""
-    return fmt.digest(array)
