@@ -220,8 +220,14 @@ class Store:
         width = min(self.count, int(np.ceil(kk * factor)))
         _, candidates = coarse.scan(xq, width)
         scores, rows = fine.rescore(xq, candidates, kk)
-        qn = (xq * xq).sum(axis=1) if self.metric == "l2" else None
-        return finish(scores, rows, self.ids, k, self.metric, qn)
+        return finish(scores, rows, self.ids, k, self.metric, xq)
+
+    def resolve_plan(self, tier: str | None = None, rescore: str | None = None,
+                     oversample: float | None = None) -> tuple[str, str | None, float | None]:
+        """The (tier, rescore, oversample) that :meth:`search` would use for these options,
+        validated: defaults filled in from the calibration, errors raised as search raises them."""
+        coarse, fine, factor = self._plan(tier, rescore, oversample)
+        return (coarse.name, None, None) if fine is None else (coarse.name, fine.name, factor)
 
     def _plan(self, tier, rescore, oversample) -> tuple[Tier, Tier | None, float]:
         if oversample is not None and (isinstance(oversample, bool) or not isinstance(oversample, (int, float))

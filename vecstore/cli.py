@@ -141,13 +141,10 @@ def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, 
         source = open_vectors(queries_path, prefer="test")
         queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
     with vecstore.open(store_path) as store:
-        if tier is None and rescore is None and oversample is None:
-            tier, rescore, oversample = store.default_plan()
+        tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
         distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample)
         keys = store.keys(ids)
         metric = store.metric
-        if rescore is not None and oversample is None:
-            oversample = store._plan(tier, rescore, None)[2]
     if as_json:
         results = [{"query": q, "ids": ids[q].tolist(),
                     "distances": [_json_number(x) for x in distances[q]], "keys": keys[q]}

@@ -159,14 +159,15 @@ def scan_dense(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layo
 
 
 def finish(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int, metric: str,
-           query_sqnorms: np.ndarray | None) -> SearchResult:
-    """Turn kernel scores and rows into distances and document ids, padded to k columns."""
+           xq: np.ndarray) -> SearchResult:
+    """Turn kernel scores of queries ``xq`` and rows into distances and document ids, padded to k
+    columns (l2 adds back each query's squared norm: score = |q|^2 - |q - x|^2)."""
     nq, got = rows.shape
     distances = np.empty((nq, k), dtype=np.float32)
     out_ids = np.full((nq, k), -1, dtype=np.int64)
     valid = rows >= 0
     if metric == "l2":
-        dist = np.maximum(query_sqnorms[:, None] - scores, 0.0)
+        dist = np.maximum((xq * xq).sum(axis=1)[:, None] - scores, 0.0)
         distances[:, :got] = np.where(valid, dist, np.inf)
         distances[:, got:] = np.inf
     else:

@@ -120,8 +120,7 @@ class Tier:
     def search(self, xq: np.ndarray, kk: int, k: int, ids: np.ndarray) -> SearchResult:
         """Top-k over this tier for validated queries; ``kk = min(k, count)`` columns are real."""
         scores, rows = self.scan(xq, kk)
-        qn = (xq * xq).sum(axis=1) if self.metric == "l2" else None
-        return finish(scores, rows, ids, k, self.metric, qn)
+        return finish(scores, rows, ids, k, self.metric, xq)
 
     def scan(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best-first (scores, rows) where score = q . x (ip, cosine) or 2 q . x - |x|^2 (l2)."""
