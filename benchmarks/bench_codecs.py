@@ -89,29 +89,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from vecstore.bench import metrics
+    from vecstore.bench import script
 
-    metrics.pin_threads_env(args.threads, fix_blas_core=not args.keep_blas_core)
+    script.pin_environment(args.threads, fix_blas_core=not args.keep_blas_core)
     import numpy as np
     from tqdm import tqdm
 
     import vecstore
-    from vecstore.bench import datasets, faiss_twins
+    from vecstore.bench import faiss_twins, metrics
 
-    threads = faiss_twins.set_threads(args.threads or len(os.sched_getaffinity(0)))
-    os.makedirs(args.workdir, exist_ok=True)
-    os.makedirs(args.out, exist_ok=True)
     t_start = time.perf_counter()
-    log = lambda text: tqdm.write(text, file=sys.stderr)  # noqa: E731
-
-    try:
-        ds = datasets.load_dataset(args.data, n=args.n, nq=args.nq, dim=args.dim, seed=args.seed,
-                                   workdir=args.workdir, progress=True)
-        if args.nq is None and ds.nq > 1000:
-            ds = datasets.load_dataset(args.data, n=args.n, nq=1000, dim=args.dim, seed=args.seed,
-                                       workdir=args.workdir, progress=True)
-    except datasets.DataNotFoundError as exc:
-        sys.exit(f"error: {exc}")
+    threads, log, ds = script.start(args)
+    if args.nq is None and ds.nq > 1000:
+        args.nq = 1000
+        ds = script.start(args)[2]
     codecs = parse_codecs(args.codecs) or default_codecs(ds.d)
     metric, k = ds.metric, args.k
     xq = ds.get_queries()

@@ -151,26 +151,22 @@ def parse_status(text: str) -> dict[str, int]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from vecstore.bench import metrics
+    from vecstore.bench import script
 
-    metrics.pin_threads_env(args.threads, fix_blas_core=not args.keep_blas_core)
+    script.pin_environment(args.threads, fix_blas_core=not args.keep_blas_core)
     import numpy as np
 
     import vecstore
-    from vecstore.bench import datasets, faiss_twins
+    from vecstore.bench import datasets, faiss_twins, metrics
 
-    threads = faiss_twins.set_threads(args.threads or len(os.sched_getaffinity(0)))
     MiB = metrics.mib
-    os.makedirs(args.workdir, exist_ok=True)
-    os.makedirs(args.out, exist_ok=True)
     t_start = time.perf_counter()
+    threads, _, ds = script.start(args)
 
     def say(text: str = "") -> None:
         print(text, flush=True)
 
     # -- the workload ------------------------------------------------------------------------------
-    ds = datasets.load_dataset(args.data, n=args.n, nq=args.nq, dim=args.dim, seed=args.seed,
-                               workdir=args.workdir, progress=True)
     xq = ds.get_queries()
     nq = xq.shape[0]
     npy = ds.database_path()

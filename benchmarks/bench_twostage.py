@@ -85,26 +85,18 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from vecstore.bench import metrics
+    from vecstore.bench import script
 
-    metrics.pin_threads_env(args.threads, fix_blas_core=True)
+    script.pin_environment(args.threads)
     import faiss
     import numpy as np
     from tqdm import tqdm
 
     import vecstore
-    from vecstore.bench import datasets, faiss_twins
+    from vecstore.bench import faiss_twins, metrics
 
-    threads = faiss_twins.set_threads(args.threads or len(os.sched_getaffinity(0)))
-    os.makedirs(args.workdir, exist_ok=True)
-    os.makedirs(args.out, exist_ok=True)
     t_start = time.perf_counter()
-    log = lambda text: tqdm.write(text, file=sys.stderr)  # noqa: E731
-    try:
-        ds = datasets.load_dataset(args.data, n=args.n, nq=args.nq, dim=args.dim, seed=args.seed,
-                                   workdir=args.workdir, progress=True)
-    except datasets.DataNotFoundError as exc:
-        sys.exit(f"error: {exc}")
+    threads, log, ds = script.start(args)
     k, metric = args.k, ds.metric
     xq = np.ascontiguousarray(ds.get_queries(), dtype=np.float32)
     nq = xq.shape[0]
