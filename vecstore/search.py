@@ -65,8 +65,6 @@ def prepare_queries(queries, dim: int, metric: str) -> np.ndarray:
         raise InvalidInputError(f"queries have dimension {arr.shape[1]}, but the store holds dimension {dim}")
     with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
         xq = np.ascontiguousarray(arr, dtype=np.float32)
-    if xq is arr or np.shares_memory(xq, arr):
-        xq = xq.copy()
     check_finite(xq, 0, "queries")
     sq = np.einsum("ij,ij->i", xq, xq, dtype=np.float64)
     if metric == "cosine":
