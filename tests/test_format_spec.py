@@ -237,8 +237,8 @@ def _expected_tiers(metric_or_odd: str) -> dict:
 def test_root_attributes(stores, metric):
     with h5py.File(stores[metric], "r") as f:
         assert set(f.attrs) == {"format", "format_version", "vecstore_version", "dim", "count",
-                                "metric", "model"}
-        for name in ("format", "vecstore_version", "metric", "model"):
+                                "metric", "model", "store_id"}
+        for name in ("format", "vecstore_version", "metric", "model", "store_id"):
             _check_string_attr(f, name)
         for name in ("format_version", "dim", "count"):
             _check_int64_attr(f, name)
@@ -247,6 +247,7 @@ def test_root_attributes(stores, metric):
         assert f.attrs["vecstore_version"] == vecstore.__version__
         assert (f.attrs["dim"], f.attrs["count"], f.attrs["metric"]) == (DIM, N, metric)
         assert json.loads(f.attrs["model"]) == MODEL
+        assert re.fullmatch(r"[0-9a-f]{32}", f.attrs["store_id"])
         assert f.userblock_size == 0
     with open(stores[metric], "rb") as fh:
         assert fh.read(8) == b"\x89HDF\r\n\x1a\n"

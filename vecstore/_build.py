@@ -6,15 +6,19 @@ failure (bad row, crash, Ctrl-C) leaves the target as it was, or absent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from . import _format as fmt
+from . import _segments as seg
 from ._store import Store
+from ._storefile import StoreFile
 from .calibrate import TARGET_RECALL
 from .calibrate import calibrate as run_calibration
 from .kernels.flat import sqnorms_f32
@@ -24,6 +28,7 @@ from ._writer import StoreContents, TierPlan, write_store
 from .codecs import Pipeline, codec_string, get_codec
 from .errors import InvalidInputError, StoreNotFoundError
 from .ingest import as_ids, check_finite, open_vectors, read_keys
+from .provenance import model_record
 
 DEFAULT_TRAIN_SIZE = 50_000
 CALIBRATE_MAX_BYTES = 256 << 20
@@ -96,8 +101,8 @@ def _prepared_chunks(source, metric: str):
 
 
 def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=None, keys=None,
-          metadata=None, model: dict | None = None, encoders: dict | None = None, overwrite: bool = False,
-          progress: bool | None = None) -> Store:
+          metadata=None, model: str | dict | None = None, model_params=None, encoders: dict | None = None,
+          overwrite: bool = False, progress: bool | None = None) -> Store:
     """Write a new store holding ``vectors`` as its raw float32 tier, and open it.
 
     Parameters
@@ -110,6 +115,10 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
     ids : n unique integers (default 0..n-1).
     keys : n strings, a text file (one per line), or ``file.h5:/dataset`` of strings.
     metadata : n dicts (or None), or a JSON-lines file.
+    model : ``"name@version"`` of the model that produced the vectors (recorded; queries and appends
+        that declare another version are refused).
+    model_params : the model's parameters (a mapping of arrays, or arrays) to fingerprint it by;
+        without them, a single stored encoder is the fingerprint.
     encoders : name -> text encoder (vecstore.encoders) stored with the vectors, for search_text.
     overwrite : replace an existing file at ``path``.
     """
@@ -126,9 +135,11 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
             raise InvalidInputError(f"encoder name {name!r}: use letters, digits and _ . , : + - = only")
         if encoder.dim != dim:
             raise InvalidInputError(f"encoder {name!r} produces {encoder.dim}-dim vectors, the input has {dim}")
+    only_encoder = next(iter(encoders.items())) if encoders and len(encoders) == 1 else (None, None)
+    record = model_record(model, params=model_params, encoder_name=only_encoder[0], encoder=only_encoder[1])
     contents = StoreContents(dim=dim, count=n, metric=metric, ids=as_ids(ids, n),
                              keys=read_keys(keys, n) if keys is not None else None,
-                             metadata=_metadata_texts(metadata, n), model=model, encoders=encoders)
+                             metadata=_metadata_texts(metadata, n), model=record, encoders=encoders)
     raw = TierPlan(fmt.RAW_TIER, get_codec("float32", dim))
     write_store(path, contents, [raw], _prepared_chunks(source, metric),
                 progress=_progress_default(progress), description=f"build {os.path.basename(path)}")
@@ -136,7 +147,8 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
 
 
 def build_text(path: str | os.PathLike, texts, encoder, *, metric: str = "cosine", name: str = "text",
-               overwrite: bool = False, progress: bool | None = None) -> tuple[Store, list[int]]:
+               model: str | None = None, overwrite: bool = False,
+               progress: bool | None = None) -> tuple[Store, list[int]]:
     """Encode ``texts`` (titles, one document each) with ``encoder`` and build a store of them.
 
     The texts become the keys, their positions the ids, and the encoder is stored with the vectors
@@ -158,11 +170,11 @@ def build_text(path: str | os.PathLike, texts, encoder, *, metric: str = "cosine
         raise InvalidInputError("none of the texts contains a word the encoder knows")
     skipped = sorted(set(range(len(texts))) - set(keep.tolist()))
     store = build(path, vectors[keep], metric=metric, ids=keep, keys=[texts[i] for i in keep],
-                  encoders={name: encoder}, overwrite=overwrite, progress=progress)
+                  model=model, encoders={name: encoder}, overwrite=overwrite, progress=progress)
     return store, skipped
 
 
-def sample_rows(store: Store, size: int, seed: int) -> np.ndarray:
+def sample_rows(store: StoreFile, size: int, seed: int) -> np.ndarray:
     """A uniform random sample of the raw tier (rows read in sorted order, as float32)."""
     raw = store.tier(fmt.RAW_TIER).codes
     if size >= store.count:
@@ -188,7 +200,7 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
         raise InvalidInputError(f"target_recall must be in (0, 1], got {target_recall!r}")
     path = os.fspath(path)
     show = _progress_default(progress)
-    with Store(path) as store:
+    with _rewriting(path, show) as store:
         pipeline = codec if isinstance(codec, Pipeline) else get_codec(codec, store.dim)
         if pipeline.dim != store.dim:
             raise InvalidInputError(f"codec input dimension {pipeline.dim} != store dimension {store.dim}")
@@ -232,7 +244,21 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
     return Store(path)
 
 
-def _contents_of(store: Store, **changes) -> StoreContents:
+@contextlib.contextmanager
+def _rewriting(path: str, show: bool) -> Iterator[StoreFile]:
+    """Hold the store's writer lock and yield its main file, after merging in its segments and
+    deletions (if any) so that a rewrite of the main file cannot lose them."""
+    from ._lifecycle import compact_locked
+
+    if not os.path.isfile(path):
+        raise StoreNotFoundError(f"{path!r} does not exist: check the path, or build a store there")
+    with seg.writer_lock(path):
+        compact_locked(os.path.abspath(path), progress=show)
+        with StoreFile(path) as store:
+            yield store
+
+
+def _contents_of(store: StoreFile, **changes) -> StoreContents:
     """Everything of an open store except its tiers, to rewrite it with ``changes``."""
     contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
                              keys=_all_strings(store._keys, store.count),
@@ -249,7 +275,7 @@ def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace
     path = os.fspath(path)
     if not fmt.TIER_NAME.match(name):
         raise InvalidInputError(f"encoder name {name!r}: use letters, digits and _ . , : + - = only")
-    with Store(path) as store:
+    with _rewriting(path, False) as store:
         if encoder.dim != store.dim:
             raise InvalidInputError(
                 f"the encoder produces {encoder.dim}-dim vectors but the store holds {store.dim}-dim ones"
@@ -263,7 +289,7 @@ def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace
     return Store(path)
 
 
-def _encode_in_memory(store: Store, name: str, pipeline: Pipeline, source, show: bool) -> Tier:
+def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, show: bool) -> Tier:
     codes = np.empty((store.count, pipeline.code_width), dtype=pipeline.code_dtype)
     sqnorms = np.empty(store.count, dtype=np.float32) if store.metric == "l2" else None
     with tqdm(total=store.count, unit="vec", desc=f"encode {name}", disable=not show) as bar:

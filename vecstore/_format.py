@@ -42,6 +42,8 @@ ATTR_DIM = "dim"
 ATTR_COUNT = "count"
 ATTR_METRIC = "metric"
 ATTR_MODEL = "model"
+ATTR_STORE_ID = "store_id"
+STORE_ID = re.compile(r"^[0-9a-f]{16,64}$")
 ATTR_CHECKSUM = "xxh3_64"
 ATTR_CODEC = "codec"
 ATTR_CODEC_STRING = "codec_string"
@@ -409,7 +411,10 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
         ATTR_COUNT: _attr_int(f.attrs, ATTR_COUNT, where),
         ATTR_METRIC: _attr_text(f.attrs, ATTR_METRIC, where),
         ATTR_MODEL: attr_json(f.attrs, ATTR_MODEL, where, required=False),
+        ATTR_STORE_ID: _attr_text(f.attrs, ATTR_STORE_ID, where, required=False),
     }
+    if attrs[ATTR_STORE_ID] is not None and not STORE_ID.match(str(attrs[ATTR_STORE_ID])):
+        raise FormatError(f"{where}: attribute {ATTR_STORE_ID!r} must be 16 to 64 lowercase hex digits")
     if attrs[ATTR_METRIC] not in METRICS:
         raise FormatError(f"{where}: metric {attrs[ATTR_METRIC]!r} is not one of {METRICS}")
     if attrs[ATTR_DIM] < 1 or attrs[ATTR_COUNT] < 0:
@@ -525,3 +530,14 @@ class FileMap:
             except BufferError:
                 pass  # arrays handed out still view the map; it closes when they are freed
             self.mm = None
+
+
+def store_identity(header: Header) -> str:
+    """What names this exact file's contents: its ``store_id`` attribute (random, written by every
+    write), or for files written before it existed a digest of every dataset's recorded checksum."""
+    if header.attrs.get(ATTR_STORE_ID):
+        return str(header.attrs[ATTR_STORE_ID])
+    hasher = xxhash.xxh3_128()
+    for name, span in sorted(header.datasets.items()):
+        hasher.update(f"{name}\0{span.dtype.str}\0{span.shape}\0{span.checksum}\0".encode("utf-8"))
+    return hasher.hexdigest()

@@ -1,128 +1,445 @@
-"""Store: an open vecstore file, its tiers, and the search entry points.
+"""Store: what users hold. A main store file, plus the segments appended to it and the ids deleted.
 
-Opening reads and validates the HDF5 header with h5py, closes it, and maps the file once with
-``mmap``. From then on no HDF5 call is made: searches read the mapped tiers directly, so any number
-of Python threads can search one open store at once (the kernels release the GIL).
+A :class:`_View` is one consistent state (main file, segments, deleted ids). Searches take the
+current view once and use only it, so :meth:`Store.reload` (or ``auto_reload``) can move a reader
+to a new version between queries: a query in flight finishes on the view it started with, and the
+old view's mappings are released when the last query using it returns.
+
+A store with nothing appended or deleted searches its main file directly, exactly as before.
 """
 
 from __future__ import annotations
 
-import builtins
-import json
 import os
 import threading
-from typing import NamedTuple
 
 import numpy as np
 
 from . import _format as fmt
-from .errors import ClosedStoreError, FormatError, InvalidInputError, UnknownTierError, VecstoreError
-from .search import SearchResult, check_k, finish, prepare_queries
-from .tier import Tier, open_tier
+from . import _segments as seg
+from ._storefile import StoreFile, TextSearchResult, _metadata_object, process_memory
+from .digest import codec_digest
+from .errors import (
+    ClosedStoreError,
+    FormatError,
+    InvalidInputError,
+    ReadOnlyStoreError,
+    StoreNotFoundError,
+)
+from .merge import drop_ids, merge_results
+from .provenance import check_encoder, check_model
+from .search import SearchResult, check_k, prepare_queries
+
+MODES = ("r", "a")
+OPEN_RETRIES = 3
 
 
-DEFAULT_OVERSAMPLE = 4.0
-
-
-class TextSearchResult(NamedTuple):
-    """``D, I, unknown = store.search_text(texts, k)``: as SearchResult, plus the words of each
-    text that the encoder's vocabulary does not know (they were skipped)."""
-
-    distances: np.ndarray
-    ids: np.ndarray
-    unknown_words: list[list[str]]
-
-
-class StringColumn:
-    """Per-document strings stored as a UTF-8 blob plus offsets, decoded on demand."""
-
-    def __init__(self, offsets: np.ndarray, data: np.ndarray, count: int, where: str):
-        if offsets.shape != (count + 1,):
-            raise FormatError(f"/{where}/offsets: shape {offsets.shape}, expected ({count + 1},)")
-        self.offsets, self.data, self.where = offsets, data, where
-        self._checked = False
-
-    def _check(self) -> None:
-        # Checked on first use, not at open, so that opening stays O(1) in the document count.
-        if self._checked:
-            return
-        offs = self.offsets
-        if offs.shape[0] and (offs[0] != 0 or offs[-1] != self.data.shape[0] or (np.diff(offs) < 0).any()):
-            raise FormatError(f"/{self.where}/offsets do not describe /{self.where}/data; the file is damaged")
-        self._checked = True
-
-    def get(self, row: int) -> str:
-        self._check()
-        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+def _signature(path: str, base_id: str | None = None) -> tuple:
+    """What changes when the store at ``path`` is replaced or its manifest republished."""
+    def stamp(p):
         try:
-            return bytes(self.data[a:b]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError(f"/{self.where}: entry {row} is not valid UTF-8; the file is damaged") from None
+            st = os.stat(p)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+    return stamp(path), (stamp(seg.manifest_path(path, base_id)) if base_id else None)
+
+
+class _View:
+    """One consistent state of a store: its main file, its segments and its deleted ids."""
+
+    def __init__(self, base: StoreFile, base_id: str, segments: list[StoreFile], manifest: seg.Manifest | None,
+                 deleted: np.ndarray, signature: tuple):
+        self.base, self.base_id, self.segments, self.manifest = base, base_id, segments, manifest
+        self.deleted = deleted
+        self.signature = signature
+        self.parts = [base, *segments]
+        if deleted.shape[0]:
+            self.dead = [np.intersect1d(deleted, np.asarray(p.ids)) for p in self.parts]
+        else:
+            self.dead = [deleted] * len(self.parts)
+        self.count = sum(p.count for p in self.parts) - int(deleted.shape[0])
+        self._live_ids: np.ndarray | None = None
+
+    @property
+    def simple(self) -> bool:
+        return not self.segments and self.deleted.shape[0] == 0
+
+    def live_rows(self, index: int) -> np.ndarray | None:
+        """Rows of part ``index`` that are not deleted (None: all of them)."""
+        if self.dead[index].shape[0] == 0:
+            return None
+        return np.flatnonzero(~np.isin(np.asarray(self.parts[index].ids), self.dead[index]))
+
+    @property
+    def live_ids(self) -> np.ndarray:
+        if self._live_ids is None:
+            chunks = []
+            for i, part in enumerate(self.parts):
+                rows = self.live_rows(i)
+                chunks.append(np.asarray(part.ids) if rows is None else np.asarray(part.ids)[rows])
+            self._live_ids = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        return self._live_ids
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+def open_view(path: str) -> _View:
+    """Open the main file at ``path`` and whatever its manifest adds; validated as one store."""
+    for attempt in range(OPEN_RETRIES):
+        before = _signature(path)
+        base = StoreFile(path)
+        try:
+            base_id = fmt.store_identity(base._header)
+            manifest = seg.read_manifest(path, base_id)
+            if manifest is None:
+                return _View(base, base_id, [], None, np.empty(0, dtype=np.int64), (before[0], None))
+            signature = _signature(path, base_id)
+            segments = _open_segments(path, base, manifest)
+            deleted = seg.read_deleted(path, manifest)
+            return _View(base, base_id, segments, manifest, deleted, signature)
+        except StoreNotFoundError:
+            base.close()
+            if attempt == OPEN_RETRIES - 1:
+                raise FormatError(f"{path!r}: a segment its manifest names is missing; the store is damaged") from None
+        except BaseException:
+            base.close()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest) -> list[StoreFile]:
+    digests = {name: codec_digest(t.codec) for name, t in base.tiers.items()}
+    segments: list[StoreFile] = []
+    try:
+        for entry in manifest.segments:
+            part = StoreFile(os.path.join(seg.sidecar_dir(path), entry.file))
+            segments.append(part)
+            where = f"segment {entry.file} of {path!r}"
+            if fmt.store_identity(part._header) != entry.store_id or part.count != entry.count:
+                raise FormatError(f"{where} is not the file its manifest names (identity or count); the store is damaged")
+            if part.dim != base.dim or part.metric != base.metric:
+                raise FormatError(f"{where} holds {part.dim}-dim {part.metric} vectors, the store "
+                                  f"{base.dim}-dim {base.metric}; the store is damaged")
+            if set(part.tiers) != set(base.tiers) or any(codec_digest(t.codec) != digests[n]
+                                                         for n, t in part.tiers.items()):
+                raise FormatError(f"{where} was not encoded with the store's tiers and parameters; "
+                                  "the store is damaged")
+    except BaseException:
+        for part in segments:
+            part.close()
+        raise
+    return segments
 
 
 class Store:
-    """An open, read-only vecstore file. Create one with :func:`vecstore.open` or :func:`vecstore.build`.
+    """An open vecstore. Create one with :func:`vecstore.open` or :func:`vecstore.build`.
 
     Attributes
     ----------
     path : str
-    dim, count : int
+    dim, count : int        count is the number of live documents (appended included, deleted not)
     metric : {"ip", "cosine", "l2"}
-    tiers : dict[str, Tier]   the raw float32 tier and every compressed tier
+    tiers : dict[str, Tier] the main file's tiers (every segment holds the same ones)
+    model : dict or None    the model that produced the vectors (see vecstore.provenance)
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str | os.PathLike, *, mode: str = "r", auto_reload: bool = False):
+        if mode not in MODES:
+            raise InvalidInputError(f"mode must be 'r' (read only) or 'a' (append and delete), got {mode!r}")
         self.path = os.path.abspath(os.fspath(path))
-        header, file_map = fmt.open_store_file(self.path)
-        self._header = header
-        attrs = header.attrs
-        self.format_version: int = attrs[fmt.ATTR_VERSION]
-        self.written_by: str = attrs[fmt.ATTR_WRITER]
-        self.dim: int = attrs[fmt.ATTR_DIM]
-        self.count: int = attrs[fmt.ATTR_COUNT]
-        self.metric: str = attrs[fmt.ATTR_METRIC]
-        self.model: dict | None = attrs[fmt.ATTR_MODEL]
-        self._map = file_map
-        self._lock = threading.Lock()
-        self._id_index: tuple[np.ndarray, np.ndarray] | None = None
-        self._encoders: dict = {}
-        try:
-            ids_span = header.datasets[fmt.IDS]
-            if ids_span.shape != (self.count,) or ids_span.dtype != np.dtype("<i8"):
-                raise FormatError(f"/{fmt.IDS}: {ids_span.dtype.str}{ids_span.shape}, expected <i8({self.count},)")
-            self.ids = self._map.array(ids_span)
-            self._keys = self._string_column(fmt.KEYS)
-            self._metadata = self._string_column(fmt.METADATA)
-            self.tiers: dict[str, Tier] = {
-                name: open_tier(name, header, self._map, self.dim, self.count, self.metric)
-                for name in header.tier_attrs
-            }
-        except BaseException:
-            self._map.close()
-            raise
-        self._closed = False
+        self.mode = mode
+        self.auto_reload = bool(auto_reload)
+        self._resident: list[str] = []
+        self._reload_lock = threading.Lock()
+        self._view: _View | None = open_view(self.path)
+        self._encoder_checked: set[str] = set()
 
-    def _string_column(self, name: str) -> StringColumn | None:
-        offsets = self._header.datasets.get(f"{name}/offsets")
-        if offsets is None:
-            return None
-        data = self._header.datasets[f"{name}/data"]
-        if offsets.dtype != np.dtype("<i8") or data.dtype != np.dtype("u1") or len(data.shape) != 1:
-            raise FormatError(f"/{name}: offsets must be <i8 and data u1 (1-D)")
-        return StringColumn(self._map.array(offsets), self._map.array(data), self.count, name)
+    # -- the current view ---------------------------------------------------------------------
+
+    def _now(self) -> _View:
+        view = self._view
+        if view is None:
+            raise ClosedStoreError(f"store {self.path!r} is closed: open it again with vecstore.open()")
+        if self.auto_reload and _signature(self.path, view.base_id) != view.signature:
+            self.reload()
+            view = self._view
+        return view
+
+    def reload(self) -> bool:
+        """Move to the store's newest version (a swap, an append, a delete) if it changed; True if so.
+
+        Queries already running finish on the version they started with; the next ones use the new.
+        """
+        with self._reload_lock:
+            view = self._view
+            if view is None:
+                raise ClosedStoreError(f"store {self.path!r} is closed: open it again with vecstore.open()")
+            if _signature(self.path, view.base_id) == view.signature:
+                return False
+            new = open_view(self.path)
+            for name in self._resident:
+                for part in new.parts:
+                    if name in part.tiers:
+                        part.load(name)
+            self._view = new
+            self._encoder_checked = set()
+            return True
+
+    @property
+    def _base(self) -> StoreFile:
+        return self._now().base
+
+    # -- description --------------------------------------------------------------------------
+
+    dim = property(lambda self: self._base.dim)
+    metric = property(lambda self: self._base.metric)
+    model = property(lambda self: self._base.model)
+    format_version = property(lambda self: self._base.format_version)
+    written_by = property(lambda self: self._base.written_by)
+    tiers = property(lambda self: self._base.tiers)
+    encoder_names = property(lambda self: self._base.encoder_names)
+
+    @property
+    def count(self) -> int:
+        return self._now().count
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the live documents: the main file's, then each segment's, deleted ones left out."""
+        view = self._now()
+        return view.base.ids if view.simple else view.live_ids
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._now().segments)
+
+    @property
+    def deleted_count(self) -> int:
+        return int(self._now().deleted.shape[0])
+
+    def tier(self, name: str | None = None):
+        return self._base.tier(name)
+
+    def default_plan(self) -> tuple[str, str | None, float | None]:
+        return self._base.default_plan()
+
+    def resolve_plan(self, tier=None, rescore=None, oversample=None):
+        return self._base.resolve_plan(tier, rescore, oversample)
+
+    def __repr__(self) -> str:
+        view = self._view
+        if view is None:
+            return f"<closed vecstore.Store {self.path!r}>"
+        extra = (f" segments={len(view.segments)} deleted={view.deleted.shape[0]}" if not view.simple else "")
+        return (f"<vecstore.Store {self.path!r} count={view.count} dim={view.base.dim} "
+                f"metric={view.base.metric!r} tiers={list(view.base.tiers)}{extra}>")
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
+               oversample: float | None = None, model: str | None = None) -> SearchResult:
+        """The k nearest live documents to each query.
+
+        Parameters
+        ----------
+        queries : array-like, shape (dim,) or (nq, dim)
+            Any real dtype; converted to float32. Cosine stores normalise them.
+        k : int
+            Results per query. When k exceeds the live document count, the extra columns hold id -1
+            and distance -inf (ip, cosine) or +inf (l2), as FAISS does.
+        tier : str, optional
+            Which tier to scan. With no tier, rescore or oversample, the store's calibrated default
+            (see :meth:`default_plan`): the smallest compressed tier plus rescoring, or exact search.
+        rescore : str, optional
+            A finer tier (float32/float16/int8 codes, e.g. "raw") that re-scores the candidates.
+        oversample : float, optional
+            Candidates taken from ``tier`` per result when rescoring (>= 1). Default: the tier's
+            calibration, else 4.
+        model : str, optional
+            ``"name@version"`` of the model that made the queries: refused (ModelMismatchError) when
+            the store's vectors come from another model or version.
+
+        Returns
+        -------
+        SearchResult
+            ``(distances, ids)``, each (nq, k), best first. Deleted documents never appear.
+        """
+        view = self._now()
+        if model is not None:
+            check_model(view.base.model, model, "queries")
+        if view.simple:
+            return view.base.search(queries, k, tier=tier, rescore=rescore, oversample=oversample)
+        names = view.base.resolve_plan(tier, rescore, oversample)
+        xq = prepare_queries(queries, view.base.dim, view.base.metric)
+        check_k(k, view.count)
+        metric = view.base.metric
+        results = [_search_part(part, dead, xq, k, part.plan_named(*names), metric)
+                   for part, dead in zip(view.parts, view.dead)]
+        return merge_results(results, k, metric)
+
+    def search_text(self, texts, k: int = 10, *, encoder: str | None = None, model: str | None = None,
+                    **options) -> TextSearchResult:
+        """Search with text: encode ``texts`` (a string or a list) with a stored encoder, then search.
+
+        Unknown words are skipped and returned per text in ``unknown_words``; a text with no known
+        word is an error. ``options`` are those of :meth:`search` (tier, rescore, oversample). An
+        encoder that is not the model the store's vectors came from is refused.
+        """
+        view = self._now()
+        enc = self.encoder(encoder)
+        name = encoder or view.base.encoder_names[0]
+        if name not in self._encoder_checked:
+            check_encoder(view.base.model, name, enc)
+            self._encoder_checked.add(name)
+        if enc.dim != view.base.dim:
+            raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {view.base.dim}")
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        vectors, unknown = enc.encode(batch)
+        distances, ids = self.search(vectors, k, model=model, **options)
+        return TextSearchResult(distances, ids, unknown)
+
+    def encoder(self, name: str | None = None):
+        """The stored text encoder ``name`` (default: the only one), built from its plain arrays."""
+        return self._base.encoder(name)
+
+    # -- documents ----------------------------------------------------------------------------
+
+    def keys(self, ids) -> list:
+        """The key (title, URL, ...) of each id; None for id -1 or a document without a key.
+
+        Accepts any array shape of ids, e.g. the ``ids`` of a search result, and keeps it.
+        """
+        return self._lookup(ids, lambda part, row: None if part._keys is None else part._keys.get(row))
+
+    def metadata(self, ids) -> list:
+        """The JSON metadata of each id (a dict), or None where there is none."""
+        return self._lookup(ids, lambda part, row: None if part._metadata is None
+                            else _metadata_object(part._metadata.get(row)))
+
+    def vectors(self, ids) -> np.ndarray:
+        """The stored float32 vectors (raw tier) of ``ids``, shape (len(ids), dim)."""
+        arr = np.asarray(ids, dtype=np.int64).ravel()
+        view = self._now()
+        out = np.empty((arr.shape[0], view.base.dim), dtype=np.float32)
+        for part, rows, where in self._locate(view, arr):
+            out[where] = part.tier(fmt.RAW_TIER).codes[rows]
+        return out
+
+    def _locate(self, view: _View, flat: np.ndarray, allow_missing: bool = False):
+        """(part, rows, positions) for each part holding some of ``flat``'s ids; unknown or deleted
+        ids are errors (id -1 too, unless ``allow_missing``)."""
+        if view.deleted.shape[0]:
+            gone = np.isin(flat, view.deleted)
+            if gone.any():
+                raise InvalidInputError(f"id {int(flat[np.argmax(gone)])} was deleted from this store")
+        found = flat == -1 if allow_missing else np.zeros(flat.shape, bool)
+        for part in view.parts:
+            rows = part._rows_of(flat)
+            mine = (rows >= 0) & ~found
+            if mine.any():
+                where = np.flatnonzero(mine)
+                found[where] = True
+                yield part, rows[where], where
+        if not found.all():
+            raise InvalidInputError(f"id {int(flat[np.argmax(~found)])} is not in this store")
+
+    def _lookup(self, ids, get):
+        arr = np.asarray(ids, dtype=np.int64)
+        flat = arr.ravel()
+        out: list = [None] * flat.shape[0]
+        for part, rows, where in self._locate(self._now(), flat, allow_missing=True):
+            for row, i in zip(rows.tolist(), where.tolist()):
+                out[i] = get(part, row)
+        return np.array(out, dtype=object).reshape(arr.shape).tolist() if arr.ndim > 1 else out
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def _check_writable(self, what: str) -> None:
+        self._now()
+        if self.mode != "a":
+            raise ReadOnlyStoreError(
+                f"cannot {what}: {self.path!r} was opened read-only; open it with vecstore.open(path, mode='a')"
+            )
+
+    def add(self, vectors, ids=None, keys=None, metadata=None, *, model: str | None = None,
+            progress: bool | None = None) -> np.ndarray:
+        """Append documents: encoded into every tier with the stored parameters, written as a new
+        segment, published atomically. Returns their ids (default: after the largest id so far)."""
+        from ._lifecycle import append
+
+        self._check_writable("add documents")
+        new_ids = append(self.path, vectors, ids=ids, keys=keys, metadata=metadata, model=model,
+                         progress=progress)
+        self.reload()
+        return new_ids
+
+    def delete(self, ids) -> int:
+        """Mark documents deleted (they never appear in results again); returns how many.
+        An id that is not a live document is an error, and then nothing is deleted."""
+        from ._lifecycle import delete
+
+        self._check_writable("delete documents")
+        removed = delete(self.path, ids)
+        self.reload()
+        return removed
+
+    def compact(self, progress: bool | None = None) -> dict:
+        """Rewrite the store as one file without its deleted documents (segments merged in)."""
+        from ._lifecycle import compact
+
+        self._check_writable("compact")
+        report = compact(self.path, progress=progress)
+        self.reload()
+        return report
+
+    # -- memory -------------------------------------------------------------------------------
+
+    def load(self, tier: str) -> None:
+        """Hold ``tier`` in private memory (typically the small coarse tier); others stay mapped.
+        Applies to appended segments too, and again after a reload."""
+        view = self._now()
+        for part in view.parts:
+            part.load(tier)
+        if tier not in self._resident:
+            self._resident.append(tier)
+
+    def memory(self) -> dict:
+        """Per tier, bytes held in private memory against bytes merely mapped (segments included);
+        and the process's RssAnon (private) and RssFile (mapped pages in RAM) from /proc/self/status."""
+        view = self._now()
+        report = view.base.memory()
+        for part in view.segments:
+            extra = part.memory()
+            for name, t in extra["tiers"].items():
+                for key in ("resident_bytes", "mapped_bytes"):
+                    report["tiers"][name][key] += t[key]
+            report["resident_bytes"] += extra["resident_bytes"] - sum(t["param_bytes"] for t in extra["tiers"].values())
+            report["mapped_bytes"] += extra["mapped_bytes"]
+        report["process"] = process_memory()
+        return report
+
+    def info(self) -> dict:
+        """A JSON-safe summary: count, dim, metric, model, tiers with sizes, segments, deletions."""
+        view = self._now()
+        info = view.base.info()
+        info["count"] = view.count
+        info["main_count"] = view.base.count
+        info["segments"] = [{"file": os.path.basename(p.path), "count": p.count,
+                             "file_bytes": p._header.file_size} for p in view.segments]
+        info["deleted"] = int(view.deleted.shape[0])
+        info["file_bytes"] += sum(p._header.file_size for p in view.segments)
+        return info
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the file mapping. Safe to call twice."""
-        if getattr(self, "_closed", True):
-            return
-        self._closed = True
-        self.tiers = {}
-        self.ids = None
-        self._keys = self._metadata = None
-        self._id_index = None
-        self._map.close()
+        """Release the file mappings. Safe to call twice."""
+        view, self._view = getattr(self, "_view", None), None
+        if view is not None:
+            view.close()
 
     def __enter__(self) -> Store:
         return self
@@ -136,279 +453,34 @@ class Store:
         except Exception:
             pass
 
-    def __repr__(self) -> str:
-        if self._closed:
-            return f"<closed vecstore.Store {self.path!r}>"
-        return (f"<vecstore.Store {self.path!r} count={self.count} dim={self.dim} "
-                f"metric={self.metric!r} tiers={list(self.tiers)}>")
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedStoreError(f"store {self.path!r} is closed: open it again with vecstore.open()")
-
-    # -- search ---------------------------------------------------------------------------------
-
-    def tier(self, name: str | None = None) -> Tier:
-        """The tier called ``name`` (default: the raw float32 tier)."""
-        self._check_open()
-        name = fmt.RAW_TIER if name is None else name
-        try:
-            return self.tiers[name]
-        except KeyError:
-            raise UnknownTierError(
-                f"store has no tier {name!r}; tiers: {', '.join(self.tiers)} "
-                "(add one with `vecstore compress`)"
-            ) from None
-
-    def default_plan(self) -> tuple[str, str | None, float | None]:
-        """(tier, rescore, oversample) used when search() is given no tier options.
-
-        The smallest tier whose calibration met its recall target and whose rescoring tier exists;
-        exact search on the raw tier when there is none.
-        """
-        self._check_open()
-        calibrated = [t for t in self.tiers.values()
-                      if t.calibration and t.calibration.get("meets_target")
-                      and self._can_refine(t, t.calibration["rescore"])]
-        if not calibrated:
-            return fmt.RAW_TIER, None, None
-        best = min(calibrated, key=lambda t: (t.bytes_per_vector, t.name))
-        return best.name, best.calibration["rescore"], float(best.calibration["oversample"])
-
-    def _can_refine(self, coarse: Tier, fine_name: str) -> bool:
-        fine = self.tiers.get(fine_name)
-        try:
-            return fine is not None and (fine.check_rescores(coarse) is None)
-        except InvalidInputError:
-            return False
-
-    def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
-               oversample: float | None = None) -> SearchResult:
-        """The k nearest documents to each query.
-
-        Parameters
-        ----------
-        queries : array-like, shape (dim,) or (nq, dim)
-            Any real dtype; converted to float32. Cosine stores normalise them.
-        k : int
-            Results per query. When k exceeds the document count, the extra columns hold id -1
-            and distance -inf (ip, cosine) or +inf (l2), as FAISS does.
-        tier : str, optional
-            Which tier to scan. With no tier, rescore or oversample, the store's calibrated default
-            (see :meth:`default_plan`): the smallest compressed tier plus rescoring, or exact search.
-        rescore : str, optional
-            A finer tier (float32/float16/int8 codes, e.g. "raw") that re-scores the candidates.
-        oversample : float, optional
-            Candidates taken from ``tier`` per result when rescoring (>= 1): k * oversample rows
-            are scanned, rescored, and the best k kept. Default: the tier's calibration, else 4.
-
-        Returns
-        -------
-        SearchResult
-            ``(distances, ids)``, each (nq, k), best first.
-        """
-        self._check_open()
-        coarse, fine, factor = self._plan(tier, rescore, oversample)
-        xq = prepare_queries(queries, self.dim, self.metric)
-        kk = check_k(k, self.count)
-        if kk == 0:
-            nq = xq.shape[0]
-            fill = np.inf if self.metric == "l2" else -np.inf
-            return SearchResult(np.full((nq, k), fill, np.float32), np.full((nq, k), -1, np.int64))
-        if fine is None:
-            return coarse.search(xq, kk, k, self.ids)
-        width = min(self.count, int(np.ceil(kk * factor)))
-        _, candidates = coarse.scan(xq, width)
-        scores, rows = fine.rescore(xq, candidates, kk)
-        return finish(scores, rows, self.ids, k, self.metric, xq)
-
-    def resolve_plan(self, tier: str | None = None, rescore: str | None = None,
-                     oversample: float | None = None) -> tuple[str, str | None, float | None]:
-        """The (tier, rescore, oversample) that :meth:`search` would use for these options,
-        validated: defaults filled in from the calibration, errors raised as search raises them."""
-        coarse, fine, factor = self._plan(tier, rescore, oversample)
-        return (coarse.name, None, None) if fine is None else (coarse.name, fine.name, factor)
-
-    def _plan(self, tier, rescore, oversample) -> tuple[Tier, Tier | None, float]:
-        if oversample is not None and (isinstance(oversample, bool) or not isinstance(oversample, (int, float))
-                                       or not np.isfinite(oversample) or oversample < 1):
-            raise InvalidInputError(f"oversample must be a number >= 1, got {oversample!r}")
-        if tier is None and rescore is None and oversample is None:
-            tier, rescore, oversample = self.default_plan()
-        coarse = self.tier(tier)
-        if rescore is None and oversample is not None:
-            rescore = fmt.RAW_TIER
-        if rescore is None:
-            return coarse, None, 1.0
-        fine = self.tier(rescore)
-        fine.check_rescores(coarse)
-        if oversample is None:
-            cal = coarse.calibration
-            oversample = float(cal["oversample"]) if cal and cal["rescore"] == fine.name else DEFAULT_OVERSAMPLE
-        return coarse, fine, float(oversample)
-
-    # -- documents ------------------------------------------------------------------------------
-
-    def _rows_of(self, ids) -> np.ndarray:
-        arr = np.asarray(ids, dtype=np.int64)
-        with self._lock:
-            if self._id_index is None:
-                order = np.argsort(self.ids, kind="stable")
-                self._id_index = (np.asarray(self.ids)[order], order)
-        sorted_ids, order = self._id_index
-        pos = np.clip(np.searchsorted(sorted_ids, arr), 0, max(self.count - 1, 0))
-        found = (self.count > 0) & (sorted_ids[pos] == arr) if self.count else np.zeros(arr.shape, bool)
-        return np.where(found, order[pos], -1)
-
-    def keys(self, ids) -> list:
-        """The key (title, URL, ...) of each id; None for id -1 or a store without keys.
-
-        Accepts any array shape of ids, e.g. the ``ids`` of a search result, and keeps it.
-        """
-        return self._lookup(ids, self._keys, lambda s: s)
-
-    def metadata(self, ids) -> list:
-        """The JSON metadata of each id (a dict), or None where there is none."""
-        return self._lookup(ids, self._metadata, _metadata_object)
-
-    def _lookup(self, ids, column: StringColumn | None, convert):
-        self._check_open()
-        arr = np.asarray(ids, dtype=np.int64)
-        rows = self._rows_of(arr.ravel())
-        unknown = (rows < 0) & (arr.ravel() != -1)
-        if unknown.any():
-            raise InvalidInputError(f"id {int(arr.ravel()[np.argmax(unknown)])} is not in this store")
-        out = [None if r < 0 or column is None else convert(column.get(int(r))) for r in rows]
-        return np.array(out, dtype=object).reshape(arr.shape).tolist() if arr.ndim > 1 else out
-
-    # -- text queries ---------------------------------------------------------------------------
-
-    @property
-    def encoder_names(self) -> list[str]:
-        """Names of the text encoders stored with this store (see :meth:`search_text`)."""
-        return list(self._header.encoder_configs)
-
-    def encoder(self, name: str | None = None):
-        """The stored text encoder ``name`` (default: the only one), built from its plain arrays."""
-        self._check_open()
-        names = self.encoder_names
-        if name is None:
-            if len(names) != 1:
-                raise UnknownTierError(
-                    "store has no text encoder: add one with `vecstore add-encoder`" if not names else
-                    f"store has several encoders ({', '.join(names)}): name one"
-                )
-            name = names[0]
-        if name not in names:
-            raise UnknownTierError(f"store has no encoder {name!r}; encoders: {', '.join(names) or 'none'}")
-        with self._lock:
-            if name not in self._encoders:
-                self._encoders[name] = self._load_encoder(name)
-        return self._encoders[name]
-
-    def _load_encoder(self, name: str):
-        from .encoders import encoder_from_parts
-
-        prefix = f"{fmt.ENCODERS}/{name}"
-        vocab = StringColumn(self._map.array(self._header.datasets[f"{prefix}/{fmt.VOCAB}/offsets"]),
-                             self._map.array(self._header.datasets[f"{prefix}/{fmt.VOCAB}/data"]),
-                             self._header.datasets[f"{prefix}/{fmt.VOCAB}/offsets"].shape[0] - 1,
-                             f"{prefix}/{fmt.VOCAB}")
-        arrays = {key[len(prefix) + len(fmt.ARRAYS) + 2:]: np.array(self._map.array(span))
-                  for key, span in self._header.datasets.items()
-                  if key.startswith(f"{prefix}/{fmt.ARRAYS}/")}
-        try:
-            return encoder_from_parts(self._header.encoder_configs[name],
-                                      [vocab.get(i) for i in range(vocab.offsets.shape[0] - 1)], arrays)
-        except VecstoreError as exc:
-            raise FormatError(f"/{prefix}: {exc}") from None
-
-    def search_text(self, texts, k: int = 10, *, encoder: str | None = None, **options) -> TextSearchResult:
-        """Search with text: encode ``texts`` (a string or a list) with a stored encoder, then search.
-
-        Unknown words are skipped and returned per text in ``unknown_words``; a text with no known
-        word is an error. ``options`` are those of :meth:`search` (tier, rescore, oversample).
-        """
-        enc = self.encoder(encoder)
-        if enc.dim != self.dim:
-            raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {self.dim}")
-        batch = [texts] if isinstance(texts, str) else list(texts)
-        vectors, unknown = enc.encode(batch)
-        distances, ids = self.search(vectors, k, **options)
-        return TextSearchResult(distances, ids, unknown)
-
-    # -- memory ---------------------------------------------------------------------------------
-
-    def load(self, tier: str) -> None:
-        """Hold ``tier`` in private memory (typically the small coarse tier); others stay mapped."""
-        self.tier(tier).load()
-
-    def memory(self) -> dict:
-        """Per tier, bytes held in private memory against bytes merely mapped; and the process's
-        RssAnon (private) and RssFile (mapped pages in RAM) from /proc/self/status."""
-        self._check_open()
-        tiers = {name: t.memory() for name, t in self.tiers.items()}
-        return {
-            "tiers": tiers,
-            "resident_bytes": sum(t["resident_bytes"] + t["param_bytes"] for t in tiers.values()),
-            "mapped_bytes": self._header.file_size,
-            "process": process_memory(),
-        }
-
-    # -- reporting ------------------------------------------------------------------------------
-
-    def info(self) -> dict:
-        """A JSON-safe summary: count, dim, metric, format version, tiers with sizes."""
-        self._check_open()
-        return {
-            "path": self.path,
-            "format_version": self.format_version,
-            "written_by": self.written_by,
-            "count": self.count,
-            "dim": self.dim,
-            "metric": self.metric,
-            "model": self.model,
-            "has_keys": self._keys is not None,
-            "has_metadata": self._metadata is not None,
-            "file_bytes": self._header.file_size,
-            "tiers": [t.describe() for t in self.tiers.values()],
-            "default_search": list(self.default_plan()),
-        }
+def _search_part(part: StoreFile, dead: np.ndarray, xq: np.ndarray, k: int, plan, metric: str) -> SearchResult:
+    """Top-k live documents of one part. With deletions, ask for a few more than k, and only for
+    the queries that still lack k live results ask again for k plus every deleted one."""
+    if dead.shape[0] == 0:
+        return part.search_prepared(xq, k, plan)
+    want = min(k, part.count - dead.shape[0])
+    extra = min(dead.shape[0], max(want, 16))
+    first = merge_results([drop_ids(part.search_prepared(xq, min(part.count, want + extra), plan), dead, metric)],
+                          k, metric)
+    short = (first.ids >= 0).sum(axis=1) < want
+    if short.any() and extra < dead.shape[0]:
+        again = drop_ids(part.search_prepared(xq[short], min(part.count, want + dead.shape[0]), plan), dead, metric)
+        again = merge_results([again], k, metric)
+        first.distances[short], first.ids[short] = again.distances, again.ids
+    return first
 
 
-def _metadata_object(text: str) -> dict | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise FormatError(f"/{fmt.METADATA}: an entry is not a JSON object; the file is damaged")
-    return value
-
-
-def process_memory() -> dict:
-    """RssAnon, RssFile and VmHWM of this process in bytes (Linux; empty elsewhere)."""
-    out = {}
-    try:
-        with builtins.open("/proc/self/status") as fh:
-            for line in fh:
-                name, _, value = line.partition(":")
-                if name in ("RssAnon", "RssFile", "VmHWM", "VmRSS"):
-                    out[name] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
-def open(path: str | os.PathLike, *, resident: tuple[str, ...] | list[str] = ()) -> Store:  # noqa: A001
-    """Open a store read-only; costs megabytes whatever the store's size (tiers are mapped).
+def open(path: str | os.PathLike, *, resident: tuple[str, ...] | list[str] = (), mode: str = "r",  # noqa: A001
+         auto_reload: bool = False) -> Store:
+    """Open a store; costs megabytes whatever the store's size (tiers are mapped).
 
     ``resident`` names tiers to copy into private memory at once (e.g. the coarse tier of a
     two-stage search); the rest stay mapped and are paged in by the kernel on demand.
+    ``mode="a"`` allows :meth:`Store.add`, :meth:`Store.delete` and :meth:`Store.compact`.
+    ``auto_reload=True`` moves to a new version of the store (a swap, an append) between queries.
     """
-    store = Store(path)
+    store = Store(path, mode=mode, auto_reload=auto_reload)
     try:
         for name in resident:
             store.load(name)

@@ -9,8 +9,9 @@ copied chunk by chunk from the old file's map, so memory stays at one chunk per 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -46,6 +47,7 @@ class StoreContents:
     metadata: list[str] | None = None  # JSON text per document ("" for none)
     model: dict | None = None
     encoders: dict | None = None  # name -> encoder (vecstore.encoders): config, vocab, arrays
+    store_id: str = field(default_factory=lambda: secrets.token_hex(16))  # names this file's contents
 
 
 def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -85,6 +87,7 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
             f.attrs[fmt.ATTR_DIM] = np.int64(contents.dim)
             f.attrs[fmt.ATTR_COUNT] = np.int64(contents.count)
             f.attrs[fmt.ATTR_METRIC] = contents.metric
+            f.attrs[fmt.ATTR_STORE_ID] = contents.store_id
             if contents.model is not None:
                 f.attrs[fmt.ATTR_MODEL] = json.dumps(contents.model, sort_keys=True)
             fmt.write_array(f, fmt.IDS, contents.ids.astype("<i8"))

@@ -59,3 +59,12 @@ class StoreWriteError(VecstoreError, OSError):
 
 class ClosedStoreError(VecstoreError, ValueError):
     """An operation on a store that was already closed."""
+
+
+class ReadOnlyStoreError(VecstoreError, PermissionError):
+    """A change (append, delete, compact) asked of a store opened read-only, or one in a directory
+    this process cannot write."""
+
+
+class ModelMismatchError(InvalidInputError):
+    """Vectors (queries, appended documents, an encoder) from another model than the store's."""
