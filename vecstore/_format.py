@@ -202,6 +202,11 @@ def _fsync_path(path: str, directory: bool = False) -> None:
         os.close(fd)
 
 
+def fsync_directory(directory: str) -> None:
+    """Make a rename inside ``directory`` durable."""
+    _fsync_path(directory, directory=True)
+
+
 @contextlib.contextmanager
 def atomic_target(target: str) -> Iterator[str]:
     """Yield a temporary path beside ``target``; on success, fsync it and rename it into place.

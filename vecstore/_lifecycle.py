@@ -158,6 +158,8 @@ class _Gather:
             if lo < hi:
                 a, b = int(lo - self.starts[i]), int(hi - self.starts[i])
                 out.append(arr[a:b] if rows is None else arr[rows[a:b]])
+        if not out:
+            return self.arrays[0][0:0]
         return out[0] if len(out) == 1 else np.concatenate(out)
 
 

@@ -190,15 +190,19 @@ def publish(store_path: str, manifest: Manifest) -> None:
             fh.write(manifest.to_json())
 
 
+def lock_path(store_path: str) -> str:
+    """``.STORE.lock``: the hidden file beside a store that its writers lock."""
+    target = os.path.abspath(store_path)
+    return os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".lock")
+
+
 @contextlib.contextmanager
 def writer_lock(store_path: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Serialise the writers of one store (append, delete, compact, compress, swap) across
     processes with an advisory lock on the hidden file ``.STORE.lock`` beside it. Readers never
     take it. A directory this process cannot write makes the store read-only here."""
-    target = os.path.abspath(store_path)
-    lock_path = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path(store_path), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise ReadOnlyStoreError(
             f"cannot change {store_path!r}: its directory is not writable here ({exc.strerror}); "

@@ -308,11 +308,12 @@ class Store:
     # -- documents ----------------------------------------------------------------------------
 
     def keys(self, ids) -> list:
-        """The key (title, URL, ...) of each id; None for id -1 or a document without a key.
+        """The key (title, URL, ...) of each id; None for id -1 or a document without a key (an
+        empty key reads as None: an appended document without a key keeps none after compaction).
 
         Accepts any array shape of ids, e.g. the ``ids`` of a search result, and keeps it.
         """
-        return self._lookup(ids, lambda part, row: None if part._keys is None else part._keys.get(row))
+        return self._lookup(ids, lambda part, row: None if part._keys is None else (part._keys.get(row) or None))
 
     def metadata(self, ids) -> list:
         """The JSON metadata of each id (a dict), or None where there is none."""

@@ -1,4 +1,5 @@
-"""The ``vecstore`` command line: build, info, compress, search, export-params, bench.
+"""The ``vecstore`` command line: build, info, compress, search, export-params, bench (and, from
+cli_lifecycle, append, delete, compact, swap, check).
 
 It calls the public API only. A :class:`VecstoreError` becomes one line on stderr and exit code 1;
 anything else is a bug and keeps its traceback. Progress bars go to stderr, results to stdout.
@@ -16,6 +17,7 @@ import numpy as np
 import vecstore
 
 from .errors import InvalidInputError, VecstoreError
+from .provenance import describe
 from .ingest import open_vectors
 
 
@@ -52,15 +54,23 @@ def cli() -> None:
               help="Similarity. Default: the ann-benchmarks file's distance, else ip.")
 @click.option("--keys", "keys_path", default=None, help="Text file (one key per line) or FILE.h5:/DATASET of strings.")
 @click.option("--metadata", "metadata_path", default=None, help="JSON-lines file: one object (or blank line) per vector.")
+@click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
+              help="The model that produced the vectors (recorded; other versions are refused later).")
+@click.option("--model-params", "model_params_path", default=None, metavar="FILE",
+              help="The model's parameters (.npz, or JSON of number lists) to fingerprint it by.")
 @click.option("--force", is_flag=True, help="Replace STORE if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build(input_path, store_path, metric, keys_path, metadata_path, force, quiet) -> None:
+def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, model_params_path, force,
+          quiet) -> None:
     """Build STORE from INPUT (.npy, .fvecs, FILE.h5:/DATASET or an ann-benchmarks .hdf5)."""
     import time
 
+    from .provenance import load_model_params
+
     t0 = time.perf_counter()
-    store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path,
-                           metadata=metadata_path, overwrite=force, progress=not quiet)
+    params = load_model_params(model_params_path) if model_params_path else None
+    store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path, metadata=metadata_path,
+                           model=model_spec, model_params=params, overwrite=force, progress=not quiet)
     with store:
         info = store.info()
     click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}, "
@@ -82,8 +92,12 @@ def info(store_path, as_json) -> None:
     click.echo(f"documents  {data['count']} x {data['dim']} dims, metric {data['metric']}")
     click.echo(f"keys       {'yes' if data['has_keys'] else 'no'}; metadata {'yes' if data['has_metadata'] else 'no'}")
     if data["model"]:
-        click.echo(f"model      {json.dumps(data['model'])}")
+        click.echo(f"model      {describe(data['model']) if 'name' in data['model'] else json.dumps(data['model'])}")
     click.echo(f"file       {_human_bytes(data['file_bytes'])}")
+    if data["segments"] or data["deleted"]:
+        click.echo(f"changes    {data['main_count']} documents in the main file, "
+                   f"{sum(s['count'] for s in data['segments'])} appended in {len(data['segments'])} segment(s), "
+                   f"{data['deleted']} deleted (`vecstore compact` merges them)")
     click.echo("")
     rows = [("tier", "codec", "bytes/vector", "codes", "params", "compression")]
     raw = data["dim"] * 4
@@ -123,9 +137,11 @@ def _parse_vector(text: str) -> np.ndarray:
 @click.option("--oversample", type=float, default=None,
               help="Candidates per result taken from --tier for rescoring (default: calibrated, else 4).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
+@click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
+              help="The model that made the queries: refused if the store's vectors come from another.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, oversample, limit,
-           as_json) -> None:
+           model_spec, as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set) or --vector."""
     if sum(x is not None for x in (queries_path, vector_text, query_text)) != 1:
         raise click.UsageError("give exactly one of a QUERIES file, --vector or --text")
@@ -142,7 +158,8 @@ def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, 
         queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
     with vecstore.open(store_path) as store:
         tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
-        distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample)
+        distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
+                                      model=model_spec)
         keys = store.keys(ids)
         metric = store.metric
     if as_json:
@@ -176,18 +193,25 @@ def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, 
 @click.option("--params", "params_path", default=None,
               help="JSON from export-params: encode with these parameters, no training.")
 @click.option("--replace", is_flag=True, help="Replace an existing tier of that name.")
+@click.option("--retrain", "retrain_tier", default=None, metavar="TIER",
+              help="Retrain TIER's codec on the current documents and replace it (what `check` advises).")
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Recall@10 the calibrated default search must reach.")
 @click.option("--no-calibrate", is_flag=True, help="Skip measuring the tier's default oversampling.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compress(store_path, codec, name, train_size, seed, params_path, replace, target_recall, no_calibrate,
-             quiet) -> None:
+def compress(store_path, codec, name, train_size, seed, params_path, replace, retrain_tier, target_recall,
+             no_calibrate, quiet) -> None:
     """Add a compressed tier to STORE (the file is rewritten atomically)."""
     import time
 
     from .params_json import load_params
 
     params = None
+    if retrain_tier is not None:
+        if codec or params_path or name:
+            raise click.UsageError("--retrain takes the tier's own codec and name: drop --codec, --params, --name")
+        with vecstore.open(store_path) as store:
+            codec, name, replace = store.tier(retrain_tier).codec_string, retrain_tier, True
     if codec is None and params_path is None:
         raise click.UsageError("give --codec (to train a new tier) or --params (to reuse exported parameters)")
     if params_path is not None:
@@ -229,15 +253,27 @@ def export_params(store_path, tier_name, out_path) -> None:
 
 @cli.command()
 @click.argument("store_path", metavar="STORE")
+@click.option("--recall", "recall_check", is_flag=True,
+              help="Also measure recall@10 of the default search on held-out stored documents.")
+@click.option("--min-recall", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="With --recall: fail below this recall@10.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def verify(store_path, as_json) -> None:
-    """Recompute every dataset's checksum; exit 1 naming any that changed since it was written."""
+def verify(store_path, recall_check, min_recall, as_json) -> None:
+    """Recompute every dataset's checksum (segments too); exit 1 naming any that changed since it was
+    written. With --recall, also check the default search's recall on held-out documents."""
     from .verify import verify as run_verify
 
     checks = run_verify(store_path, raise_on_error=False)
+    recall = None
+    if recall_check:
+        from .checks import self_check
+
+        with vecstore.open(store_path) as store:
+            recall = self_check(store)
     bad = [c for c in checks if not c.ok]
     if as_json:
-        click.echo(json.dumps({"ok": not bad, "datasets": [
+        click.echo(json.dumps({"ok": not bad and (recall is None or recall["recall"] >= min_recall),
+                               "recall_check": recall, "datasets": [
             {"name": c.name, "bytes": c.nbytes, "recorded": c.recorded, "computed": c.computed, "ok": c.ok}
             for c in checks]}))
     else:
@@ -248,6 +284,13 @@ def verify(store_path, as_json) -> None:
                                    + ", ".join("/" + c.name for c in bad))
     if not as_json:
         click.echo(f"all {len(checks)} datasets match their checksums")
+        if recall is not None:
+            tier, rescore, factor = recall["plan"]
+            plan = f"{tier}" + (f" rescored from {rescore} x{factor:g}" if rescore else " (exact)")
+            click.echo(f"recall@10 of the default search ({plan}): {recall['recall']:.3f} on "
+                       f"{recall['queries']} held-out documents")
+    if recall is not None and recall["recall"] < min_recall:
+        raise click.ClickException(f"recall@10 {recall['recall']:.3f} is below --min-recall {min_recall}")
 
 
 def _load_encoder(source: str, no_idf: bool):
@@ -389,6 +432,15 @@ def bench(input_path, queries_path, holdout, ground_truth, codecs, rescore, over
 
 def main() -> None:
     cli(prog_name="vecstore")
+
+
+def _register_commands() -> None:
+    from . import cli_lifecycle
+
+    cli_lifecycle.register(cli)
+
+
+_register_commands()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Merging top-k results searched separately: appended segments of one store, shards of many.
 
 Every part returns its own best k (best first); the best k of the whole collection are among them.
-Ties keep part order, then column order, so a merge of one part is that part's result unchanged.
+Ties keep part order, then column order; padding (id -1, e.g. a dropped deleted document) sorts last.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ def merge_results(parts: Sequence[SearchResult], k: int, metric: str) -> SearchR
     distances = np.concatenate([np.asarray(p.distances, dtype=np.float32) for p in parts], axis=1)
     ids = np.concatenate([np.asarray(p.ids, dtype=np.int64) for p in parts], axis=1)
     nq, width = ids.shape
-    if len(parts) == 1 and width == k:
-        return SearchResult(distances, ids)
     key = np.where(ids >= 0, distances if metric == "l2" else -distances, np.inf)
     order = np.argsort(key, axis=1, kind="stable")[:, :k]
     out_d = np.full((nq, k), worst_distance(metric), dtype=np.float32)

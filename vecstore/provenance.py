@@ -108,3 +108,27 @@ def check_encoder(record: dict | None, name: str, encoder) -> None:
             f"encoder {name!r} (fingerprint {found}) is not the model that produced the store's vectors, "
             f"{describe(record)}: rebuild the store with this encoder, or add back the one it was built with"
         )
+
+
+def load_model_params(path: str) -> dict[str, np.ndarray]:
+    """A model's parameters from a ``.npz`` (read without pickle) or a JSON object of number lists."""
+    import os
+
+    from .errors import FormatError, StoreNotFoundError
+
+    if not os.path.isfile(path):
+        raise StoreNotFoundError(f"model parameters {path!r} do not exist")
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"{path!r} is not a readable .npz of numeric arrays ({exc})") from None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        return {str(name): np.asarray(value, dtype=np.float64) for name, value in doc.items()}
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"{path!r}: give a .npz, or a JSON object of name -> number lists ({exc})") from None
