@@ -180,13 +180,18 @@ def clean_stale_temporaries(target: str) -> list[str]:
     A temporary carries its writer's pid; files of a process that is still alive are kept.
     """
     directory = os.path.dirname(os.path.abspath(target))
-    prefix = "." + os.path.basename(target) + TMP_MARK
+    return clean_stale_temporaries_in(directory, "." + os.path.basename(target) + TMP_MARK)
+
+
+def clean_stale_temporaries_in(directory: str, prefix: str = ".") -> list[str]:
+    """Remove every temporary in ``directory`` (named ``prefix...TMP_MARK<pid>-...``) whose writer
+    is dead; with the default prefix, those of any target."""
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.listdir(directory):
-            if not entry.startswith(prefix):
+            if not entry.startswith(prefix) or TMP_MARK not in entry:
                 continue
-            pid_text = entry[len(prefix):].split("-", 1)[0]
+            pid_text = entry.split(TMP_MARK, 1)[1].split("-", 1)[0]
             if pid_text.isdigit() and not _pid_alive(int(pid_text)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(directory, entry))

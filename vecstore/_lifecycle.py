@@ -40,13 +40,6 @@ def _manifest_for_change(view: _View) -> seg.Manifest:
     return dataclasses.replace(current, generation=current.generation + 1, segments=list(current.segments))
 
 
-def _keep(manifest: seg.Manifest) -> set[str]:
-    keep = {s.file for s in manifest.segments} | {seg.manifest_name(manifest.base_id)}
-    if manifest.deleted_file:
-        keep.add(manifest.deleted_file)
-    return keep
-
-
 def _refuse_known_ids(view: _View, ids: np.ndarray) -> None:
     if view.deleted.shape[0]:
         gone = np.isin(ids, view.deleted)
@@ -102,7 +95,7 @@ def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=No
             manifest.segments.append(seg.SegmentEntry(name, contents.store_id, n))
             manifest.next_id = max(first, int(new_ids.max()) + 1)
             seg.publish(path, manifest)
-            seg.collect_garbage(path, _keep(manifest))
+            seg.collect_garbage(path, seg.manifest_files(manifest))
         finally:
             view.close()
     return new_ids
@@ -137,7 +130,7 @@ def delete(path: str | os.PathLike, ids) -> int:
             manifest.deleted_file, manifest.deleted_checksum = seg.write_deleted(path, everything)
             manifest.deleted_count = int(everything.shape[0])
             seg.publish(path, manifest)
-            seg.collect_garbage(path, _keep(manifest))
+            seg.collect_garbage(path, seg.manifest_files(manifest))
         finally:
             view.close()
     return int(arr.shape[0])

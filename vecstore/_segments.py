@@ -130,6 +130,14 @@ def _parse(text: bytes, where: str, base_id: str) -> Manifest:
     return manifest
 
 
+def manifest_files(manifest: Manifest) -> set[str]:
+    """The names in ``STORE.segments`` that ``manifest`` needs: itself, its segments, its deleted ids."""
+    names = {s.file for s in manifest.segments} | {manifest_name(manifest.base_id)}
+    if manifest.deleted_file:
+        names.add(manifest.deleted_file)
+    return names
+
+
 def read_manifest(store_path: str, base_id: str) -> Manifest | None:
     """The manifest extending the main file ``base_id``, or None when nothing was appended or deleted."""
     path = manifest_path(store_path, base_id)
@@ -228,9 +236,9 @@ def writer_lock(store_path: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[No
 
 def collect_garbage(store_path: str, keep: set[str], min_age_s: float = GARBAGE_AGE_S) -> list[str]:
     """Remove segment, deleted-id and manifest files of ``STORE.segments`` that are not in ``keep``
-    and older than ``min_age_s``. Call under :func:`writer_lock`."""
+    and older than ``min_age_s``, and temporaries whose writer died. Call under :func:`writer_lock`."""
     directory = sidecar_dir(store_path)
-    removed = []
+    removed = fmt.clean_stale_temporaries_in(directory)  # left by killed writers
     now = time.time()
     with contextlib.suppress(FileNotFoundError):
         for entry in os.listdir(directory):

@@ -94,20 +94,19 @@ def swap(new: str | os.PathLike, current: str | os.PathLike, *, force: bool = Fa
         if keep_previous and os.path.exists(current):
             outgoing = open_view(current)
             outgoing.close()
-            with fmt.atomic_target(previous) as tmp:
-                os.link(current, tmp)
             _carry_manifest(current, previous, outgoing.manifest)
+            with fmt.atomic_target(previous) as tmp:  # NEW may be CURRENT.prev itself (a rollback)
+                os.link(current, tmp)
+                os.replace(new, current)
             report["previous"] = previous
-        os.replace(new, current)
+        else:
+            os.replace(new, current)
         fmt.fsync_directory(os.path.dirname(current))
+        if new != previous:
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(seg.sidecar_dir(new))
+        seg.collect_garbage(current, seg.manifest_files(incoming.manifest) if incoming.manifest else set())
+    if new != previous:
         with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(seg.sidecar_dir(new))
-        keep = set()
-        if incoming.manifest is not None:
-            keep = {s.file for s in incoming.manifest.segments} | {seg.manifest_name(incoming.base_id)}
-            if incoming.manifest.deleted_file:
-                keep.add(incoming.manifest.deleted_file)
-        seg.collect_garbage(current, keep)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(seg.lock_path(new))
+            os.unlink(seg.lock_path(new))
     return report
