@@ -107,6 +107,7 @@ def test_compact_keeps_the_answers_and_leaves_one_file(tmp_path, queries):
         store.add(_data(4, 100), metadata=[{"n": i} for i in range(100)])
         store.delete([1, 2, N + 5])
         before = {t: store.search(queries, 10, tier=t) for t in ("raw", "pq4")}
+        assert store.keys([N + 4, 0]) == ["", "doc0"]
         report = store.compact(progress=False)
         assert report == {**report, "documents": N + 97, "merged_segments": 1, "dropped": 3}
         assert store.segment_count == 0 and store.deleted_count == 0 and store.count == N + 97
@@ -114,7 +115,7 @@ def test_compact_keeps_the_answers_and_leaves_one_file(tmp_path, queries):
             after = store.search(queries, 10, tier=t)
             np.testing.assert_array_equal(after.ids, i)
             np.testing.assert_allclose(after.distances, d, rtol=1e-6)
-        assert store.metadata([N + 4]) == [{"n": 4}] and store.keys([N + 4]) == [None]
+        assert store.metadata([N + 4]) == [{"n": 4}] and store.keys([N + 4]) == [""]
     assert vecstore.verify(path)
 
 
@@ -321,3 +322,70 @@ def test_files_no_manifest_names_are_collected_once_old(tmp_path):
     assert sorted(removed) == sorted(leftovers)
     with vecstore.open(path) as store:
         assert store.count == N + 10
+
+
+def test_segments_follow_the_spec(tmp_path):
+    """docs/format.md "Segments", checked with json, h5py and xxhash only."""
+    import h5py
+    import xxhash
+
+    path = _store(tmp_path)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 10))
+        store.delete([4, 2])
+    with h5py.File(path, "r") as f:
+        base_id = f.attrs["store_id"]
+        main_params = {k: f[f"tiers/pq4/params/{k}"][()] for k in f["tiers/pq4/params"]}
+        main_codec = f["tiers/pq4"].attrs["codec"]
+    with open(os.path.join(path + ".segments", f"manifest-{base_id}.json")) as fh:
+        doc = json.load(fh)
+    assert doc["format"] == "vecstore-segments" and doc["version"] == 1 and doc["base"] == base_id
+    assert doc["next_id"] == N + 10 and doc["generation"] == 2
+    (entry,) = doc["segments"]
+    with open(os.path.join(path + ".segments", doc["deleted"]["file"]), "rb") as fh:
+        raw = fh.read()
+    assert np.frombuffer(raw, "<i8").tolist() == [2, 4] and doc["deleted"]["count"] == 2
+    assert xxhash.xxh3_64_hexdigest(raw) == doc["deleted"]["xxh3_64"]
+
+    def digest(text, arrays):
+        h = xxhash.xxh3_64()
+        h.update(text.encode())
+        for name in sorted(arrays):
+            a = arrays[name]
+            h.update(f"\0{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    with h5py.File(os.path.join(path + ".segments", entry["file"]), "r") as f:
+        assert f.attrs["store_id"] == entry["store_id"] and f.attrs["count"] == entry["count"] == 10
+        seg_params = {k: f[f"tiers/pq4/params/{k}"][()] for k in f["tiers/pq4/params"]}
+        seg_codec = f["tiers/pq4"].attrs["codec"]
+    assert digest(seg_codec, seg_params) == digest(main_codec, main_params)
+    from vecstore.digest import codec_digest
+    with vecstore.open(path) as store:
+        assert codec_digest(store.tier("pq4").codec) == digest(json.dumps(json.loads(main_codec), sort_keys=True),
+                                                               main_params)
+
+
+def test_the_identity_of_a_file_without_store_id_is_derived_as_specified(tmp_path):
+    import h5py
+    import xxhash
+
+    from vecstore import _format as fmt
+
+    path = _store(tmp_path, codec=None)
+    with h5py.File(path, "r+") as f:  # as written before store_id existed
+        del f.attrs["store_id"]
+    names = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        h = xxhash.xxh3_128()
+        for name in sorted(names):
+            ds = f[name]
+            h.update(f"{name}\0{ds.dtype.str}\0{ds.shape}\0{ds.attrs['xxh3_64']}\0".encode())
+    header, file_map = fmt.open_store_file(path)
+    file_map.close()
+    assert fmt.store_identity(header) == h.hexdigest()
+    with vecstore.open(path, mode="a") as store:  # and appending to such a file works
+        store.add(_data(2, 3))
+        assert os.path.exists(seg.manifest_path(path, h.hexdigest()))

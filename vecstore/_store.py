@@ -308,12 +308,13 @@ class Store:
     # -- documents ----------------------------------------------------------------------------
 
     def keys(self, ids) -> list:
-        """The key (title, URL, ...) of each id; None for id -1 or a document without a key (an
-        empty key reads as None: an appended document without a key keeps none after compaction).
+        """The key (title, URL, ...) of each id; None for id -1 or a store without keys. A document
+        appended without a key to a store with keys has the empty key "" (as after compaction).
 
         Accepts any array shape of ids, e.g. the ``ids`` of a search result, and keeps it.
         """
-        return self._lookup(ids, lambda part, row: None if part._keys is None else (part._keys.get(row) or None))
+        missing = "" if any(p._keys is not None for p in self._now().parts) else None
+        return self._lookup(ids, lambda part, row: missing if part._keys is None else part._keys.get(row))
 
     def metadata(self, ids) -> list:
         """The JSON metadata of each id (a dict), or None where there is none."""
