@@ -805,7 +805,7 @@ import faulthandler, resource, sys, vecstore
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 faulthandler.dump_traceback_later(float(sys.argv[2]), exit=True)
 try:
-    vecstore.open(sys.argv[1]).close()
+    vecstore.open(sys.argv[1], untrusted=sys.argv[3] == "1").close()
     outcome = "opened"
 except vecstore.VecstoreError as exc:
     outcome = type(exc).__name__
@@ -815,19 +815,14 @@ print(outcome, grown)
 """
 
 
-def _open_in_child(path: str, timeout: float) -> tuple[int, str, str]:
-    run = subprocess.run([sys.executable, "-c", OPEN_IN_CHILD, path, str(timeout)], capture_output=True,
+def _open_in_child(path: str, timeout: float, untrusted: bool = False) -> tuple[int, str, str]:
+    run = subprocess.run([sys.executable, "-c", OPEN_IN_CHILD, path, str(timeout), "1" if untrusted else "0"],
+                         capture_output=True,
                          text=True, timeout=120, env=dict(os.environ, NUMBA_NUM_THREADS="1"))
     return run.returncode, run.stdout.strip(), run.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "libhdf5 (2.0.0) H5HG cache deserialize: a global heap object with index 0 and size 0 never advances "
-    "its parser, so reading any variable-length string attribute loops forever; 16 zero bytes make "
-    "vecstore.open hang (found by the fuzz test, cases like seed 0 #87). vecstore could refuse it before "
-    "libhdf5 reads it (walk each GCOL collection in Python, as hostile_fuzz.global_heap_loops does), or open "
-    "untrusted files in a child process with a timeout; format v2 could use fixed-length strings."))
-def test_libhdf5_global_heap_loop(copy_of):
+def _heap_loop_file(copy_of) -> str:
     path = copy_of()
     data = bytearray(_read(path))
     heap = data.find(b"GCOL")
@@ -836,17 +831,10 @@ def test_libhdf5_global_heap_loop(copy_of):
     assert hostile_fuzz.global_heap_loops(bytes(data)) == heap
     with open(path, "wb") as fh:
         fh.write(data)
-    code, out, err = _open_in_child(path, timeout=5.0)
-    assert code == 0 and out.startswith("FormatError"), f"vecstore.open did not return: {err[-400:]}"
+    return path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "libhdf5 allocates the length that a variable-length string claims (a 4-byte field, up to 4 GiB) before "
-    "it finds the heap object does not match; one 4-byte edit makes vecstore.open allocate that much "
-    "(fuzz case seed 0 #606 peaked at 4.3 GB RSS). vecstore reads attributes before checking MAX_ATTR_BYTES. "
-    "Fix: open untrusted files in a child with RLIMIT_AS, or use fixed-length string attributes in v2 (their "
-    "size is in the datatype, readable with attrs.get_id(name).dtype before reading)."))
-def test_string_attribute_claiming_a_gigabyte_is_not_allocated(copy_of):
+def _gigabyte_string_file(copy_of) -> str:
     path = copy_of()
     data = bytearray(_read(path))
     heap = data.find(b"GCOL")
@@ -856,11 +844,63 @@ def test_string_attribute_claiming_a_gigabyte_is_not_allocated(copy_of):
     data[at:at + 4] = struct.pack("<I", 1 << 30)
     with open(path, "wb") as fh:
         fh.write(data)
-    code, out, err = _open_in_child(path, timeout=60.0)
+    return path
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "libhdf5 (2.0.0) H5HG cache deserialize: a global heap object with index 0 and size 0 never advances "
+    "its parser, so reading any variable-length string attribute loops forever; 16 zero bytes make "
+    "vecstore.open hang (found by the fuzz test, cases like seed 0 #87). A file from outside must be opened with "
+    "untrusted=True (tested below: the header is read in a child with a timeout); format v2 could use "
+    "fixed-length strings."))
+def test_libhdf5_global_heap_loop(copy_of):
+    code, out, err = _open_in_child(_heap_loop_file(copy_of), timeout=5.0)
+    assert code == 0 and out.startswith("FormatError"), f"vecstore.open did not return: {err[-400:]}"
+
+
+def test_untrusted_open_refuses_the_global_heap_loop_within_its_timeout(copy_of, monkeypatch):
+    from vecstore import _untrusted
+
+    path = _heap_loop_file(copy_of)
+    monkeypatch.setattr(_untrusted, "HEADER_TIMEOUT_S", 5.0)
+    t0 = time.perf_counter()
+    with pytest.raises(vecstore.FormatError, match="did not finish within 5 s"):
+        _untrusted.check_header_in_child(path, timeout=5.0)
+    assert time.perf_counter() - t0 < 30
+    with pytest.raises(vecstore.FormatError, match="did not finish"):
+        vecstore.verify(path, untrusted=True)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "libhdf5 allocates the length that a variable-length string claims (a 4-byte field, up to 4 GiB) before "
+    "it finds the heap object does not match; one 4-byte edit makes vecstore.open allocate that much "
+    "(fuzz case seed 0 #606 peaked at 4.3 GB RSS). vecstore reads attributes before checking MAX_ATTR_BYTES. "
+    "A file from outside must be opened with untrusted=True (tested below: a child with RLIMIT_AS); format v2 "
+    "could use fixed-length string attributes (their size is in the datatype)."))
+def test_string_attribute_claiming_a_gigabyte_is_not_allocated(copy_of):
+    code, out, err = _open_in_child(_gigabyte_string_file(copy_of), timeout=60.0)
     assert code == 0, err[-400:]
     outcome, grown_mb = out.split()
     assert outcome == "FormatError"
     assert int(grown_mb) < 256, f"opening grew the peak RSS by {grown_mb} MB"
+
+
+def test_untrusted_open_refuses_a_gigabyte_string_without_allocating_it(copy_of):
+    code, out, err = _open_in_child(_gigabyte_string_file(copy_of), timeout=60.0, untrusted=True)
+    assert code == 0, err[-400:]
+    outcome, grown_mb = out.split()
+    assert outcome == "FormatError"
+    assert int(grown_mb) < 256, f"opening grew the peak RSS by {grown_mb} MB"
+
+
+def test_untrusted_open_of_a_good_store_works_and_reports_errors_by_class(copy_of, tmp_path):
+    with vecstore.open(copy_of(), untrusted=True) as store:
+        assert store.count > 0 and store.untrusted
+    (tmp_path / "foreign.h5").write_bytes(b"")
+    with pytest.raises(vecstore.FormatError, match="not an HDF5 file"):
+        vecstore.open(str(tmp_path / "foreign.h5"), untrusted=True)
+    with pytest.raises(vecstore.StoreNotFoundError):
+        vecstore.open(str(tmp_path / "missing.vs"), untrusted=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -349,13 +349,14 @@ def _span(ds: h5py.Dataset, file_size: int) -> DatasetSpan:
     return DatasetSpan(span.name, dtype, shape, int(offset), checksum)
 
 
-def open_store_file(path: str) -> tuple[Header, FileMap]:
+def open_store_file(path: str, *, map_file: bool = True) -> tuple[Header, FileMap | None]:
     """Validate the store at ``path`` and map it, all through ONE file descriptor.
 
     Stat, HDF5 header and mapping come from the same open file, so a writer renaming a new store
     over ``path`` meanwhile can never pair one file's header with another's bytes. Anything that is
     not a regular file (a directory, a FIFO that would block) is refused before it is opened.
     Raises a :class:`FormatError` for anything that is not a store this code can map safely.
+    With ``map_file=False`` only the header is read and validated (the map is None).
     """
     try:
         st = os.stat(path)
@@ -377,7 +378,7 @@ def open_store_file(path: str) -> tuple[Header, FileMap]:
             )
         with os.fdopen(os.dup(fd), "rb") as fileobj:
             header = _read_header_from(path, st.st_size, fileobj)
-        return header, FileMap(fd, st.st_size)
+        return header, (FileMap(fd, st.st_size) if map_file else None)
     finally:
         os.close(fd)
 

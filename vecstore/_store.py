@@ -18,6 +18,7 @@ import numpy as np
 from . import _format as fmt
 from . import _segments as seg
 from ._storefile import StoreFile, TextSearchResult, _metadata_object, process_memory
+from ._untrusted import check_header_in_child
 from .digest import codec_digest
 from .errors import (
     ClosedStoreError,
@@ -86,18 +87,25 @@ class _View:
             part.close()
 
 
-def open_view(path: str) -> _View:
-    """Open the main file at ``path`` and whatever its manifest adds; validated as one store."""
+def _open_file(path: str, untrusted: bool) -> StoreFile:
+    if untrusted:
+        check_header_in_child(path)
+    return StoreFile(path)
+
+
+def open_view(path: str, untrusted: bool = False) -> _View:
+    """Open the main file at ``path`` and whatever its manifest adds; validated as one store.
+    ``untrusted``: validate each file's header in a child process first (see vecstore._untrusted)."""
     for attempt in range(OPEN_RETRIES):
         before = _signature(path)
-        base = StoreFile(path)
+        base = _open_file(path, untrusted)
         try:
             base_id = fmt.store_identity(base._header)
             manifest = seg.read_manifest(path, base_id)
             if manifest is None:
                 return _View(base, base_id, [], None, np.empty(0, dtype=np.int64), (before[0], None))
             signature = _signature(path, base_id)
-            segments = _open_segments(path, base, manifest)
+            segments = _open_segments(path, base, manifest, untrusted)
             deleted = seg.read_deleted(path, manifest)
             return _View(base, base_id, segments, manifest, deleted, signature)
         except StoreNotFoundError:
@@ -110,12 +118,12 @@ def open_view(path: str) -> _View:
     raise AssertionError("unreachable")
 
 
-def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest) -> list[StoreFile]:
+def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest, untrusted: bool) -> list[StoreFile]:
     digests = {name: codec_digest(t.codec) for name, t in base.tiers.items()}
     segments: list[StoreFile] = []
     try:
         for entry in manifest.segments:
-            part = StoreFile(os.path.join(seg.sidecar_dir(path), entry.file))
+            part = _open_file(os.path.join(seg.sidecar_dir(path), entry.file), untrusted)
             segments.append(part)
             where = f"segment {entry.file} of {path!r}"
             if fmt.store_identity(part._header) != entry.store_id or part.count != entry.count:
@@ -146,15 +154,17 @@ class Store:
     model : dict or None    the model that produced the vectors (see vecstore.provenance)
     """
 
-    def __init__(self, path: str | os.PathLike, *, mode: str = "r", auto_reload: bool = False):
+    def __init__(self, path: str | os.PathLike, *, mode: str = "r", auto_reload: bool = False,
+                 untrusted: bool = False):
         if mode not in MODES:
             raise InvalidInputError(f"mode must be 'r' (read only) or 'a' (append and delete), got {mode!r}")
         self.path = os.path.abspath(os.fspath(path))
         self.mode = mode
         self.auto_reload = bool(auto_reload)
+        self.untrusted = bool(untrusted)
         self._resident: list[str] = []
         self._reload_lock = threading.Lock()
-        self._view: _View | None = open_view(self.path)
+        self._view: _View | None = open_view(self.path, self.untrusted)
         self._encoder_checked: set[str] = set()
 
     # -- the current view ---------------------------------------------------------------------
@@ -179,7 +189,7 @@ class Store:
                 raise ClosedStoreError(f"store {self.path!r} is closed: open it again with vecstore.open()")
             if _signature(self.path, view.base_id) == view.signature:
                 return False
-            new = open_view(self.path)
+            new = open_view(self.path, self.untrusted)
             for name in self._resident:
                 for part in new.parts:
                     if name in part.tiers:
@@ -474,15 +484,17 @@ def _search_part(part: StoreFile, dead: np.ndarray, xq: np.ndarray, k: int, plan
 
 
 def open(path: str | os.PathLike, *, resident: tuple[str, ...] | list[str] = (), mode: str = "r",  # noqa: A001
-         auto_reload: bool = False) -> Store:
+         auto_reload: bool = False, untrusted: bool = False) -> Store:
     """Open a store; costs megabytes whatever the store's size (tiers are mapped).
 
     ``resident`` names tiers to copy into private memory at once (e.g. the coarse tier of a
     two-stage search); the rest stay mapped and are paged in by the kernel on demand.
     ``mode="a"`` allows :meth:`Store.add`, :meth:`Store.delete` and :meth:`Store.compact`.
     ``auto_reload=True`` moves to a new version of the store (a swap, an append) between queries.
+    ``untrusted=True``: for a file from outside, validate its header in a time- and memory-limited
+    child process first (libhdf5 can hang or allocate gigabytes on crafted files; ~1 s per open).
     """
-    store = Store(path, mode=mode, auto_reload=auto_reload)
+    store = Store(path, mode=mode, auto_reload=auto_reload, untrusted=untrusted)
     try:
         for name in resident:
             store.load(name)

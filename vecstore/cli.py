@@ -80,9 +80,10 @@ def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, 
 @cli.command()
 @click.argument("store_path", metavar="STORE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def info(store_path, as_json) -> None:
+@click.option("--untrusted", is_flag=True, help="A file from outside: read its header in a limited child process first.")
+def info(store_path, as_json, untrusted) -> None:
     """Describe STORE: count, dim, metric, format version and every tier."""
-    with vecstore.open(store_path) as store:
+    with vecstore.open(store_path, untrusted=untrusted) as store:
         data = store.info()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -258,12 +259,13 @@ def export_params(store_path, tier_name, out_path) -> None:
 @click.option("--min-recall", type=click.FloatRange(0, 1), default=0.9, show_default=True,
               help="With --recall: fail below this recall@10.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def verify(store_path, recall_check, min_recall, as_json) -> None:
+@click.option("--untrusted", is_flag=True, help="A file from outside: read its header in a limited child process first.")
+def verify(store_path, recall_check, min_recall, as_json, untrusted) -> None:
     """Recompute every dataset's checksum (segments too); exit 1 naming any that changed since it was
     written. With --recall, also check the default search's recall on held-out documents."""
     from .verify import verify as run_verify
 
-    checks = run_verify(store_path, raise_on_error=False)
+    checks = run_verify(store_path, raise_on_error=False, untrusted=untrusted)
     recall = None
     if recall_check:
         from .checks import self_check

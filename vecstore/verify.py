@@ -13,6 +13,7 @@ import xxhash
 
 from . import _format as fmt
 from . import _segments as seg
+from ._untrusted import check_header_in_child
 from .errors import IntegrityError
 
 READ_BYTES = 64 << 20
@@ -42,7 +43,9 @@ def _digest_span(file_map: fmt.FileMap, span: fmt.DatasetSpan) -> str:
     return hasher.hexdigest()
 
 
-def _verify_file(path: str, prefix: str) -> list[DatasetCheck]:
+def _verify_file(path: str, prefix: str, untrusted: bool) -> list[DatasetCheck]:
+    if untrusted:
+        check_header_in_child(path)
     header, file_map = fmt.open_store_file(path)
     try:
         return [DatasetCheck(prefix + name, span.nbytes, span.checksum, _digest_span(file_map, span))
@@ -51,22 +54,22 @@ def _verify_file(path: str, prefix: str) -> list[DatasetCheck]:
         file_map.close()
 
 
-def verify(path: str | os.PathLike, *, raise_on_error: bool = True) -> list[DatasetCheck]:
+def verify(path: str | os.PathLike, *, raise_on_error: bool = True, untrusted: bool = False) -> list[DatasetCheck]:
     """Check every dataset of the store at ``path`` and of its appended segments; raise
     IntegrityError naming any mismatch.
 
     Returns one :class:`DatasetCheck` per dataset (a segment's are prefixed with its file name).
-    The structure is validated first (FormatError).
+    The structure is validated first (FormatError); ``untrusted`` as in :func:`vecstore.open`.
     """
     path = os.fspath(path)
-    checks = _verify_file(path, "")
+    checks = _verify_file(path, "", untrusted)
     header, file_map = fmt.open_store_file(path)
     file_map.close()
     manifest = seg.read_manifest(path, fmt.store_identity(header))
     if manifest is not None:
         seg.read_deleted(path, manifest)  # its checksum is in the manifest: a mismatch raises
         for entry in manifest.segments:
-            checks += _verify_file(os.path.join(seg.sidecar_dir(path), entry.file), f"{entry.file}:")
+            checks += _verify_file(os.path.join(seg.sidecar_dir(path), entry.file), f"{entry.file}:", untrusted)
     bad = [c for c in checks if not c.ok]
     if bad and raise_on_error:
         names = ", ".join(f"/{c.name}" + (" (no checksum recorded)" if c.recorded is None else "") for c in bad)
