@@ -1074,3 +1074,20 @@ def test_cli_turns_hostile_input_into_one_line_and_an_exit_code(copy_of, tmp_pat
     assert last.startswith("Error: ") and message in last, result.stderr
     if code == 1:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_duplicate_ids_and_a_lying_codec_string_are_refused(tmp_path):
+    path = str(tmp_path / "s.vs")
+    x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    vecstore.build(path, x, progress=False).close()
+    vecstore.compress(path, "int8", calibrate=False, progress=False).close()
+    with h5py.File(path, "r+") as f:
+        f["ids"][7] = 3
+    with vecstore.open(path) as store:  # found when the id index is first needed, not at open
+        with pytest.raises(vecstore.FormatError, match="id 3 appears more than once"):
+            store.keys([5])
+    with h5py.File(path, "r+") as f:
+        f["ids"][7] = 7
+        f["tiers/int8"].attrs["codec_string"] = "float16"
+    with pytest.raises(vecstore.FormatError, match="'float16' does not describe its codec config"):
+        vecstore.open(path)

@@ -268,7 +268,12 @@ class StoreFile:
         with self._lock:
             if self._id_index is None:
                 order = np.argsort(self.ids, kind="stable")
-                self._id_index = (np.asarray(self.ids)[order], order)
+                sorted_ids = np.asarray(self.ids)[order]
+                twice = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+                if twice.shape[0]:
+                    raise FormatError(f"/{fmt.IDS}: id {int(sorted_ids[twice[0]])} appears more than once; "
+                                      "the file was edited or damaged")
+                self._id_index = (sorted_ids, order)
         sorted_ids, order = self._id_index
         pos = np.clip(np.searchsorted(sorted_ids, arr), 0, max(self.count - 1, 0))
         found = (self.count > 0) & (sorted_ids[pos] == arr) if self.count else np.zeros(arr.shape, bool)

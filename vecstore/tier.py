@@ -148,6 +148,9 @@ def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, co
         raise FormatError(f"{where}: {exc}") from None
     if codec.dim != dim:
         raise FormatError(f"{where}: codec input dimension {codec.dim} differs from the store's {dim}")
+    if attrs.get(fmt.ATTR_CODEC_STRING) != codec_string(codec):
+        raise FormatError(f"{where}: attribute 'codec_string' {attrs.get(fmt.ATTR_CODEC_STRING)!r} does not "
+                          f"describe its codec config ({codec_string(codec)!r}); the file was edited")
     params = {}
     for key, span in header.datasets.items():
         prefix = f"{fmt.TIERS}/{name}/{fmt.PARAMS}/"
