@@ -148,9 +148,6 @@ def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, co
         raise FormatError(f"{where}: {exc}") from None
     if codec.dim != dim:
         raise FormatError(f"{where}: codec input dimension {codec.dim} differs from the store's {dim}")
-    if attrs.get(fmt.ATTR_CODEC_STRING) != codec_string(codec):
-        raise FormatError(f"{where}: attribute 'codec_string' {attrs.get(fmt.ATTR_CODEC_STRING)!r} does not "
-                          f"describe its codec config ({codec_string(codec)!r}); the file was edited")
     params = {}
     for key, span in header.datasets.items():
         prefix = f"{fmt.TIERS}/{name}/{fmt.PARAMS}/"
@@ -172,6 +169,9 @@ def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, co
     if sq_span is not None and (sq_span.shape != (count,) or sq_span.dtype != np.dtype("<f4")):
         raise FormatError(f"{where}/{fmt.SQNORMS}: {sq_span.dtype.str}{sq_span.shape}, expected <f4({count},)")
     sqnorms = file_map.array(sq_span) if (sq_span is not None and metric == "l2") else None
+    if attrs.get(fmt.ATTR_CODEC_STRING) != codec_string(codec):
+        raise FormatError(f"{where}: attribute 'codec_string' {attrs.get(fmt.ATTR_CODEC_STRING)!r} does not "
+                          f"describe its codec config ({codec_string(codec)!r}); the file was edited")
     tier = Tier(name, codec, file_map.array(codes_span), sqnorms, metric)
     tier.calibration = _checked_calibration(attrs.get(fmt.ATTR_CALIBRATION), where)
     return tier
