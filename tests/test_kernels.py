@@ -115,3 +115,25 @@ print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))
             for _ in range(2)]
     hits, misses = map(int, runs[1].stdout.split())
     assert hits >= 1 and misses == 0, runs[1].stdout
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 100, 1000, 3000])
+@pytest.mark.parametrize("parts", [1, 3, 8])
+def test_reservoir_top_k_equals_a_stable_sort_with_many_ties_and_large_k(k, parts):
+    """Scores of small integers tie constantly; the reservoirs (kernels/topk.py) must keep the
+    lower row on a tie and, for any k up to n, give exactly a stable descending sort."""
+    rng = np.random.default_rng(k * 10 + parts)
+    n, nq = 2500, 3
+    xb = rng.integers(-2, 3, (n, 4)).astype(np.float32)
+    xq = rng.integers(-2, 3, (nq, 4)).astype(np.float32)
+    xb[17] = np.nan  # a damaged row ranks last, as -inf
+    kk = min(k, n)
+    scores = np.nan_to_num(xq @ xb.T, nan=-np.inf)
+    expect = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    _, rows = flat.scan_f32(xq, xb, np.empty(0, np.float32), kk, parts)
+    np.testing.assert_array_equal(rows, expect)
+    lut = rng.integers(-3, 4, (nq, 2, 256)).astype(np.float32)
+    codes = rng.integers(0, 256, (n, 2)).astype(np.uint8)
+    pq_scores = lut[:, 0, codes[:, 0]] + lut[:, 1, codes[:, 1]]
+    _, rows = pq.scan_pq8(lut, codes, np.empty(0, np.float32), kk, parts)
+    np.testing.assert_array_equal(rows, np.argsort(-pq_scores, axis=1, kind="stable")[:, :kk])

@@ -114,17 +114,27 @@ def threads_for(work: int):
         numba.set_num_threads(previous)
 
 
-def default_parts(n: int) -> int:
-    """How many row slices a scan is split into: a few per thread, none smaller than 2048 rows."""
-    return int(max(1, min(4 * numba.get_num_threads(), n // 2048)))
+# A slice of rows should hold many times k rows: its top-k reservoir admits nearly every row until
+# its threshold has risen, and every slice's k best are merged at the end. With the k x oversample
+# candidates of a two-stage search (k = 1280 over 100,000 pq8 codes, one query) 8 slices took 1.16 ms,
+# 2 slices 0.69 ms; at k = 10, 0.31 ms either way.
+ROWS_PER_RESULT = 32
 
 
-def pq_parts(nq: int, n: int) -> int:
+def default_parts(n: int, k: int = 1) -> int:
+    """How many row slices a scan is split into: a few per thread, none smaller than 2048 rows or
+    than ROWS_PER_RESULT x k rows (but at least one per thread)."""
+    threads = numba.get_num_threads()
+    parts = min(4 * threads, n // 2048, max(threads, n // (ROWS_PER_RESULT * k)))
+    return int(max(1, parts))
+
+
+def pq_parts(nq: int, n: int, k: int = 1) -> int:
     """Row slices for a PQ scan: enough (group, slice) tasks to keep every thread busy."""
     from .kernels.pq import QUERY_GROUP
 
     groups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
-    return int(max(1, min(default_parts(n), (4 * numba.get_num_threads() + groups - 1) // groups)))
+    return int(max(1, min(default_parts(n, k), (4 * numba.get_num_threads() + groups - 1) // groups)))
 
 
 def _block_rows(nq: int, dim: int) -> int:
@@ -144,7 +154,7 @@ def scan_dense(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layo
     nq, n = xq.shape[0], codes.shape[0]
     if nq < GEMM_MIN_QUERIES:
         with threads_for(nq * n * codes.shape[1]):
-            return _DIRECT[layout](xq, codes, bias, k, default_parts(n))
+            return _DIRECT[layout](xq, codes, bias, k, default_parts(n, k))
     hs, hi, sizes = topk.empty_heaps(nq, k)
     widen = _WIDEN[layout]
     step = _block_rows(nq, xq.shape[1])

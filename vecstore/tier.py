@@ -130,7 +130,7 @@ class Tier:
             lut = self.codec.terminal.lookup_tables(folded)
             kernel = pq_kernels.scan_pq8 if layout == "pq8" else pq_kernels.scan_pq4
             with threads_for(xq.shape[0] * self.count * self.codes.shape[1]):
-                scores, rows = kernel(lut, self.codes, bias, k, pq_parts(xq.shape[0], self.count))
+                scores, rows = kernel(lut, self.codes, bias, k, pq_parts(xq.shape[0], self.count, k))
         else:
             codes = self.codes.view(np.uint16) if layout == "f16" else self.codes
             scores, rows = scan_dense(folded, codes, bias, k, layout)

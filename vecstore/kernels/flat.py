@@ -1,6 +1,6 @@
 """Direct scans of uncompressed-layout tiers (float32, float16, int8) for a few queries.
 
-One thread owns one slice of rows and a k-slot heap per query; each row is read once for all the
+One thread owns one slice of rows and a top-k reservoir per query (kernels/topk.py); each row is read once for all the
 queries of the batch, and the partial heaps are merged at the end. Scores are ``q . x + bias[row]`` (bias is empty, or minus the squared norms for l2).
 For large batches, search.py uses a BLAS product per block of rows plus ``topk.push_block``.
 
@@ -14,7 +14,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .topk import NJIT, merge_partial_heaps, offer, partial_heaps
+from .topk import NJIT, merge_partial, offer, partial_tops
 
 
 @nb.njit(inline="always", **NJIT)
@@ -36,7 +36,7 @@ def _make_scan(dtype_code: int):
         nq = xq.shape[0]
         n = xb.shape[0]
         use_bias = bias.shape[0] > 0
-        part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
+        part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
         step = (n + nparts - 1) // nparts
         for p in prange(nparts):
             for row in range(p * step, min(p * step + step, n)):
@@ -44,8 +44,8 @@ def _make_scan(dtype_code: int):
                     s = _row_score(xq, q, xb, row, dtype_code)
                     if use_bias:
                         s += bias[row]
-                    offer(part_s, part_i, part_sizes, p, q, s, row)
-        return merge_partial_heaps(part_s, part_i, part_sizes)
+                    offer(part_s, part_i, part_sizes, part_thr, p, q, s, row)
+        return merge_partial(part_s, part_i, part_sizes, k)
 
     return scan
 
@@ -66,7 +66,7 @@ def scan_f16(xq, xb_bits, bias, k, nparts):
     nq = xq.shape[0]
     n, d = xb_bits.shape
     use_bias = bias.shape[0] > 0
-    part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
+    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
     bits = np.empty((nparts, d), dtype=np.uint32)
     widened = bits.view(np.float32)
     magic = np.float32(5.192296858534828e33)  # 2**112
@@ -82,8 +82,8 @@ def scan_f16(xq, xb_bits, bias, k, nparts):
                     acc += xq[q, j] * (widened[p, j] * magic)
                 if use_bias:
                     acc += bias[row]
-                offer(part_s, part_i, part_sizes, p, q, acc, row)
-    return merge_partial_heaps(part_s, part_i, part_sizes)
+                offer(part_s, part_i, part_sizes, part_thr, p, q, acc, row)
+    return merge_partial(part_s, part_i, part_sizes, k)
 
 
 @nb.njit(parallel=True, **NJIT)

@@ -11,7 +11,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .topk import NJIT, heap_push, merge_partial_heaps, partial_heaps
+from .topk import NJIT, merge_partial, partial_tops, reservoir_push
 
 # Queries scanned together by one thread: their lookup tables (m x 256 floats each) must stay in
 # cache while the codes stream past, so a batch is cut into small groups run in parallel.
@@ -19,22 +19,24 @@ QUERY_GROUP = 4
 
 
 @nb.njit(inline="always", **NJIT)
-def _scan_rows(table, codes, m, bias, use_bias, start, stop, hs, hi, sizes, q):
-    """Score rows start..stop against one query's table and keep the best in heap (hs, hi).
+def _scan_rows(table, codes, m, bias, use_bias, start, stop, bs, bi, sizes, thrs, q):
+    """Score rows start..stop against one query's table and keep the best in reservoir (bs, bi).
 
-    One query at a time over a slice of rows: the table and heap views are made once per slice
+    One query at a time over a slice of rows: the table and reservoir views are made once per slice
     (a view costs atomic reference counting), and the slice's codes stay in cache for the next
     query of the group.
     """
     size = sizes[q]
-    k = hs.shape[0]
+    thr = thrs[q]
+    k = bs.shape[0] // 2
     for row in range(start, stop):
         acc = _lookup_sum(table, codes, row, m)
         if use_bias:
             acc += bias[row]
-        if size < k or acc > hs[0]:
-            size = heap_push(hs, hi, size, acc, row)
+        if size < k or acc > thr:
+            size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
     sizes[q] = size
+    thrs[q] = thr
 
 
 @nb.njit(inline="always", **NJIT)
@@ -70,7 +72,7 @@ def scan_pq8(lut, codes, bias, k, nparts):
     nq = lut.shape[0]
     n, width = codes.shape
     use_bias = bias.shape[0] > 0
-    part_s, part_i, part_sizes = partial_heaps(nparts, nq, k)
+    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
     step = (n + nparts - 1) // nparts
     ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
     for t in prange(ngroups * nparts):
@@ -78,8 +80,8 @@ def scan_pq8(lut, codes, bias, k, nparts):
         q0 = (t // nparts) * QUERY_GROUP
         for q in range(q0, min(q0 + QUERY_GROUP, nq)):
             _scan_rows(lut[q], codes, width, bias, use_bias, p * step, min(p * step + step, n),
-                       part_s[p, q], part_i[p, q], part_sizes[p], q)
-    return merge_partial_heaps(part_s, part_i, part_sizes)
+                       part_s[p, q], part_i[p, q], part_sizes[p], part_thr[p], q)
+    return merge_partial(part_s, part_i, part_sizes, k)
 
 
 @nb.njit(parallel=True, **NJIT)
