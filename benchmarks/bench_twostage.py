@@ -5,7 +5,7 @@
     python benchmarks/bench_twostage.py --data synthetic4096     # 100,000 x 4096
     python benchmarks/bench_twostage.py --data data/wordnet-minilm-384-small.hdf5 --nq 200   # quick
 
-vecstore: every coarse codec (default 384-d: pq24 pq48 pq96x4 pca128,int8; 4096-d: pq64 pq128x4)
+vecstore: every coarse codec (default 384-d: pq8 pq12 pq24 pq96x4; 4096-d: pq64x4 pq128x4)
 is added as a tier, held in RAM (``open(resident=[tier])``), and searched in two
 stages (scan it for k x oversample candidates, rescore them from the memory-mapped raw tier) for
 each ``--oversample``. Resident bytes per vector = code bytes + learned parameters / n (+4 for l2
@@ -38,14 +38,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # QPS), PCA and Refine(SQ8) take minutes to train, and the earlier, wider sweep took 25 minutes
 # (benchmarks/results/twostage-fc7lift4096-n100000.md keeps it); the default keeps the configurations
 # that decide the table: the smallest of each system reaching 0.95 and 0.99, and their neighbours.
-COARSE = {384: ["pq24", "pq48", "pq96x4", "pca128,int8"], 4096: ["pq64", "pq128x4"]}
+COARSE = {384: ["pq8", "pq12", "pq24", "pq96x4"], 4096: ["pq64x4", "pq128x4"]}
 FAISS = {
     384: ["PQ24np", "PQ48np", "PQ96np", "SQ8", "SQfp16", "PCA128,SQ8", "PQ24np,RFlat", "PQ48np,RFlat",
           "PQ24np,Refine(SQfp16)", "PQ48np,Refine(SQ8)", "PQ96x4fs,Refine(SQ8)"],
     4096: ["PQ64np", "SQ8", "SQ4", "PQ32np,RFlat"],
 }
-SWEEP = {384: {"oversample": "1 2 4 8 16 32", "k_factors": "1 2 4 8 16 32", "single": 100},
-         4096: {"oversample": "4 8 16 32", "k_factors": "4 8 16", "single": 50}}
+SWEEP = {384: {"oversample": "2 4 8 16 32 64 128 256", "k_factors": "1 2 4 8 16 32", "single": 100},
+         4096: {"oversample": "4 8 16 32 64", "k_factors": "4 8 16", "single": 50}}
 TARGETS = (0.95, 0.99)
 
 PROBE = r"""
