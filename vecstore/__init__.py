@@ -13,11 +13,15 @@ from ._store import Store, open
 from .codecs import get_codec
 from .errors import (
     ClosedStoreError,
+    ClusterUnavailableError,
     FormatError,
     IntegrityError,
     InvalidDtypeError,
     InvalidInputError,
+    ModelMismatchError,
     NotFittedError,
+    ReadOnlyStoreError,
+    ShardUnavailableError,
     StoreNotFoundError,
     StoreWriteError,
     UnknownCodecError,
@@ -35,5 +39,7 @@ __all__ = [
 ]
 
 from .verify import verify  # noqa: E402
+from .shards import ShardedSearchResult, ShardedStore, open_sharded, shard_build  # noqa: E402
 
-__all__ += ["verify"]
+__all__ += ["ClusterUnavailableError", "ModelMismatchError", "ReadOnlyStoreError", "ShardUnavailableError",
+            "ShardedSearchResult", "ShardedStore", "open_sharded", "shard_build", "verify"]

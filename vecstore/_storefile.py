@@ -382,6 +382,7 @@ class StoreFile:
         return {
             "path": self.path,
             "format_version": self.format_version,
+            "store_id": fmt.store_identity(self._header),
             "written_by": self.written_by,
             "count": self.count,
             "dim": self.dim,

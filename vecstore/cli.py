@@ -437,9 +437,10 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from . import cli_lifecycle
+    from . import cli_lifecycle, cli_shards
 
     cli_lifecycle.register(cli)
+    cli_shards.register(cli)
 
 
 _register_commands()

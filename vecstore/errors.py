@@ -68,3 +68,23 @@ class ReadOnlyStoreError(VecstoreError, PermissionError):
 
 class ModelMismatchError(InvalidInputError):
     """Vectors (queries, appended documents, an encoder) from another model than the store's."""
+
+
+class ShardUnavailableError(VecstoreError, OSError):
+    """A shard could not be searched (its worker died more often than the cluster retries, its file
+    vanished or was damaged after open, the query timed out) and the caller did not pass
+    ``allow_partial=True``. ``shards`` names the shard files that failed."""
+
+    def __init__(self, message: str, shards: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.shards = tuple(shards)
+
+    def __reduce__(self):  # keep ``shards`` across pickling (Dask ships exceptions between processes)
+        return (type(self), (str(self), self.shards))
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ClusterUnavailableError(VecstoreError, ConnectionError):
+    """The Dask scheduler did not answer within the timeout, or the cluster has no workers."""

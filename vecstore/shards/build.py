@@ -1,0 +1,281 @@
+"""Building a sharded collection: train the codecs once, encode N shards with the same parameters.
+
+This is FAISS's advice for corpora that outgrow one machine (train once, encode shards
+independently, query every shard, merge the top-k) on vecstore files: every shard is an ordinary
+store that ``vecstore.open`` opens alone, built with ``vecstore.build`` and ``vecstore.compress``
+from its own rows of the input, read in chunks. With a Dask client the shards are built as tasks
+(each worker re-opens the input path and reads only its rows); without one, one after another.
+
+Calibration (how much a coarse tier must oversample for the two-stage search to reach its recall
+target) is measured once, on shard 0, and recorded in the manifest, not in the shards: a shard's
+two-stage search takes ``k * oversample`` candidates from its own documents, so a shard-sized store
+is what the measurement must be made on, and one measurement keeps every shard's plan the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import _format as fmt
+from ..calibrate import TARGET_RECALL
+from ..codecs import codec_string, get_codec
+from ..errors import InvalidInputError, VecstoreError
+from ..ingest import VectorSource, check_finite, open_vectors, read_keys
+from .manifest import (
+    MANIFEST_NAME,
+    MAX_SHARDS,
+    ShardEntry,
+    ShardManifest,
+    read_manifest,
+    tier_entry,
+    write_manifest,
+)
+
+DEFAULT_TRAIN_SIZE = 50_000
+# As vecstore.compress: only tiers of at most this many code bytes (in shard 0) are calibrated.
+CALIBRATE_MAX_BYTES = 256 << 20
+# Sampled rows closer than this are read in one request rather than one request each.
+SAMPLE_GAP_ROWS = 64
+
+
+def slice_source(source: VectorSource, start: int, stop: int) -> VectorSource:
+    """Rows ``start:stop`` of ``source`` as a source of their own (row numbers in its messages
+    count from ``start``, as the description ``input[start:stop]`` says)."""
+    parent = source.reader
+
+    def reader(a: int, b: int):
+        return parent(start + a, start + b)
+
+    return VectorSource(f"{source.description}[{start}:{stop}]", (stop - start, source.shape[1]),
+                        source.dtype, reader, source.metric_hint)
+
+
+def training_sample(source: VectorSource, size: int, seed: int, metric: str) -> np.ndarray:
+    """``size`` rows drawn uniformly with ``seed`` (all rows when ``size >= n``), as the shards will
+    store them: finite, and unit-normalised for cosine. Nearby rows are read in one request; no
+    request spans more than one chunk of the source."""
+    n, dim = source.shape
+    if size >= n:
+        rows = np.arange(n)
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    out = np.empty((rows.shape[0], dim), dtype=np.float32)
+    span = source.chunk_rows()
+    i = 0
+    while i < rows.shape[0]:
+        j = i + 1
+        while (j < rows.shape[0] and rows[j] - rows[j - 1] <= SAMPLE_GAP_ROWS
+               and rows[j] - rows[i] < span):
+            j += 1
+        lo, hi = int(rows[i]), int(rows[j - 1]) + 1
+        block = np.asarray(source.reader(lo, hi), dtype=np.float32)
+        picked = block[rows[i:j] - lo]
+        for r in range(picked.shape[0]):  # name the input row, not the sample row
+            check_finite(picked[r:r + 1], int(rows[i + r]), source.description)
+        out[i:j] = picked
+        i = j
+    if metric == "cosine":
+        sq = np.einsum("ij,ij->i", out, out, dtype=np.float64)
+        if (sq == 0).any():
+            row = int(rows[np.argmax(sq == 0)])
+            raise InvalidInputError(f"{source.description}: row {row} is all zeros; cosine needs non-zero vectors")
+        out = (out / np.sqrt(sq)[:, None]).astype(np.float32)
+    return out
+
+
+def build_one(vectors, start: int, stop: int, path: str, metric: str, keys: list[str] | None,
+              tiers: list[tuple[str, str, dict]], progress: bool = False) -> dict:
+    """Build one shard: rows ``start:stop`` of ``vectors`` (a path, re-opened here, or a source)
+    with ids ``start .. stop - 1``, then one tier per (name, codec string, learned arrays), encoded
+    with those arrays (no training, no calibration). Runs in a Dask worker or in this process."""
+    import vecstore
+
+    source = slice_source(open_vectors(vectors), start, stop)
+    vecstore.build(path, source, metric=metric, ids=np.arange(start, stop, dtype=np.int64), keys=keys,
+                   overwrite=True, progress=progress).close()
+    for name, codec, params in tiers:
+        vecstore.compress(path, codec, name=name, params=params, calibrate=False, progress=progress).close()
+    return {"file": os.path.basename(path), "count": stop - start, "bytes": os.path.getsize(path)}
+
+
+def calibrate_shard(path: str, names: list[str], seed: int, target: float) -> dict:
+    """The calibration record of each tier ``name`` measured on the shard at ``path`` (None for a
+    tier too large to calibrate, or one that the raw tier cannot rescore)."""
+    import vecstore
+    from ..calibrate import calibrate
+
+    out: dict = {}
+    with vecstore.open(path) as store:
+        raw = store.tier(fmt.RAW_TIER)
+        for name in names:
+            tier = store.tier(name)
+            try:
+                raw.check_rescores(tier)
+            except InvalidInputError:
+                out[name] = None
+                continue
+            if store.count < 2 or tier.codes.nbytes > CALIBRATE_MAX_BYTES:
+                out[name] = None
+                continue
+            out[name] = calibrate(tier, raw, raw, seed=seed, target=target)
+    return out
+
+
+def _default_search(manifest: ShardManifest) -> dict | None:
+    """As Store.default_plan: the smallest tier whose calibration met its target, else None (exact)."""
+    extra = 4 if manifest.metric == "l2" else 0
+    ok = [t for t in manifest.tiers if t.calibration and t.calibration.get("meets_target")
+          and manifest.tier(t.calibration["rescore"]) is not None]
+    if not ok:
+        return None
+    best = min(ok, key=lambda t: (t.pipeline.code_size + extra, t.name))
+    return {"tier": best.name, "rescore": best.calibration["rescore"],
+            "oversample": float(best.calibration["oversample"])}
+
+
+def _codec_list(codecs, dim: int) -> list[tuple[str, object]]:
+    if isinstance(codecs, str):
+        codecs = [c for c in codecs.split(";") if c.strip()]
+    out = []
+    for c in codecs:
+        pipeline = get_codec(c.strip() if isinstance(c, str) else c, dim)
+        name = codec_string(pipeline)
+        if name == fmt.RAW_TIER or name in {n for n, _ in out}:
+            raise InvalidInputError(f"codec {name!r} is given twice (or names the raw tier): give each once")
+        out.append((name, pipeline))
+    return out
+
+
+def remove_shard(path: str) -> None:
+    """Delete a shard file and what vecstore's writers keep beside a store (the hidden ``.NAME.lock``
+    that compress locks, a ``NAME.segments`` directory if anything was appended to it)."""
+    directory, name = os.path.split(path)
+    for victim in (path, os.path.join(directory, f".{name}.lock")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(victim)
+    shutil.rmtree(path + ".segments", ignore_errors=True)
+
+
+def _remove_build(outdir: str, token: str) -> None:
+    for path in glob.glob(os.path.join(outdir, f"shard-*-{token}.vs")):
+        remove_shard(path)
+
+
+def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequence[str] | str = (),
+                metric: str | None = None, keys=None, train_size: int = DEFAULT_TRAIN_SIZE, seed: int = 0,
+                calibrate: bool = True, target_recall: float = TARGET_RECALL, client=None,
+                overwrite: bool = False, progress: bool | None = None, timeout: float = 10.0) -> ShardManifest:
+    """Build a sharded collection in ``outdir``: ``shards`` vecstore files and ``manifest.json``.
+
+    Parameters
+    ----------
+    vectors : (n, dim) array, or a path (.npy, .fvecs, ``file.h5:/dataset``, ann-benchmarks .hdf5).
+        With a Dask ``client`` it must be a path on storage the workers share: each worker re-opens
+        it and reads only its shard's rows, in chunks.
+    outdir : directory for the shards and the manifest (created if missing).
+    shards : number of shards, 1 <= shards <= n. Shard i holds rows (= ids) ``bounds[i]:bounds[i+1]``
+        with ``bounds = linspace(0, n, shards + 1)`` rounded down: sizes differ by at most one.
+    codecs : codec strings (e.g. ``["pq64"]`` or ``"pca256,int8;pq64"``), each trained once on
+        ``train_size`` rows sampled from the whole input with ``seed``, and added as a tier to
+        every shard with the same learned arrays.
+    metric : "ip", "cosine" or "l2" (default: the ann-benchmarks file's distance, else "ip").
+    keys : n strings, a text file (one per line) or ``file.h5:/dataset``; each shard keeps its own.
+    calibrate : measure each coarse tier's oversampling on shard 0 and record the smallest one
+        that meets ``target_recall`` as the collection's default search (see docs/shards.md).
+    client : a ``distributed.Client`` or a scheduler address: build the shards as Dask tasks.
+    overwrite : replace a collection already in ``outdir`` (its old shard files are removed once
+        the new manifest is published).
+    timeout : seconds to wait for a scheduler given by address.
+
+    Returns
+    -------
+    ShardManifest
+        The written manifest; open the collection with ``vecstore.open_sharded(manifest.path)``.
+    """
+    source = open_vectors(vectors)
+    n, dim = source.shape
+    metric = metric or source.metric_hint or "ip"
+    if metric not in fmt.METRICS:
+        raise InvalidInputError(f"metric {metric!r} is not one of {', '.join(fmt.METRICS)}")
+    if n == 0 or dim == 0:
+        raise InvalidInputError(f"{source.description}: empty input (shape {source.shape}); nothing to store")
+    if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or not 1 <= shards <= min(n, MAX_SHARDS):
+        raise InvalidInputError(f"shards must be an integer from 1 to {min(n, MAX_SHARDS)} (the number of "
+                                f"vectors, at most {MAX_SHARDS}), got {shards!r}")
+    if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+        raise InvalidInputError(f"train_size must be a positive integer, got {train_size!r}")
+    if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
+        raise InvalidInputError(f"target_recall must be in (0, 1], got {target_recall!r}")
+    if client is not None and not isinstance(vectors, (str, os.PathLike)):
+        raise InvalidInputError("with a Dask client, give the input as a path (.npy, .fvecs, FILE.h5:/DATASET) "
+                                "on storage the workers share, so that each worker reads only its rows; "
+                                "in-memory arrays are built without a client, one shard after another")
+    pipelines = _codec_list(codecs, dim)
+    outdir = os.path.abspath(os.fspath(outdir))
+    manifest_path = os.path.join(outdir, MANIFEST_NAME)
+    old = None
+    if os.path.exists(manifest_path):
+        if not overwrite:
+            raise InvalidInputError(f"{outdir!r} already holds a sharded collection: pass overwrite=True "
+                                    "(CLI: --force) to replace it")
+        with contextlib.suppress(VecstoreError):
+            old = read_manifest(manifest_path)
+    os.makedirs(outdir, exist_ok=True)
+    all_keys = read_keys(keys, n) if keys is not None else None
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+
+    # train every codec once, on one sample of the whole input
+    tiers = []
+    if pipelines:
+        with tqdm(total=len(pipelines), desc="train codecs", disable=not show) as bar:
+            sample = training_sample(source, min(train_size, n), seed, metric)
+            for name, pipeline in pipelines:
+                pipeline.fit(sample, seed=seed)
+                tiers.append((name, codec_string(pipeline), pipeline.params()))
+                bar.update(1)
+            del sample
+
+    bounds = [int(b) for b in np.linspace(0, n, shards + 1).astype(np.int64)]
+    token = secrets.token_hex(4)
+    files = [f"shard-{i:05d}-{token}.vs" for i in range(shards)]
+    jobs = [(bounds[i], bounds[i + 1], os.path.join(outdir, files[i]),
+             all_keys[bounds[i]:bounds[i + 1]] if all_keys is not None else None) for i in range(shards)]
+    names = [name for name, _ in pipelines]
+    calibrations: dict = {}
+    try:
+        if client is None:
+            for start, stop, path, shard_keys in tqdm(jobs, desc="build shards", unit="shard", disable=not show):
+                build_one(source, start, stop, path, metric, shard_keys, tiers)
+            if calibrate and names:
+                calibrations = calibrate_shard(jobs[0][2], names, seed, target_recall)
+        else:
+            from .dask_backend import build_on_cluster
+
+            calibrations = build_on_cluster(client, os.fspath(vectors), jobs, metric, tiers,
+                                            names if calibrate else [], seed, target_recall, show, timeout)
+        entries = [tier_entry(fmt.RAW_TIER, get_codec("float32", dim))]
+        entries += [tier_entry(name, pipeline, calibrations.get(name)) for name, pipeline in pipelines]
+        manifest = ShardManifest(manifest_path, dim, metric, entries,
+                                 [ShardEntry(files[i], stop - start, start) for i, (start, stop, _, _) in enumerate(jobs)],
+                                 training={"input": source.description, "sample_rows": min(train_size, n),
+                                           "seed": seed, "calibrated_on": files[0] if calibrations else None})
+        manifest.default_search = _default_search(manifest)
+        write_manifest(manifest)
+    except BaseException:
+        _remove_build(outdir, token)
+        raise
+    if old is not None:
+        keep = set(files)
+        for entry in old.shards:
+            if entry.file not in keep:
+                remove_shard(os.path.join(outdir, entry.file))
+    return manifest
