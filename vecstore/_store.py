@@ -16,6 +16,7 @@ import threading
 import numpy as np
 
 from . import _format as fmt
+from ._closing import ClosesOnExit
 from . import _segments as seg
 from ._storefile import StoreFile, TextSearchResult, _metadata_object, process_memory
 from ._untrusted import check_header_in_child
@@ -142,7 +143,7 @@ def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest, untrusted
     return segments
 
 
-class Store:
+class Store(ClosesOnExit):
     """An open vecstore. Create one with :func:`vecstore.open` or :func:`vecstore.build`.
 
     Attributes
@@ -452,18 +453,6 @@ class Store:
         view, self._view = getattr(self, "_view", None), None
         if view is not None:
             view.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def _search_part(part: StoreFile, dead: np.ndarray, xq: np.ndarray, k: int, plan, metric: str) -> SearchResult:

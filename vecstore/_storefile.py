@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _format as fmt
+from ._closing import ClosesOnExit
 from .errors import ClosedStoreError, FormatError, InvalidInputError, UnknownTierError, VecstoreError
 from .search import SearchResult, check_k, finish, prepare_queries
 from .tier import Tier, open_tier
@@ -61,7 +62,7 @@ class StringColumn:
             raise FormatError(f"/{self.where}: entry {row} is not valid UTF-8; the file is damaged") from None
 
 
-class StoreFile:
+class StoreFile(ClosesOnExit):
     """One open, read-only vecstore file (see :class:`vecstore.Store` for the public view).
 
     Attributes
@@ -124,18 +125,6 @@ class StoreFile:
         self._keys = self._metadata = None
         self._id_index = None
         self._map.close()
-
-    def __enter__(self) -> StoreFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         if self._closed:

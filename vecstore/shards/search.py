@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import _format as fmt
+from .._closing import ClosesOnExit
 from ..errors import (
     ClosedStoreError,
     InvalidDtypeError,
@@ -175,7 +176,7 @@ class LocalBackend:
 # -- the public object -------------------------------------------------------------------------------
 
 
-class ShardedStore:
+class ShardedStore(ClosesOnExit):
     """A sharded collection opened for search. Create one with :func:`vecstore.open_sharded`.
 
     Attributes
@@ -351,18 +352,6 @@ class ShardedStore:
         backend, self._backend = getattr(self, "_backend", None), None
         if backend is not None:
             backend.close()
-
-    def __enter__(self) -> ShardedStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def open_sharded(manifest: str | os.PathLike, client=None, *, resident=(), threads: int | None = None,
