@@ -278,7 +278,10 @@ class Store(ClosesOnExit):
         SearchResult
             ``(distances, ids)``, each (nq, k), best first. Deleted documents never appear.
         """
-        view = self._now()
+        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model)
+
+    def _search_in(self, view: _View, queries, k, tier, rescore, oversample, model) -> SearchResult:
+        """:meth:`search` on one given view (so a caller that read the view can stay on it)."""
         if model is not None:
             check_model(view.base.model, model, "queries")
         if view.simple:
@@ -299,8 +302,8 @@ class Store(ClosesOnExit):
         word is an error. ``options`` are those of :meth:`search` (tier, rescore, oversample). An
         encoder that is not the model the store's vectors came from is refused.
         """
-        view = self._now()
-        enc = self.encoder(encoder)
+        view = self._now()  # one version throughout: the encoder check and the search
+        enc = view.base.encoder(encoder)
         name = encoder or view.base.encoder_names[0]
         if name not in self._encoder_checked:
             check_encoder(view.base.model, name, enc)
@@ -309,7 +312,10 @@ class Store(ClosesOnExit):
             raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {view.base.dim}")
         batch = [texts] if isinstance(texts, str) else list(texts)
         vectors, unknown = enc.encode(batch)
-        distances, ids = self.search(vectors, k, model=model, **options)
+        distances, ids = self._search_in(view, vectors, k, options.pop("tier", None), options.pop("rescore", None),
+                                         options.pop("oversample", None), model)
+        if options:
+            raise TypeError(f"search() got an unexpected keyword argument {sorted(options)[0]!r}")
         return TextSearchResult(distances, ids, unknown)
 
     def encoder(self, name: str | None = None):
@@ -324,8 +330,9 @@ class Store(ClosesOnExit):
 
         Accepts any array shape of ids, e.g. the ``ids`` of a search result, and keeps it.
         """
-        missing = "" if any(p._keys is not None for p in self._now().parts) else None
-        return self._lookup(ids, lambda part, row: missing if part._keys is None else part._keys.get(row))
+        view = self._now()
+        missing = "" if any(p._keys is not None for p in view.parts) else None
+        return self._lookup(ids, lambda part, row: missing if part._keys is None else part._keys.get(row), view)
 
     def metadata(self, ids) -> list:
         """The JSON metadata of each id (a dict), or None where there is none."""
@@ -359,11 +366,11 @@ class Store(ClosesOnExit):
         if not found.all():
             raise InvalidInputError(f"id {int(flat[np.argmax(~found)])} is not in this store")
 
-    def _lookup(self, ids, get):
+    def _lookup(self, ids, get, view: _View | None = None):
         arr = np.asarray(ids, dtype=np.int64)
         flat = arr.ravel()
         out: list = [None] * flat.shape[0]
-        for part, rows, where in self._locate(self._now(), flat, allow_missing=True):
+        for part, rows, where in self._locate(view or self._now(), flat, allow_missing=True):
             for row, i in zip(rows.tolist(), where.tolist()):
                 out[i] = get(part, row)
         return np.array(out, dtype=object).reshape(arr.shape).tolist() if arr.ndim > 1 else out
