@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
 
-from . import _format as fmt
 from . import _segments as seg
+from ._build import _metadata_texts, _prepared_chunks, _progress_default
 from ._store import _View, open_view
 from ._writer import StoreContents, TierPlan, write_store
 from .errors import InvalidInputError
 from .ingest import as_ids, open_vectors, read_keys
 from .provenance import check_model
-
-
-def _show(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else bool(progress)
 
 
 def _next_id(view: _View) -> int:
@@ -62,8 +57,6 @@ def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=No
     and the segment is published atomically. Cost: proportional to the vectors added; the store's
     existing tiers are neither read nor copied.
     """
-    from ._build import _metadata_texts, _prepared_chunks
-
     path = os.path.abspath(os.fspath(path))
     source = open_vectors(vectors)
     n, dim = source.shape
@@ -89,7 +82,7 @@ def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=No
             os.makedirs(seg.sidecar_dir(path), exist_ok=True)
             write_store(os.path.join(seg.sidecar_dir(path), name), contents,
                         [TierPlan(t.name, t.codec) for t in base.tiers.values()],
-                        _prepared_chunks(source, base.metric), progress=_show(progress),
+                        _prepared_chunks(source, base.metric), progress=_progress_default(progress),
                         description=f"append to {os.path.basename(path)}")
             manifest = _manifest_for_change(view)
             manifest.segments.append(seg.SegmentEntry(name, contents.store_id, n))
@@ -187,7 +180,7 @@ def compact_locked(path: str, *, progress: bool | None = None) -> dict:
             norms = (_Gather([p.tiers[name].sqnorms for p in view.parts], live)
                      if tier.sqnorms is not None else None)
             plans.append(TierPlan(name, tier.codec, (codes, norms), tier.calibration))
-        write_store(path, contents, plans, None, progress=_show(progress),
+        write_store(path, contents, plans, None, progress=_progress_default(progress),
                     description=f"compact {os.path.basename(path)}")
         report = {"documents": view.count, "merged_segments": len(view.segments),
                   "dropped": int(view.deleted.shape[0]), "seconds": time.perf_counter() - started}

@@ -19,7 +19,6 @@ import glob
 import os
 import secrets
 import shutil
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from .. import _format as fmt
 from ..calibrate import TARGET_RECALL
 from ..codecs import codec_string, get_codec
+from .._build import _progress_default
 from ..errors import InvalidInputError, VecstoreError
 from ..ingest import VectorSource, check_finite, open_vectors, read_keys
 from .manifest import (
@@ -231,7 +231,7 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
             old = read_manifest(manifest_path)
     os.makedirs(outdir, exist_ok=True)
     all_keys = read_keys(keys, n) if keys is not None else None
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    show = _progress_default(progress)
 
     # train every codec once, on one sample of the whole input
     tiers = []
