@@ -129,11 +129,10 @@ def default_parts(n: int, k: int = 1) -> int:
     return int(max(1, parts))
 
 
-def pq_parts(nq: int, n: int, k: int = 1) -> int:
-    """Row slices for a PQ scan: enough (group, slice) tasks to keep every thread busy."""
-    from .kernels.pq import QUERY_GROUP
-
-    groups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
+def pq_parts(nq: int, n: int, k: int, group: int) -> int:
+    """Row slices for a PQ scan that takes queries ``group`` at a time: enough (group, slice) tasks
+    to keep every thread busy."""
+    groups = (nq + group - 1) // group
     return int(max(1, min(default_parts(n, k), (4 * numba.get_num_threads() + groups - 1) // groups)))
 
 

@@ -1,15 +1,26 @@
 """Asymmetric distance computation over product-quantization codes.
 
 A query's score against a code is the sum of m lookups in its table ``lut[j, c_j]`` (plus the
-optional per-row bias). Work is split into (group of queries, slice of rows) tasks. 8-bit codes are one byte a sub-quantizer; 4-bit codes hold two, the even
-sub-quantizer in the low nibble (see codecs/pq.py).
+optional per-row bias). Work is split into (group of queries, slice of rows) tasks. 8-bit codes are
+one byte a sub-quantizer; 4-bit codes hold two, the even sub-quantizer in the low nibble (see
+codecs/pq.py).
+
+Two ways to scan: one query at a time (``scan_pq8``: m scalar lookups a row), and, for batches,
+``scan_pq8_grouped``: the tables of GROUP queries are interleaved as ``T[j, c, g]`` so that one
+vector load at ``T[j, c_j]`` fetches sub-quantizer j's entry for all of them; a row then costs m
+vector additions for GROUP queries instead of m x GROUP scalar lookups. Both add in four chains over
+j mod 4; numba's fastmath may regroup the scalar kernel's additions, so scores agree to float32
+rounding.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .topk import NJIT, merge_partial, partial_tops, reservoir_push
 
@@ -107,3 +118,109 @@ def scan_pq4(lut, codes, bias, k, nparts):
     256-entry table: one lookup per byte, scanned as 8-bit codes.
     """
     return scan_pq8(pair_tables(lut, codes.shape[1]), codes, bias, k, nparts)
+
+
+# Queries a grouped scan serves with one vector (16 floats: one AVX-512 register, two AVX2 ones;
+# LLVM splits the vector for narrower machines). Their interleaved tables take m x 16 KB.
+GROUP = 16
+
+_F32 = ir.FloatType()
+_VG = ir.VectorType(_F32, GROUP)
+
+
+def _data(context, builder, arrty, arr):
+    return cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
+
+
+@intrinsic
+def _group_row(typingctx, tables, codes, row_off, m, bias, thr, out):
+    """Scores of one row for GROUP queries: out[g] = sum_j tables[(j * 256 + c_j) * GROUP + g] + bias,
+    c_j = codes[row_off + j]; returns the mask (uint32) of g with out[g] >= thr[g].
+
+    Four accumulators take j = 0, 1, 2, 3 mod 4 in turn and are added as (a0 + a1) + (a2 + a3), the
+    order of ``_lookup_sum``; a NaN compares false (such tables never reach this kernel).
+    """
+    sig = types.uint32(tables, codes, row_off, m, bias, thr, out)
+
+    def codegen(context, builder, signature, args):
+        tables_a, codes_a, row_off_v, m_v, bias_v, thr_a, out_a = args
+        tp = _data(context, builder, signature.args[0], tables_a)
+        cp = builder.gep(_data(context, builder, signature.args[1], codes_a), [row_off_v])
+        thp = _data(context, builder, signature.args[5], thr_a)
+        op = _data(context, builder, signature.args[6], out_a)
+        intp = row_off_v.type
+        vptr = _VG.as_pointer()
+        zero = ir.Constant(_VG, [0.0] * GROUP)
+        acc = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+
+        def add_entry(j, a):
+            c = builder.zext(builder.load(builder.gep(cp, [j])), intp)
+            entry = builder.add(builder.mul(j, ir.Constant(intp, 256)), c)
+            ptr = builder.gep(tp, [builder.mul(entry, ir.Constant(intp, GROUP))])
+            v = builder.load(builder.bitcast(ptr, vptr), align=4)
+            builder.store(builder.fadd(builder.load(a), v), a)
+
+        quads = builder.sdiv(m_v, ir.Constant(intp, 4))
+        with cgutils.for_range(builder, quads) as loop:
+            j0 = builder.mul(loop.index, ir.Constant(intp, 4))
+            for r in range(4):
+                add_entry(builder.add(j0, ir.Constant(intp, r)), acc[r])
+        with cgutils.for_range(builder, builder.sub(m_v, builder.mul(quads, ir.Constant(intp, 4)))) as loop:
+            add_entry(builder.add(builder.mul(quads, ir.Constant(intp, 4)), loop.index), acc[0])
+        total = builder.fadd(builder.fadd(builder.load(acc[0]), builder.load(acc[1])),
+                             builder.fadd(builder.load(acc[2]), builder.load(acc[3])))
+        splat = zero
+        for g in range(GROUP):
+            splat = builder.insert_element(splat, bias_v, ir.Constant(ir.IntType(32), g))
+        total = builder.fadd(total, splat)
+        builder.store(total, builder.bitcast(op, vptr), align=4)
+        limit = builder.load(builder.bitcast(thp, vptr), align=4)
+        above = builder.fcmp_ordered(">=", total, limit)
+        return builder.zext(builder.bitcast(above, ir.IntType(GROUP)), ir.IntType(32))
+
+    return sig, codegen
+
+
+@nb.njit(parallel=True, **NJIT)
+def scan_pq8_grouped(lut, codes, bias, k, nparts):
+    """As :func:`scan_pq8` (its results; scores to float32 rounding), GROUP queries a vector. Tables
+    must be finite."""
+    nq = lut.shape[0]
+    n, width = codes.shape
+    use_bias = bias.shape[0] > 0
+    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
+    step = (n + nparts - 1) // nparts
+    ngroups = (nq + GROUP - 1) // GROUP
+    flat_codes = codes.reshape(-1)
+    for task in prange(ngroups * nparts):
+        p = task % nparts
+        q0 = (task // nparts) * GROUP
+        q1 = min(q0 + GROUP, nq)
+        tables = np.zeros(width * 256 * GROUP, dtype=np.float32)
+        for j in range(width):
+            for c in range(256):
+                for q in range(q0, q1):
+                    tables[(j * 256 + c) * GROUP + q - q0] = lut[q, j, c]
+        # rows must reach limit[g] to be offered: -inf while a reservoir is short, +inf for no query
+        limit = np.full(GROUP, np.inf, dtype=np.float32)
+        for q in range(q0, q1):
+            limit[q - q0] = part_thr[p, q] if part_sizes[p, q] >= k else -np.inf
+        scores = np.empty(GROUP, dtype=np.float32)
+        for row in range(p * step, min(p * step + step, n)):
+            b = bias[row] if use_bias else np.float32(0.0)
+            mask = _group_row(tables, flat_codes, row * width, width, b, limit, scores)
+            if mask == 0:
+                continue
+            for g in range(q1 - q0):
+                if (mask >> np.uint32(g)) & np.uint32(1):
+                    q = q0 + g
+                    size = part_sizes[p, q]
+                    thr = part_thr[p, q]
+                    acc = scores[g]
+                    if size < k or acc > thr:
+                        size, thr = reservoir_push(part_s[p, q], part_i[p, q], size, thr, k, acc, row)
+                        part_sizes[p, q] = size
+                        part_thr[p, q] = thr
+                        if size >= k:
+                            limit[g] = thr
+    return merge_partial(part_s, part_i, part_sizes, k)

@@ -1,0 +1,203 @@
+"""The SIMD PQ kernels (4-bit fast scan, grouped 8-bit scan) against the scalar kernels and numpy.
+
+They are speed paths, not approximations: the scores are the float ADC scores (to float32 rounding:
+the additions are grouped differently), so the rows are those of the float scan, and exactly those
+(ties to the lower row) when the tables hold small integers and every sum is exact.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vecstore.codecs.pq import pack_nibbles
+from vecstore.kernels import fastscan, pq
+from vecstore.search import pq_parts
+
+EMPTY = np.empty(0, dtype=np.float32)
+needs_simd = pytest.mark.skipif(fastscan.SIMD_BITS == 0, reason="no AVX2 on this machine: the fast scan is off")
+
+
+def assert_same_top_k(scores, rows, ref_scores_all, k):
+    """scores/rows are a top-k of ref_scores_all (nq, n) up to float32 rounding of near-ties."""
+    expect = -np.sort(-ref_scores_all, axis=1)[:, :k]
+    np.testing.assert_allclose(scores, expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(ref_scores_all, rows, axis=1), expect, rtol=1e-5, atol=1e-5)
+    assert all(len(set(r)) == len(r) for r in rows.tolist())
+
+
+def fast_scan(lut, packed, bias, k, parts):
+    blocked = fastscan.to_blocked(packed)
+    bias_max = fastscan.block_max(bias, packed.shape[0]) if bias.shape[0] else np.empty(0)
+    tables = fastscan.quantize_tables(lut, packed.shape[1])
+    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, k, parts)
+
+
+def test_blocked_layout_follows_the_documented_byte_order(rng):
+    """Byte (b * pairs + i) * 32 + t: sub-quantizer 2i of rows 32b + t (low) and 32b + 16 + t (high);
+    byte + 16: sub-quantizer 2i + 1; the width is padded to even pairs, the last block with zeros."""
+    n, m = 70, 7
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    blocked = fastscan.to_blocked(pack_nibbles(codes))
+    pairs = 4  # ceil(7 / 2) = 4 bytes a row, already even
+    full = np.zeros((96, 2 * pairs), dtype=np.uint8)
+    full[:n, :m] = codes
+    expect = np.zeros((3, pairs, 32), dtype=np.uint8)
+    for b in range(3):
+        rows = full[32 * b:32 * b + 32]
+        for i in range(pairs):
+            expect[b, i, :16] = rows[:16, 2 * i] | (rows[16:, 2 * i] << 4)
+            expect[b, i, 16:] = rows[:16, 2 * i + 1] | (rows[16:, 2 * i + 1] << 4)
+    np.testing.assert_array_equal(blocked, expect.reshape(-1))
+    assert fastscan.to_blocked(pack_nibbles(codes[:, :5])).size == 3 * 4 * 32  # 3 bytes -> 4 pairs
+
+
+def test_quantised_tables_bound_every_score(rng):
+    """|score - (base + S / scale)| <= m / (2 scale): the bound the scan's filter relies on."""
+    nq, m, n = 4, 9, 500
+    lut = (rng.standard_normal((nq, m, 16)) * rng.uniform(0.01, 100, (nq, m, 1))).astype(np.float32)
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    lut8, base, scale, _ = fastscan.quantize_tables(lut, (m + 1) // 2)
+    table8 = lut8.reshape(nq, -1, 2, 16).reshape(nq, -1, 16)[:, :m]
+    assert table8.max() == 255 or np.ptp(lut) == 0
+    for q in range(nq):
+        exact = lut[q][np.arange(m), codes].sum(axis=1, dtype=np.float64)
+        approx = base[q] + table8[q][np.arange(m), codes].sum(axis=1) / scale[q]
+        assert np.abs(exact - approx).max() <= m / (2 * scale[q]) + 1e-9
+
+
+@needs_simd
+@pytest.mark.parametrize("n, m, nq, k", [
+    (1000, 8, 3, 5), (1000, 7, 9, 5), (5000, 128, 20, 10), (3000, 300, 5, 10), (3000, 301, 3, 50),
+    (37, 6, 2, 40), (2000, 16, 2, 2000), (20000, 64, 1, 1280)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fast_scan_equals_the_float_scan(rng, n, m, nq, k, with_bias):
+    """Odd m, more than 256 sub-quantizers (several passes), a partial last block, k > n, k = n and
+    the k x oversample of a two-stage search."""
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = rng.standard_normal((nq, m, 16)).astype(np.float32)
+    bias = (-3 * rng.random(n)).astype(np.float32) if with_bias else EMPTY
+    kk = min(k, n)
+    parts = pq_parts(nq, n, kk, fastscan.QUERY_GROUP)
+    s_fast, r_fast = fast_scan(lut, packed, bias, kk, parts)
+    ref = sum(lut[:, j, codes[:, j]].astype(np.float64) for j in range(m)) + (bias if with_bias else 0)
+    assert_same_top_k(s_fast, r_fast, ref, kk)
+
+
+@needs_simd
+@pytest.mark.parametrize("k", [1, 10, 300])
+def test_fast_scan_keeps_the_lower_row_on_ties(k):
+    """Integer tables and repeated codes tie constantly: the results are a stable sort."""
+    rng = np.random.default_rng(k)
+    n, m, nq = 3000, 4, 3
+    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
+    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
+    scores = sum(lut[:, j, codes[:, j]] for j in range(m))
+    _, rows = fast_scan(lut, pack_nibbles(codes), EMPTY, k, 3)
+    np.testing.assert_array_equal(rows, np.argsort(-scores, axis=1, kind="stable")[:, :k])
+
+
+@needs_simd
+def test_fast_scan_with_flat_tables_and_tiny_ranges(rng):
+    """All-equal tables (no range to quantise) and tables whose spread is far below their magnitude
+    (float32 rounding larger than a quantisation step) still give the float scan's rows."""
+    n, m = 4000, 32
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    flat = np.full((1, m, 16), 0.5, dtype=np.float32)
+    _, rows = fast_scan(flat, packed, EMPTY, 10, 2)
+    np.testing.assert_array_equal(rows[0], np.arange(10))
+    narrow = (1000 + 1e-3 * rng.standard_normal((2, m, 16))).astype(np.float32)
+    s_fast, r_fast = fast_scan(narrow, packed, EMPTY, 10, 2)
+    ref = sum(narrow[:, j, codes[:, j]].astype(np.float64) for j in range(m))
+    np.testing.assert_allclose(np.take_along_axis(ref, r_fast, axis=1), -np.sort(-ref, axis=1)[:, :10],
+                               rtol=0, atol=32 * 1000 * 2 ** -23)  # m additions of float32 ~1000
+
+
+@pytest.mark.parametrize("n, m, nq, k", [(1000, 8, 4, 5), (1000, 7, 17, 5), (5000, 64, 40, 10),
+                                         (37, 6, 5, 40), (20000, 48, 33, 500)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_grouped_pq8_scan_equals_the_scalar_scan(rng, n, m, nq, k, with_bias):
+    codes = rng.integers(0, 256, (n, m)).astype(np.uint8)
+    lut = rng.standard_normal((nq, m, 256)).astype(np.float32)
+    bias = (-3 * rng.random(n)).astype(np.float32) if with_bias else EMPTY
+    kk = min(k, n)
+    s_grp, r_grp = pq.scan_pq8_grouped(lut, codes, bias, kk, pq_parts(nq, n, kk, pq.GROUP))
+    ref = sum(lut[:, j, codes[:, j]].astype(np.float64) for j in range(m)) + (bias if with_bias else 0)
+    assert_same_top_k(s_grp, r_grp, ref, kk)
+
+
+@pytest.mark.parametrize("k", [1, 10, 300])
+def test_grouped_pq8_scan_keeps_the_lower_row_on_ties(k):
+    rng = np.random.default_rng(k)
+    n, m, nq = 3000, 3, 21
+    codes = rng.integers(0, 4, (n, m)).astype(np.uint8)
+    lut = rng.integers(-2, 3, (nq, m, 256)).astype(np.float32)
+    scores = sum(lut[:, j, codes[:, j]] for j in range(m))
+    _, rows = pq.scan_pq8_grouped(lut, codes, EMPTY, k, 3)
+    np.testing.assert_array_equal(rows, np.argsort(-scores, axis=1, kind="stable")[:, :k])
+
+
+def test_fast_kernels_are_cached_on_disk():
+    for kernel in (fastscan.scan_pq4_fast, fastscan.to_blocked, fastscan.quantize_tables, fastscan.block_max,
+                   pq.scan_pq8_grouped):
+        assert type(kernel._cache).__name__ == "FunctionCache" and kernel.targetoptions.get("nogil"), kernel
+
+
+@pytest.mark.skipif(fastscan.SIMD_BITS != 512, reason="the AVX2 path is the default here")
+def test_avx2_fast_scan_in_a_process_compiling_for_avx2():
+    """On an AVX-512 machine the AVX2 kernel is otherwise never run: compile for Haswell + AVX2 in a
+    child (its own cache entries) and compare with the float scan there."""
+    script = """
+import numpy as np
+from vecstore.codecs.pq import pack_nibbles
+from vecstore.kernels import fastscan, pq
+assert fastscan.SIMD_BITS == 256, fastscan.SIMD_BITS
+rng = np.random.default_rng(5)
+for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
+    raw = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    codes = pack_nibbles(raw)
+    lut = rng.standard_normal((5, m, 16)).astype(np.float32)
+    bias = (-rng.random(n)).astype(np.float32) if bias_on else np.empty(0, np.float32)
+    bmax = fastscan.block_max(bias, n) if bias_on else np.empty(0)
+    got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut, codes.shape[1]), fastscan.to_blocked(codes),
+                                 codes, bias, bmax, 20, 3)[1]
+    ref = sum(lut[:, j, raw[:, j]].astype(np.float64) for j in range(m)) + (bias if bias_on else 0)
+    expect = -np.sort(-ref, axis=1)[:, :20]
+    assert np.allclose(np.take_along_axis(ref, got, axis=1), expect, rtol=1e-5, atol=1e-5), (n, m)
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx2")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_store_search_gives_the_same_results_on_every_pq_path(tmp_path, monkeypatch):
+    """Through the public API: a 4-bit tier with and without the fast scan, an 8-bit tier in batches
+    (grouped) and one query at a time; l2, so the per-row norms take part."""
+    import vecstore
+    from vecstore import tier as tier_module
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    path = str(tmp_path / "p.vs")
+    vecstore.build(path, x, metric="l2", progress=False).close()
+    vecstore.compress(path, "pq16x4", progress=False).close()
+    vecstore.compress(path, "pq8", progress=False).close()
+    xq = rng.standard_normal((20, 32)).astype(np.float32)
+    with vecstore.open(path) as store:
+        fast = store.search(xq, 10, tier="pq16x4")
+        assert store.tier("pq16x4").memory()["fastscan_bytes"] == (fastscan.SIMD_BITS > 0) * (94 * 8 * 32 + 94 * 8)
+        monkeypatch.setattr(tier_module, "FAST_SCAN", False)
+        slow = store.search(xq, 10, tier="pq16x4")
+        grouped = store.search(xq, 10, tier="pq8")
+        single = [store.search(q, 10, tier="pq8") for q in xq]
+    np.testing.assert_array_equal(fast.ids, slow.ids)
+    np.testing.assert_allclose(fast.distances, slow.distances, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(grouped.ids, np.vstack([s.ids for s in single]))
+    np.testing.assert_allclose(grouped.distances, np.vstack([s.distances for s in single]), rtol=1e-5, atol=1e-4)
