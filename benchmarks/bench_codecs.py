@@ -126,7 +126,8 @@ def main(argv=None) -> None:
 
     print("# vecstore codec tiers vs their FAISS twins", flush=True)
     print(f"machine : {metrics.describe_machine(machine)}")
-    print(f"threads : {threads} (numba, FAISS OpenMP, BLAS)   OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+    print(f"threads : {threads} (numba, FAISS OpenMP, BLAS)   OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}"
+          f"   OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}")
     print(f"workload: {workload}")
     print(f"settings: k={k}; batch={nq} queries a call, median of {args.repeats} after 1 warm-up; single-query "
           f"p50 over {min(args.single, nq)} calls after 5 warm-up; vecstore and FAISS alternate; "
@@ -274,7 +275,8 @@ def markdown_report(result: dict, table: str, metrics) -> str:
         f"`{result['command']}` ({result['finished']}, {result['total_s']:.0f} s)",
         "",
         f"Machine: {metrics.describe_machine(result['machine'])}. Threads: {result['threads']} for numba, "
-        f"FAISS and BLAS. Workload: {ds.get('generator') or ds.get('source')}; metric {ds['metric']}; "
+        f"FAISS and BLAS; OMP_WAIT_POLICY={result['machine']['env'].get('OMP_WAIT_POLICY', 'unset')} (idle OpenMP "
+        f"threads do not spin into the other library's next call). Workload: {ds.get('generator') or ds.get('source')}; metric {ds['metric']}; "
         f"ground truth {ds.get('groundtruth')}.",
         "",
         f"Batch: {result['batch_size']} queries a call, k = {result['k']}, median of {result['repeats']} runs "
