@@ -130,6 +130,9 @@ def test_grouped_pq8_scan_equals_the_scalar_scan(rng, n, m, nq, k, with_bias):
     s_grp, r_grp = pq.scan_pq8_grouped(lut, codes, bias, kk, pq_parts(nq, n, kk, pq.GROUP))
     ref = sum(lut[:, j, codes[:, j]].astype(np.float64) for j in range(m)) + (bias if with_bias else 0)
     assert_same_top_k(s_grp, r_grp, ref, kk)
+    s_one, r_one = pq.scan_pq8(lut, codes, bias, kk, pq_parts(nq, n, kk, pq.QUERY_GROUP))
+    np.testing.assert_array_equal(r_grp, r_one)  # the same additions in the same order: bit-identical
+    np.testing.assert_array_equal(s_grp, s_one)
 
 
 @pytest.mark.parametrize("k", [1, 10, 300])
