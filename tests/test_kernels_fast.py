@@ -19,7 +19,7 @@ from vecstore.kernels import fastscan, pq
 from vecstore.search import pq_parts
 
 EMPTY = np.empty(0, dtype=np.float32)
-needs_simd = pytest.mark.skipif(fastscan.SIMD_BITS == 0, reason="no AVX2 on this machine: the fast scan is off")
+needs_simd = pytest.mark.skipif(not fastscan.LAYOUT, reason="no AVX2 on this machine: the fast scan is off")
 
 
 def assert_same_top_k(scores, rows, ref_scores_all, k):
@@ -31,39 +31,42 @@ def assert_same_top_k(scores, rows, ref_scores_all, k):
 
 
 def fast_scan(lut, packed, bias, k, parts):
-    blocked = fastscan.to_blocked(packed)
+    blocked = fastscan.to_blocked(packed, lut.shape[1])
     bias_max = fastscan.block_max(bias, packed.shape[0]) if bias.shape[0] else np.empty(0)
-    tables = fastscan.quantize_tables(lut, packed.shape[1])
+    tables = fastscan.quantize_tables(lut)
     return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, k, parts)
 
 
 def test_blocked_layout_follows_the_documented_byte_order(rng):
-    """Byte (b * pairs + i) * 32 + t: sub-quantizer 2i of rows 32b + t (low) and 32b + 16 + t (high);
-    byte + 16: sub-quantizer 2i + 1; the width is padded to even pairs, the last block with zeros."""
-    n, m = 70, 7
+    """Sub-quantizer j of block b: HALF bytes at (b * msq + j) * HALF, byte t holding row
+    b * BLOCK + t (low nibble) and row b * BLOCK + HALF + t (high); m padded to even, rows to whole
+    blocks, both with zero codes."""
+    block, half = fastscan.BLOCK, fastscan.HALF
+    n, m = 2 * block + 5, 7
     codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
-    blocked = fastscan.to_blocked(pack_nibbles(codes))
-    pairs = 4  # ceil(7 / 2) = 4 bytes a row, already even
-    full = np.zeros((96, 2 * pairs), dtype=np.uint8)
+    blocked = fastscan.to_blocked(pack_nibbles(codes), m)
+    nblocks, msq = 3, 8
+    full = np.zeros((nblocks * block, msq), dtype=np.uint8)
     full[:n, :m] = codes
-    expect = np.zeros((3, pairs, 32), dtype=np.uint8)
-    for b in range(3):
-        rows = full[32 * b:32 * b + 32]
-        for i in range(pairs):
-            expect[b, i, :16] = rows[:16, 2 * i] | (rows[16:, 2 * i] << 4)
-            expect[b, i, 16:] = rows[:16, 2 * i + 1] | (rows[16:, 2 * i + 1] << 4)
+    expect = np.zeros((nblocks, msq, half), dtype=np.uint8)
+    for b in range(nblocks):
+        rows = full[block * b:block * (b + 1)]
+        for j in range(msq):
+            expect[b, j] = rows[:half, j] | (rows[half:, j] << 4)
     np.testing.assert_array_equal(blocked, expect.reshape(-1))
-    assert fastscan.to_blocked(pack_nibbles(codes[:, :5])).size == 3 * 4 * 32  # 3 bytes -> 4 pairs
 
 
-def test_quantised_tables_bound_every_score(rng):
-    """|score - (base + S / scale)| <= m / (2 scale): the bound the scan's filter relies on."""
+def test_quantised_tables_repeat_each_table_and_bound_every_score(rng):
+    """Table j: its 16 levels (0..LEVELS) repeated over HALF bytes at j * HALF; and
+    |score - (base + S / scale)| <= m / (2 scale), the bound the scan's filter relies on."""
     nq, m, n = 4, 9, 500
     lut = (rng.standard_normal((nq, m, 16)) * rng.uniform(0.01, 100, (nq, m, 1))).astype(np.float32)
     codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
-    lut8, base, scale, _ = fastscan.quantize_tables(lut, (m + 1) // 2)
-    table8 = lut8.reshape(nq, -1, 2, 16).reshape(nq, -1, 16)[:, :m]
-    assert table8.max() == 255 or np.ptp(lut) == 0
+    lut8, base, scale, _ = fastscan.quantize_tables(lut)
+    tables = lut8.reshape(nq, m + 1, fastscan.HALF // 16, 16)
+    assert (tables == tables[:, :, :1]).all() and not tables[:, m].any()
+    table8 = tables[:, :m, 0]
+    assert table8.max() == fastscan.LEVELS and (table8.min(axis=2) == 0).all()
     for q in range(nq):
         exact = lut[q][np.arange(m), codes].sum(axis=1, dtype=np.float64)
         approx = base[q] + table8[q][np.arange(m), codes].sum(axis=1) / scale[q]
@@ -152,15 +155,15 @@ def test_fast_kernels_are_cached_on_disk():
         assert type(kernel._cache).__name__ == "FunctionCache" and kernel.targetoptions.get("nogil"), kernel
 
 
-@pytest.mark.skipif(fastscan.SIMD_BITS != 512, reason="the AVX2 path is the default here")
+@pytest.mark.skipif(fastscan.LAYOUT != "vbmi", reason="the AVX2 path is the default here")
 def test_avx2_fast_scan_in_a_process_compiling_for_avx2():
-    """On an AVX-512 machine the AVX2 kernel is otherwise never run: compile for Haswell + AVX2 in a
-    child (its own cache entries) and compare with the float scan there."""
+    """On an AVX-512 VBMI machine the AVX2 kernel is otherwise never run: compile for Haswell + AVX2
+    in a child (its own cache entries) and compare with numpy there."""
     script = """
 import numpy as np
 from vecstore.codecs.pq import pack_nibbles
-from vecstore.kernels import fastscan, pq
-assert fastscan.SIMD_BITS == 256, fastscan.SIMD_BITS
+from vecstore.kernels import fastscan
+assert fastscan.LAYOUT == "avx2" and fastscan.BLOCK == 32, fastscan.LAYOUT
 rng = np.random.default_rng(5)
 for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
     raw = rng.integers(0, 16, (n, m)).astype(np.uint8)
@@ -168,7 +171,7 @@ for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
     lut = rng.standard_normal((5, m, 16)).astype(np.float32)
     bias = (-rng.random(n)).astype(np.float32) if bias_on else np.empty(0, np.float32)
     bmax = fastscan.block_max(bias, n) if bias_on else np.empty(0)
-    got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut, codes.shape[1]), fastscan.to_blocked(codes),
+    got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut), fastscan.to_blocked(codes, m),
                                  codes, bias, bmax, 20, 3)[1]
     ref = sum(lut[:, j, raw[:, j]].astype(np.float64) for j in range(m)) + (bias if bias_on else 0)
     expect = -np.sort(-ref, axis=1)[:, :20]
@@ -195,7 +198,9 @@ def test_store_search_gives_the_same_results_on_every_pq_path(tmp_path, monkeypa
     xq = rng.standard_normal((20, 32)).astype(np.float32)
     with vecstore.open(path) as store:
         fast = store.search(xq, 10, tier="pq16x4")
-        assert store.tier("pq16x4").memory()["fastscan_bytes"] == (fastscan.SIMD_BITS > 0) * (94 * 8 * 32 + 94 * 8)
+        nblocks = -(-3000 // fastscan.BLOCK)
+        expect = nblocks * 16 * fastscan.HALF + nblocks * 8 if fastscan.LAYOUT else 0
+        assert store.tier("pq16x4").memory()["fastscan_bytes"] == expect
         monkeypatch.setattr(tier_module, "FAST_SCAN", False)
         slow = store.search(xq, 10, tier="pq16x4")
         grouped = store.search(xq, 10, tier="pq8")

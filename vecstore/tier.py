@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 
+import numba
 import numpy as np
 
 from . import _format as fmt
@@ -168,16 +169,17 @@ class Tier:
     def _scan_fast(self, lut: np.ndarray, bias: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """4-bit PQ through quantised tables in SIMD registers; the same results as the float scan."""
         blocked, bias_max = self._fast_layout(bias)
-        lut8, base, scale, margin = fastscan.quantize_tables(lut, self.codes.shape[1])
+        lut8, base, scale, margin = fastscan.quantize_tables(lut)
         nq = lut.shape[0]
         with threads_for(nq * self.count * self.codes.shape[1] // fastscan.SPEEDUP):
+            parts = min(pq_parts(nq, self.count, k, fastscan.QUERY_GROUP), numba.get_num_threads())
             return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, self.codes, bias, bias_max, k,
-                                          pq_parts(nq, self.count, k, fastscan.QUERY_GROUP))
+                                          parts)
 
     def _fast_layout(self, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._blocked_lock:
             if self._blocked is None:
-                blocked = fastscan.to_blocked(np.asarray(self.codes))
+                blocked = fastscan.to_blocked(np.asarray(self.codes), self.codec.terminal.m)
                 bias_max = fastscan.block_max(bias, self.count) if bias.shape[0] else np.empty(0)
                 self._blocked = (blocked, bias_max)
             return self._blocked
@@ -189,9 +191,9 @@ class Tier:
 GROUPED_MIN_QUERIES = 4
 GROUPED_SPEEDUP = 4
 
-# Whether this machine runs the 4-bit fast scan (AVX2 or AVX-512); otherwise 4-bit codes are scanned
+# Whether this machine runs the 4-bit fast scan (AVX-512 VBMI or AVX2); otherwise 4-bit codes are scanned
 # through fused 256-entry tables (kernels/pq.py), with the same results.
-FAST_SCAN = fastscan.SIMD_BITS > 0
+FAST_SCAN = bool(fastscan.LAYOUT)
 
 
 def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, count: int,

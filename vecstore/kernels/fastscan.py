@@ -1,20 +1,29 @@
 """4-bit PQ scans with the lookup tables in SIMD registers (FAISS's "fast scan", André et al. 2015).
 
-A 4-bit sub-quantizer's table has 16 entries: quantised to uint8 it fills half a 256-bit register,
-and one ``vpshufb`` looks up 32 codes at once. Numba has no such instruction, so ``_block_sums`` emits
-it through LLVM (an ``@intrinsic``); the rest is ordinary numba.
+A 4-bit sub-quantizer's table has 16 entries: quantised to bytes it fits in a register, and one
+byte shuffle looks up a register's worth of codes at once. Numba has no such instruction, so
+``_block_sums`` emits it through LLVM (an ``@intrinsic``); the rest is ordinary numba. Two variants,
+chosen by the CPU numba compiles for (:func:`simd_layout`):
 
-Layout (built in RAM from the stored codes, see :func:`to_blocked`): rows go in blocks of 32 (the
-last padded with zero codes); for block b and sub-quantizer pair i (2i, 2i+1) 32 bytes sit at
-``(b * width + i) * 32``: byte t < 16 holds sub-quantizer 2i of rows t (low nibble) and t + 16 (high
-nibble), byte 16 + t the same for sub-quantizer 2i + 1. A query's quantised tables sit the same way:
-``lut8[i * 32 + c]`` = table 2i at code c, ``lut8[i * 32 + 16 + c]`` = table 2i + 1 at code c.
+- ``vbmi`` (AVX-512 VBMI: Ice Lake, Sapphire Rapids, Zen 4 ...): ``vpermb`` looks up 64 bytes in a
+  64-byte table and ignores the top two bits of each index, so the low nibble needs no masking when
+  the 16-entry table is repeated four times. Blocks of 128 rows; tables quantised to 0..127 so that
+  two sub-quantizers' bytes can be added before they are widened.
+- ``avx2``: ``vpshufb`` on 256-bit registers, each 16-byte lane holding one sub-quantizer's table.
+  Blocks of 32 rows; tables quantised to 0..255.
+
+Layout (built in RAM from the stored codes, :func:`to_blocked`): rows in blocks of BLOCK (the last
+padded with zero codes), sub-quantizers padded to an even count ``msq`` with zero codes. With
+HALF = BLOCK / 2, sub-quantizer j of block b takes HALF bytes at ``(b * msq + j) * HALF``: byte t
+holds its code for row ``b * BLOCK + t`` (low nibble) and row ``b * BLOCK + HALF + t`` (high
+nibble). A query's table j takes HALF bytes at ``j * HALF``: its 16 quantised entries, repeated
+HALF / 16 times (once for avx2, whose lanes are 16 bytes).
 
 Quantisation: table j is shifted by its minimum and all tables are scaled by one factor so that
-the widest spans 0..255; a row's integer sum S then satisfies
+the widest spans 0..LEVELS; a row's integer sum S then satisfies
 ``|score - (base + S / scale)| <= m / (2 scale)``. The scan keeps exact float scores: a row is scored
 exactly (from the stored codes and the float tables) only when that bound says it could beat the
-k-th best so far, so results equal the plain float scan's.
+k-th best so far, so results are the float scan's.
 """
 
 from __future__ import annotations
@@ -24,27 +33,14 @@ import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from .topk import NJIT, merge_partial, partial_tops, reservoir_push
 
-BLOCK = 32
-# Pairs summed in one pass: two lanes of at most 128 uint8 entries each stay below 2**16.
-PAIRS_PER_PASS = 128
-# Queries scanned together: their tables (2 KB each at m = 128) stay in L1 while a slice of
-# blocks (SLICE_BLOCKS x 32 rows) stays in L2 for all of them.
-QUERY_GROUP = 8
-SLICE_BLOCKS = 64
-# Rows this scan covers in the time the float scan (kernels/pq.py) covers one; used to decide
-# whether a scan is worth the threads (measured: 100,000 rows x 64 bytes, 0.41 ms against 3.5).
-SPEEDUP = 8
 
-_I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
-
-
-def simd_bits() -> int:
-    """Register width the fast scan uses: 512 (AVX-512BW), 256 (AVX2) or 0 (neither: 4-bit codes are
-    then scanned by kernels/pq.py).
+def simd_layout() -> str:
+    """"vbmi", "avx2" or "" (neither: 4-bit codes are then scanned by kernels/pq.py).
 
     Decided by the CPU numba compiles for, which also keys numba's on-disk cache: the host's features,
     or those NUMBA_CPU_NAME / NUMBA_CPU_FEATURES name (e.g. ``NUMBA_CPU_NAME=haswell
@@ -57,124 +53,180 @@ def simd_bits() -> int:
         found = {name for name, on in llvm.get_host_cpu_features().items() if on}
     else:
         found = {f[1:] for f in (config.CPU_FEATURES or "").split(",") if f.startswith("+")}
-    if "avx512bw" in found:
-        return 512
-    return 256 if "avx2" in found else 0
+    if {"avx512bw", "avx512vbmi"} <= found:
+        return "vbmi"
+    return "avx2" if "avx2" in found else ""
 
 
-SIMD_BITS = simd_bits()
+LAYOUT = simd_layout()
+BLOCK = 128 if LAYOUT == "vbmi" else 32
+HALF = BLOCK // 2
+# The mask word of a block's rows when every row is a candidate.
+ALL_ROWS = (1 << min(BLOCK, 64)) - 1
+LEVELS = 127 if LAYOUT == "vbmi" else 255
+# Sub-quantizers summed in one pass: a row's sum stays below 2**16 (256 x 255).
+SQ_PER_PASS = 256
+# Queries scanned together: their tables (m x HALF bytes) stay in L1 while a slice of blocks stays
+# in L2 for all of them.
+QUERY_GROUP = 8
+SLICE_ROWS = 2048
+# Work units (rows x code bytes) a scan must reach per work unit of the float scan's threshold
+# (search.SERIAL_WORK) before it takes every thread: one query over 100,000 rows x 48 bytes took
+# 0.25-0.30 ms on one thread, 0.18-0.24 on two (and one slice of rows per thread: more slices were
+# slower, 0.22-0.30 with 8).
+SPEEDUP = 2
+
+_I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 
 
 def _data(context, builder, arrty, arr):
     return cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
 
 
-def _make_block_sums(bits: int):
-    """The block kernel for registers of ``bits`` (256: one pair a step, 512: two pairs a step)."""
-    lanes = bits // 128                    # 16-byte lanes, one sub-quantizer's table each
-    vbytes = ir.VectorType(_I8, bits // 8)
-    vwords = ir.VectorType(_I16, bits // 16)
-    shuffle_name = "llvm.x86.avx2.pshuf.b" if bits == 256 else "llvm.x86.avx512.pshuf.b.512"
-
-    @intrinsic
-    def block_sums(typingctx, codes, code_off, lut, lut_off, npairs, cut, out):
-        """Integer scores of one block's 32 rows over ``npairs`` pairs (a multiple of 2): stored to
-        out[0:32] (uint16); returns the bit mask (uint32, bit t = row t) of rows scoring above ``cut``.
-
-        Each step: low nibbles -> rows 0..15, high nibbles -> rows 16..31, one ``vpshufb`` each;
-        lane l gathers the sub-quantizer at position l of the step. Byte results are summed as
-        uint16 words (byte 2e + 256 * byte 2e + 1) plus, separately, their high bytes, from which the
-        even bytes' sums follow; the lanes are added at the end and compared on the vectors, so a
-        block with no candidate costs one test.
-        """
-        sig = types.uint32(codes, code_off, lut, lut_off, npairs, cut, out)
-
-        def codegen(context, builder, signature, args):
-            codes_a, code_off_v, lut_a, lut_off_v, n, cut_v, out_a = args
-            cp = builder.gep(_data(context, builder, signature.args[0], codes_a), [code_off_v])
-            lp = builder.gep(_data(context, builder, signature.args[2], lut_a), [lut_off_v])
-            op = _data(context, builder, signature.args[6], out_a)
-            shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vbytes, [vbytes, vbytes]),
-                                                     shuffle_name)
-            zero = ir.Constant(vwords, [0] * (bits // 16))
-            acc = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
-            nibble = ir.Constant(vbytes, [15] * (bits // 8))
-            four = ir.Constant(vwords, [4] * (bits // 16))
-            eight = ir.Constant(vwords, [8] * (bits // 16))
-            steps = builder.sdiv(n, ir.Constant(n.type, lanes // 2))
-            with cgutils.for_range(builder, steps) as loop:
-                off = builder.mul(loop.index, ir.Constant(loop.index.type, bits // 8))
-                c = builder.load(builder.bitcast(builder.gep(cp, [off]), vbytes.as_pointer()), align=1)
-                table = builder.load(builder.bitcast(builder.gep(lp, [off]), vbytes.as_pointer()), align=1)
-                low = builder.and_(c, nibble)
-                high = builder.and_(builder.bitcast(builder.lshr(builder.bitcast(c, vwords), four), vbytes), nibble)
-                for looked, (words, odd) in ((builder.call(shuffle, [table, low]), acc[0:2]),
-                                             (builder.call(shuffle, [table, high]), acc[2:4])):
-                    w = builder.bitcast(looked, vwords)
-                    builder.store(builder.add(builder.load(words), w), words)
-                    builder.store(builder.add(builder.load(odd), builder.lshr(w, eight)), odd)
-            v8 = ir.VectorType(_I32, 8)
-            interleave = ir.Constant(ir.VectorType(_I32, 16), [x for e in range(8) for x in (e, 8 + e)])
-            splat = builder.load(cgutils.alloca_once_value(builder, ir.Constant(ir.VectorType(_I16, 16), [0] * 16)))
-            for lane in range(16):
-                splat = builder.insert_element(splat, cut_v, ir.Constant(_I32, lane))
-
-            def lane_sum(v):
-                total = builder.shuffle_vector(v, v, ir.Constant(v8, list(range(8))))
-                for lane in range(1, lanes):
-                    part = builder.shuffle_vector(v, v, ir.Constant(v8, list(range(8 * lane, 8 * lane + 8))))
-                    total = builder.add(total, part)
-                return total
-
-            mask = ir.Constant(_I32, 0)
-            for half, (words, odd) in enumerate((acc[0:2], acc[2:4])):
-                o = builder.load(odd)
-                even = builder.sub(builder.load(words), builder.shl(o, eight))
-                rows = builder.shuffle_vector(lane_sum(even), lane_sum(o), interleave)
-                dest = builder.gep(op, [ir.Constant(_I32, 16 * half)])
-                builder.store(rows, builder.bitcast(dest, rows.type.as_pointer()), align=1)
-                above = builder.zext(builder.bitcast(builder.icmp_unsigned(">", rows, splat), _I16), _I32)
-                mask = builder.or_(mask, builder.shl(above, ir.Constant(_I32, 16 * half)))
-            return mask
-
-        return sig, codegen
-
-    return block_sums
+def _vector_consts(vbytes, vwords):
+    return (ir.Constant(vbytes, [15] * vbytes.count), ir.Constant(vwords, [4] * vwords.count),
+            ir.Constant(vwords, [8] * vwords.count))
 
 
-_block_sums = _make_block_sums(SIMD_BITS or 256)
+def _accumulate(builder, looked, words, odd, vwords, eight):
+    """Add a vector of bytes into uint16 sums: ``words`` += each byte pair as one word (low + 256 x
+    high), ``odd`` += the high bytes; the low bytes' sums are ``words - (odd << 8)``."""
+    w = builder.bitcast(looked, vwords)
+    builder.store(builder.add(builder.load(words), w), words)
+    builder.store(builder.add(builder.load(odd), builder.lshr(w, eight)), odd)
+
+
+def _even_odd(builder, words, odd, eight):
+    o = builder.load(odd)
+    return builder.sub(builder.load(words), builder.shl(o, eight)), o
+
+
+def _splat16(builder, value, count):
+    vec = builder.load(cgutils.alloca_once_value(builder, ir.Constant(ir.VectorType(_I16, count), [0] * count)))
+    for lane in range(count):
+        vec = builder.insert_element(vec, value, ir.Constant(_I32, lane))
+    return vec
+
+
+def _codegen_vbmi(builder, cp, lp, n, cut, op, mp):
+    """Steps of two sub-quantizers x 128 rows: per sub-quantizer one 64-byte load of codes, ``vpermb``
+    of the low nibbles and of the word-shifted high nibbles; the two sub-quantizers' bytes (<= 127
+    each) are added before widening."""
+    vb, vw = ir.VectorType(_I8, 64), ir.VectorType(_I16, 32)
+    perm = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vb, [vb, vb]),
+                                          "llvm.x86.avx512.permvar.qi.512")
+    _, four, eight = _vector_consts(vb, vw)
+    acc = [cgutils.alloca_once_value(builder, ir.Constant(vw, [0] * 32)) for _ in range(4)]
+    intp = n.type
+    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(intp, 2))) as loop:
+        low = high = None
+        for r in range(2):
+            off = builder.mul(builder.add(builder.mul(loop.index, ir.Constant(intp, 2)), ir.Constant(intp, r)),
+                              ir.Constant(intp, 64))
+            c = builder.load(builder.bitcast(builder.gep(cp, [off]), vb.as_pointer()), align=1)
+            table = builder.load(builder.bitcast(builder.gep(lp, [off]), vb.as_pointer()), align=1)
+            lo = builder.call(perm, [table, c])
+            hi = builder.call(perm, [table, builder.bitcast(builder.lshr(builder.bitcast(c, vw), four), vb)])
+            low = lo if low is None else builder.add(low, lo)
+            high = hi if high is None else builder.add(high, hi)
+        _accumulate(builder, low, acc[0], acc[1], vw, eight)
+        _accumulate(builder, high, acc[2], acc[3], vw, eight)
+    interleave = ir.Constant(ir.VectorType(_I32, 64), [x for e in range(32) for x in (e, 32 + e)])
+    limit = _splat16(builder, cut, 64)
+    any_mask = ir.Constant(_I64, 0)
+    for half, (words, odd) in enumerate((acc[0:2], acc[2:4])):
+        even, o = _even_odd(builder, words, odd, eight)
+        rows = builder.shuffle_vector(even, o, interleave)
+        builder.store(rows, builder.bitcast(builder.gep(op, [ir.Constant(_I32, 64 * half)]), rows.type.as_pointer()),
+                      align=1)
+        mask = builder.bitcast(builder.icmp_unsigned(">", rows, limit), _I64)
+        builder.store(mask, builder.gep(mp, [ir.Constant(_I32, half)]))
+        any_mask = builder.or_(any_mask, mask)
+    return any_mask
+
+
+def _codegen_avx2(builder, cp, lp, n, cut, op, mp):
+    """Steps of two sub-quantizers x 32 rows: one 32-byte load (lane 0 one sub-quantizer, lane 1 the
+    next), ``vpshufb`` of the low and of the high nibbles; the lanes are added at the end."""
+    vb, vw = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16)
+    shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vb, [vb, vb]), "llvm.x86.avx2.pshuf.b")
+    nibble, four, eight = _vector_consts(vb, vw)
+    acc = [cgutils.alloca_once_value(builder, ir.Constant(vw, [0] * 16)) for _ in range(4)]
+    intp = n.type
+    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(intp, 2))) as loop:
+        off = builder.mul(loop.index, ir.Constant(intp, 32))
+        c = builder.load(builder.bitcast(builder.gep(cp, [off]), vb.as_pointer()), align=1)
+        table = builder.load(builder.bitcast(builder.gep(lp, [off]), vb.as_pointer()), align=1)
+        low = builder.and_(c, nibble)
+        high = builder.and_(builder.bitcast(builder.lshr(builder.bitcast(c, vw), four), vb), nibble)
+        _accumulate(builder, builder.call(shuffle, [table, low]), acc[0], acc[1], vw, eight)
+        _accumulate(builder, builder.call(shuffle, [table, high]), acc[2], acc[3], vw, eight)
+    v8 = ir.VectorType(_I32, 8)
+    lane0, lane1 = ir.Constant(v8, list(range(8))), ir.Constant(v8, list(range(8, 16)))
+    interleave = ir.Constant(ir.VectorType(_I32, 16), [x for e in range(8) for x in (e, 8 + e)])
+    limit = _splat16(builder, cut, 16)
+    mask = ir.Constant(_I64, 0)
+    for half, (words, odd) in enumerate((acc[0:2], acc[2:4])):
+        even, o = _even_odd(builder, words, odd, eight)
+        even_rows = builder.add(builder.shuffle_vector(even, even, lane0), builder.shuffle_vector(even, even, lane1))
+        odd_rows = builder.add(builder.shuffle_vector(o, o, lane0), builder.shuffle_vector(o, o, lane1))
+        rows = builder.shuffle_vector(even_rows, odd_rows, interleave)
+        builder.store(rows, builder.bitcast(builder.gep(op, [ir.Constant(_I32, 16 * half)]), rows.type.as_pointer()),
+                      align=1)
+        above = builder.zext(builder.bitcast(builder.icmp_unsigned(">", rows, limit), _I16), _I64)
+        mask = builder.or_(mask, builder.shl(above, ir.Constant(_I64, 16 * half)))
+    builder.store(mask, mp)
+    return mask
+
+
+@intrinsic
+def _block_sums(typingctx, codes, code_off, lut, lut_off, nsq, cut, out, masks):
+    """Integer scores of one block's BLOCK rows over ``nsq`` (even) sub-quantizers: stored to
+    out[0:BLOCK] (uint16, row order); bit t of masks[t // 64] (uint64) set where row t scores above
+    ``cut`` (uint16). Returns the masks OR-ed together, so a block with no candidate costs one test."""
+    sig = types.uint64(codes, code_off, lut, lut_off, nsq, cut, out, masks)
+
+    def codegen(context, builder, signature, args):
+        codes_a, code_off_v, lut_a, lut_off_v, n, cut_v, out_a, masks_a = args
+        cp = builder.gep(_data(context, builder, signature.args[0], codes_a), [code_off_v])
+        lp = builder.gep(_data(context, builder, signature.args[2], lut_a), [lut_off_v])
+        op = _data(context, builder, signature.args[6], out_a)
+        mp = _data(context, builder, signature.args[7], masks_a)
+        emit = _codegen_vbmi if LAYOUT == "vbmi" else _codegen_avx2
+        return emit(builder, cp, lp, n, cut_v, op, mp)
+
+    return sig, codegen
 
 
 @nb.njit(inline="always", **NJIT)
-def padded_pairs(width):
-    """Pairs a block holds: the stored width rounded up to even (a 512-bit step takes two; the zero
-    pad adds nothing)."""
-    return width + (width & 1)
+def padded_subquantizers(m):
+    """Sub-quantizers a block holds: m rounded up to even (a step takes two; zero codes pad)."""
+    return m + (m & 1)
 
 
 @nb.njit(parallel=True, **NJIT)
-def to_blocked(packed):
-    """Stored 4-bit codes (n, width), two a byte (even sub-quantizer low) -> the blocked layout (flat uint8)."""
-    n, width = packed.shape
-    pw = padded_pairs(width)
+def to_blocked(packed, m):
+    """Stored 4-bit codes (n, ceil(m / 2)), two a byte (even sub-quantizer low) -> the blocked
+    layout (flat uint8, see the module docstring)."""
+    n = packed.shape[0]
+    msq = padded_subquantizers(m)
     nblocks = (n + BLOCK - 1) // BLOCK
-    out = np.zeros(nblocks * pw * BLOCK, dtype=np.uint8)
+    out = np.zeros(nblocks * msq * HALF, dtype=np.uint8)
     for b in prange(nblocks):
-        for t in range(16):
+        for t in range(HALF):
             r0 = b * BLOCK + t
-            r1 = r0 + 16
-            for i in range(width):
-                v0 = packed[r0, i] if r0 < n else np.uint8(0)
-                v1 = packed[r1, i] if r1 < n else np.uint8(0)
-                base = (b * pw + i) * BLOCK
-                out[base + t] = (v0 & 15) | ((v1 & 15) << 4)
-                out[base + 16 + t] = (v0 >> 4) | (v1 & 240)
+            r1 = r0 + HALF
+            for j in range(m):
+                shift = 4 * (j & 1)
+                lo = (packed[r0, j >> 1] >> shift) & 15 if r0 < n else 0
+                hi = (packed[r1, j >> 1] >> shift) & 15 if r1 < n else 0
+                out[(b * msq + j) * HALF + t] = lo | (hi << 4)
     return out
 
 
 @nb.njit(parallel=True, **NJIT)
 def block_max(bias, n):
-    """Largest bias of each block of 32 rows (NaN counts as +inf: such rows are always scored exactly)."""
+    """Largest bias of each block of rows (NaN counts as +inf: such rows are always scored exactly)."""
     nblocks = (n + BLOCK - 1) // BLOCK
     out = np.full(nblocks, -np.inf)
     for b in prange(nblocks):
@@ -187,14 +239,14 @@ def block_max(bias, n):
 
 
 @nb.njit(**NJIT)
-def quantize_tables(lut, width):
-    """Float tables (nq, m, 16) -> (uint8 tables (nq, pairs * 32), base (nq,), scale (nq,), margin (nq,)).
+def quantize_tables(lut):
+    """Float tables (nq, m, 16) -> (byte tables (nq, msq * HALF), base (nq,), scale (nq,), margin (nq,)).
 
     margin bounds, in score units, the float32 rounding of an exact score (m additions) so the
     filter never drops a row the exact scan would keep. Tables must be finite.
     """
     nq, m, _ = lut.shape
-    lut8 = np.zeros((nq, padded_pairs(width) * BLOCK), dtype=np.uint8)
+    lut8 = np.zeros((nq, padded_subquantizers(m) * HALF), dtype=np.uint8)
     base = np.zeros(nq)
     scale = np.ones(nq)
     margin = np.zeros(nq)
@@ -213,7 +265,7 @@ def quantize_tables(lut, width):
             base[q] += lo
             mass += big
             widest = max(widest, hi - lo)
-        sc = 255.0 / widest if widest > 0 else 1.0
+        sc = LEVELS / widest if widest > 0 else 1.0
         scale[q] = sc
         margin[q] = 1e-6 * m * mass
         for j in range(m):
@@ -221,8 +273,9 @@ def quantize_tables(lut, width):
             for c in range(16):
                 lo = min(lo, np.float64(lut[q, j, c]))
             for c in range(16):
-                level = min(255.0, np.floor((np.float64(lut[q, j, c]) - lo) * sc + 0.5))
-                lut8[q, (j // 2) * BLOCK + (j % 2) * 16 + c] = np.uint8(level)
+                level = np.uint8(min(LEVELS, np.floor((np.float64(lut[q, j, c]) - lo) * sc + 0.5)))
+                for r in range(0, HALF, 16):
+                    lut8[q, j * HALF + r + c] = level
     return lut8, base, scale, margin
 
 
@@ -239,11 +292,9 @@ def _exact(table, packed, row, width, m):
         b1 = packed[row, i + 1]
         a0 += table[2 * i, b0 & 15]
         a1 += table[2 * i + 2, b1 & 15]
+        a2 += table[2 * i + 1, b0 >> 4]
         if 2 * i + 3 < m:
-            a2 += table[2 * i + 1, b0 >> 4]
             a3 += table[2 * i + 3, b1 >> 4]
-        else:
-            a2 += table[2 * i + 1, b0 >> 4]
         i += 2
     if i < width:
         b0 = packed[row, i]
@@ -254,29 +305,38 @@ def _exact(table, packed, row, width, m):
 
 
 @nb.njit(inline="always", **NJIT)
-def _candidates(blocked, b, pw, lut8, lut_off, cut, sums, chunk):
-    """Integer scores of block b (pw pairs) into sums[0:32] and the mask of rows scoring above
-    ``cut`` (a float: below 0 every row is a candidate). Many pairs are summed pass by pass."""
-    if pw <= PAIRS_PER_PASS:
+def _candidates(blocked, b, msq, lut8, lut_off, cut, sums, chunk, masks):
+    """Integer scores of block b into sums[0:BLOCK] and the masks of rows scoring above ``cut`` (a
+    float: below 0 every row is a candidate); returns whether any row is one. Many sub-quantizers are
+    summed pass by pass."""
+    words = masks.shape[0]
+    if msq <= SQ_PER_PASS:
         if cut >= 65535.0:
-            return np.uint32(0)  # no row can score above: the block is skipped unread
-        mask = _block_sums(blocked, b * pw * BLOCK, lut8, lut_off, pw, np.uint16(max(cut, 0.0)), chunk)
-        if mask != 0 or cut < 0:
-            for t in range(BLOCK):
-                sums[t] = chunk[t]
-        return np.uint32(0xFFFFFFFF) if cut < 0 else mask
+            return False  # no row can score above: the block is skipped unread
+        found = _block_sums(blocked, b * msq * HALF, lut8, lut_off, msq, np.uint16(max(cut, 0.0)), chunk, masks)
+        if found == 0 and cut >= 0:
+            return False
+        for t in range(BLOCK):
+            sums[t] = chunk[t]
+        if cut < 0:
+            for w in range(words):
+                masks[w] = np.uint64(ALL_ROWS)
+        return True
     for t in range(BLOCK):
         sums[t] = 0
-    for i0 in range(0, pw, PAIRS_PER_PASS):
-        _block_sums(blocked, (b * pw + i0) * BLOCK, lut8, lut_off + i0 * BLOCK, min(PAIRS_PER_PASS, pw - i0),
-                    np.uint16(65535), chunk)
+    for j0 in range(0, msq, SQ_PER_PASS):
+        _block_sums(blocked, (b * msq + j0) * HALF, lut8, lut_off + j0 * HALF, min(SQ_PER_PASS, msq - j0),
+                    np.uint16(65535), chunk, masks)
         for t in range(BLOCK):
             sums[t] += chunk[t]
-    mask = np.uint32(0)
+    found = False
+    for w in range(words):
+        masks[w] = 0
     for t in range(BLOCK):
         if sums[t] > cut:
-            mask |= np.uint32(1) << np.uint32(t)
-    return mask
+            masks[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
+            found = True
+    return found
 
 
 @nb.njit(inline="always", **NJIT)
@@ -293,18 +353,19 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     """Best-first (scores, rows), (nq, k), of the float ADC scores, scanned through quantised tables.
 
     lut (nq, m, 16) float32 and its quantisation from :func:`quantize_tables`; blocked from
-    :func:`to_blocked`; packed the stored (n, width) codes for exact scores; bias (n,) or (0,) and
-    bias_max from :func:`block_max` (or (0,)).
+    :func:`to_blocked`; packed the stored (n, ceil(m / 2)) codes for exact scores; bias (n,) or (0,)
+    and bias_max from :func:`block_max` (or (0,)).
     """
     nq, m, _ = lut.shape
     n, width = packed.shape
-    pw = padded_pairs(width)
+    msq = padded_subquantizers(m)
     nblocks = (n + BLOCK - 1) // BLOCK
     use_bias = bias.shape[0] > 0
     slack = 0.5 * m + 1.0
     flat8 = lut8.reshape(-1)
     part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
     step = (nblocks + nparts - 1) // nparts
+    slice_blocks = max(1, SLICE_ROWS // BLOCK)
     ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
     for task in prange(ngroups * nparts):
         p = task % nparts
@@ -312,16 +373,17 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
         q1 = min(q0 + QUERY_GROUP, nq)
         sums = np.empty(BLOCK, dtype=np.int64)
         chunk = np.empty(BLOCK, dtype=np.uint16)
+        masks = np.zeros(max(1, BLOCK // 64), dtype=np.uint64)
         stop = min(p * step + step, nblocks)
-        for s0 in range(p * step, stop, SLICE_BLOCKS):
-            s1 = min(s0 + SLICE_BLOCKS, stop)
+        for s0 in range(p * step, stop, slice_blocks):
+            s1 = min(s0 + slice_blocks, stop)
             for q in range(q0, q1):
                 table = lut[q]
                 bs = part_s[p, q]
                 bi = part_i[p, q]
                 size = part_sizes[p, q]
                 thr = part_thr[p, q]
-                lut_off = q * pw * BLOCK
+                lut_off = q * msq * HALF
                 cut = -1.0
                 if size >= k:
                     cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
@@ -329,26 +391,27 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
                     block_cut = cut
                     if use_bias and size >= k:
                         block_cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, b, True)
-                    mask = _candidates(blocked, b, pw, flat8, lut_off, block_cut, sums, chunk)
-                    if mask == 0:
+                    if not _candidates(blocked, b, msq, flat8, lut_off, block_cut, sums, chunk, masks):
                         continue
-                    for t in range(BLOCK):
-                        row = b * BLOCK + t
-                        if row >= n:
-                            break
-                        if not (mask >> np.uint32(t)) & np.uint32(1):
-                            continue
-                        # the threshold may have risen since the block's mask was taken
-                        if size >= k and sums[t] <= _cut(thr, base[q], margin[q], scale[q], slack, bias_max, b,
-                                                         use_bias):
-                            continue
-                        acc = _exact(table, packed, row, width, m)
-                        if use_bias:
-                            acc += bias[row]
-                        if size < k or acc > thr:
-                            size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
-                            if size >= k:
-                                cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
+                    for w in range(masks.shape[0]):
+                        bits = masks[w]
+                        while bits != 0:
+                            t = w * 64 + trailing_zeros(bits)
+                            bits &= bits - np.uint64(1)
+                            row = b * BLOCK + t
+                            if row >= n:
+                                break
+                            # the threshold may have risen since the block's masks were taken
+                            if size >= k and sums[t] <= _cut(thr, base[q], margin[q], scale[q], slack, bias_max,
+                                                             b, use_bias):
+                                continue
+                            acc = _exact(table, packed, row, width, m)
+                            if use_bias:
+                                acc += bias[row]
+                            if size < k or acc > thr:
+                                size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
+                                if size >= k:
+                                    cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
                 part_sizes[p, q] = size
                 part_thr[p, q] = thr
     return merge_partial(part_s, part_i, part_sizes, k)
