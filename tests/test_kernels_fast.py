@@ -71,6 +71,8 @@ def test_quantised_tables_repeat_each_table_and_bound_every_score(rng):
         exact = lut[q][np.arange(m), codes].sum(axis=1, dtype=np.float64)
         approx = base[q] + table8[q][np.arange(m), codes].sum(axis=1) / scale[q]
         assert np.abs(exact - approx).max() <= m / (2 * scale[q]) + 1e-9
+    for serial, parallel in zip(fastscan.quantize_tables(lut), fastscan.quantize_tables_parallel(lut)):
+        np.testing.assert_array_equal(serial, parallel)
 
 
 @needs_simd
@@ -150,7 +152,8 @@ def test_grouped_pq8_scan_keeps_the_lower_row_on_ties(k):
 
 
 def test_fast_kernels_are_cached_on_disk():
-    for kernel in (fastscan.scan_pq4_fast, fastscan.to_blocked, fastscan.quantize_tables, fastscan.block_max,
+    for kernel in (fastscan.scan_pq4_fast, fastscan.to_blocked, fastscan.quantize_tables,
+                   fastscan.quantize_tables_parallel, fastscan.block_max,
                    pq.scan_pq8_grouped):
         assert type(kernel._cache).__name__ == "FunctionCache" and kernel.targetoptions.get("nogil"), kernel
 

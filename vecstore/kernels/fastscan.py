@@ -238,6 +238,42 @@ def block_max(bias, n):
     return out
 
 
+@nb.njit(inline="always", **NJIT)
+def _quantize_one(lut, q, lut8, base, scale, margin):
+    m = lut.shape[1]
+    widest = 0.0
+    mass = 0.0
+    for j in range(m):
+        lo = np.float64(lut[q, j, 0])
+        hi = lo
+        big = 0.0
+        for c in range(16):
+            v = np.float64(lut[q, j, c])
+            lo = min(lo, v)
+            hi = max(hi, v)
+            big = max(big, abs(v))
+        base[q] += lo
+        mass += big
+        widest = max(widest, hi - lo)
+    sc = LEVELS / widest if widest > 0 else 1.0
+    scale[q] = sc
+    margin[q] = 1e-6 * m * mass
+    for j in range(m):
+        lo = np.float64(lut[q, j, 0])
+        for c in range(16):
+            lo = min(lo, np.float64(lut[q, j, c]))
+        for c in range(16):
+            level = np.uint8(min(LEVELS, np.floor((np.float64(lut[q, j, c]) - lo) * sc + 0.5)))
+            for r in range(0, HALF, 16):
+                lut8[q, j * HALF + r + c] = level
+
+
+@nb.njit(inline="always", **NJIT)
+def _empty_tables(nq, m):
+    return (np.zeros((nq, padded_subquantizers(m) * HALF), dtype=np.uint8), np.zeros(nq), np.ones(nq),
+            np.zeros(nq))
+
+
 @nb.njit(**NJIT)
 def quantize_tables(lut):
     """Float tables (nq, m, 16) -> (byte tables (nq, msq * HALF), base (nq,), scale (nq,), margin (nq,)).
@@ -245,37 +281,19 @@ def quantize_tables(lut):
     margin bounds, in score units, the float32 rounding of an exact score (m additions) so the
     filter never drops a row the exact scan would keep. Tables must be finite.
     """
-    nq, m, _ = lut.shape
-    lut8 = np.zeros((nq, padded_subquantizers(m) * HALF), dtype=np.uint8)
-    base = np.zeros(nq)
-    scale = np.ones(nq)
-    margin = np.zeros(nq)
-    for q in range(nq):
-        widest = 0.0
-        mass = 0.0
-        for j in range(m):
-            lo = np.float64(lut[q, j, 0])
-            hi = lo
-            big = 0.0
-            for c in range(16):
-                v = np.float64(lut[q, j, c])
-                lo = min(lo, v)
-                hi = max(hi, v)
-                big = max(big, abs(v))
-            base[q] += lo
-            mass += big
-            widest = max(widest, hi - lo)
-        sc = LEVELS / widest if widest > 0 else 1.0
-        scale[q] = sc
-        margin[q] = 1e-6 * m * mass
-        for j in range(m):
-            lo = np.float64(lut[q, j, 0])
-            for c in range(16):
-                lo = min(lo, np.float64(lut[q, j, c]))
-            for c in range(16):
-                level = np.uint8(min(LEVELS, np.floor((np.float64(lut[q, j, c]) - lo) * sc + 0.5)))
-                for r in range(0, HALF, 16):
-                    lut8[q, j * HALF + r + c] = level
+    lut8, base, scale, margin = _empty_tables(lut.shape[0], lut.shape[1])
+    for q in range(lut.shape[0]):
+        _quantize_one(lut, q, lut8, base, scale, margin)
+    return lut8, base, scale, margin
+
+
+@nb.njit(parallel=True, **NJIT)
+def quantize_tables_parallel(lut):
+    """:func:`quantize_tables` on every thread, for batches (a parallel region costs tens of
+    microseconds to start, more than one query's tables take)."""
+    lut8, base, scale, margin = _empty_tables(lut.shape[0], lut.shape[1])
+    for q in prange(lut.shape[0]):
+        _quantize_one(lut, q, lut8, base, scale, margin)
     return lut8, base, scale, margin
 
 
