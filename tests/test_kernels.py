@@ -137,3 +137,23 @@ def test_reservoir_top_k_equals_a_stable_sort_with_many_ties_and_large_k(k, part
     pq_scores = lut[:, 0, codes[:, 0]] + lut[:, 1, codes[:, 1]]
     _, rows = pq.scan_pq8(lut, codes, np.empty(0, np.float32), kk, parts)
     np.testing.assert_array_equal(rows, np.argsort(-pq_scores, axis=1, kind="stable")[:, :kk])
+
+
+@pytest.mark.parametrize("nq", [1, 3, 7])
+def test_project_equals_numpy(rng, nq):
+    """The few-query projection (PCA's fold on numba's threads) is xq @ rows.T."""
+    xq = rng.standard_normal((nq, 300)).astype(np.float32)
+    rows = rng.standard_normal((37, 300)).astype(np.float32)
+    np.testing.assert_allclose(flat.project(xq, rows), xq @ rows.T, rtol=1e-4, atol=1e-4)
+
+
+def test_pca_fold_is_the_same_for_few_and_many_queries(rng):
+    from vecstore.codecs import pca as pca_module
+
+    pca = pca_module.PCA(64, 16).fit(rng.standard_normal((500, 64)).astype(np.float32))
+    xq = rng.standard_normal((pca_module.FEW_QUERIES + 5, 64)).astype(np.float32)
+    many, const_many = pca.fold_query(xq, np.zeros(xq.shape[0]))
+    for i in range(3):
+        one, const_one = pca.fold_query(xq[i:i + 1], np.zeros(1))
+        np.testing.assert_allclose(one[0], many[i], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(const_one[0], const_many[i], rtol=1e-5, atol=1e-6)

@@ -8,6 +8,11 @@ from ..errors import InvalidInputError
 from .abc import Codec
 
 
+# Below this many queries, the projection runs on numba's threads rather than BLAS's (see
+# kernels.flat.project); from it on a BLAS product is faster.
+FEW_QUERIES = 8
+
+
 class PCA(Codec):
     """Keep ``n_components`` principal directions.
 
@@ -70,4 +75,10 @@ class PCA(Codec):
 
     def fold_query(self, xq, const):
         self.check_fitted()
-        return (xq @ self.components_.T).astype(np.float32), const + xq @ self.mean_
+        if xq.shape[0] < FEW_QUERIES:
+            from ..kernels.flat import project
+
+            projected = project(np.ascontiguousarray(xq, dtype=np.float32), self.components_)
+        else:
+            projected = (xq @ self.components_.T).astype(np.float32)
+        return projected, const + xq @ self.mean_
