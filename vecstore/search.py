@@ -169,16 +169,6 @@ def finish(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int, metric
            xq: np.ndarray) -> SearchResult:
     """Turn kernel scores of queries ``xq`` and rows into distances and document ids, padded to k
     columns (l2 adds back each query's squared norm: score = |q|^2 - |q - x|^2)."""
-    nq, got = rows.shape
-    distances = np.empty((nq, k), dtype=np.float32)
-    out_ids = np.full((nq, k), -1, dtype=np.int64)
-    valid = rows >= 0
-    if metric == "l2":
-        dist = np.maximum((xq * xq).sum(axis=1)[:, None] - scores, 0.0)
-        distances[:, :got] = np.where(valid, dist, np.inf)
-        distances[:, got:] = np.inf
-    else:
-        distances[:, :got] = np.where(valid, scores, -np.inf)
-        distances[:, got:] = -np.inf
-    out_ids[:, :got] = np.where(valid, ids[np.where(valid, rows, 0)], -1)
-    return SearchResult(distances, out_ids)
+    l2 = metric == "l2"
+    qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+    return SearchResult(*topk.to_results(scores, rows, ids, k, l2, qnorms))

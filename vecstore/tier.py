@@ -173,7 +173,10 @@ class Tier:
         quantize = fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else fastscan.quantize_tables_parallel
         lut8, base, scale, margin = quantize(lut)
         with threads_for(nq * self.count * self.codes.shape[1] // fastscan.SPEEDUP):
-            parts = min(pq_parts(nq, self.count, k, fastscan.QUERY_GROUP), numba.get_num_threads())
+            # at most one slice of rows per thread (more were slower), enough (group, slice) tasks
+            threads = numba.get_num_threads()
+            groups = -(-nq // fastscan.QUERY_GROUP)
+            parts = max(1, min(threads, -(-4 * threads // groups), -(-self.count // fastscan.BLOCK)))
             return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, self.codes, bias, bias_max, k,
                                           parts)
 

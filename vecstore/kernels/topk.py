@@ -231,3 +231,28 @@ def empty_heaps(nq: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         np.full((nq, k), -1, dtype=np.int64),
         np.zeros(nq, dtype=np.int64),
     )
+
+
+@nb.njit(**NJIT)
+def to_results(scores, rows, ids, k, l2, qnorms):
+    """Best-first kernel (scores, rows), (nq, got <= k), -> (distances, ids), (nq, k): ids[row] or -1,
+    the score (ip, cosine) or max(|q|^2 - score, 0) (l2, qnorms = |q|^2), padding -inf / +inf.
+
+    One pass instead of a dozen small numpy operations: a single query's search paid more for those
+    than for a 4-bit scan of 100,000 rows's worth of them.
+    """
+    nq, got = rows.shape
+    fill = np.inf if l2 else -np.inf
+    distances = np.full((nq, k), fill, dtype=np.float32)
+    out_ids = np.full((nq, k), -1, dtype=np.int64)
+    for q in range(nq):
+        for j in range(got):
+            r = rows[q, j]
+            if r < 0:
+                continue
+            out_ids[q, j] = ids[r]
+            if l2:
+                distances[q, j] = max(qnorms[q] - scores[q, j], np.float32(0.0))
+            else:
+                distances[q, j] = scores[q, j]
+    return distances, out_ids
