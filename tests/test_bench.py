@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 
 import numpy as np
 import pytest
@@ -254,3 +255,20 @@ def test_timers():
     calls = []
     out = metrics.time_each_interleaved({"a": calls.append, "b": calls.append}, [1, 2, 3], warmup=1)
     assert len(out["a"].seconds) == 3 and calls == [1, 1, 1, 1, 2, 2, 3, 3]
+
+
+def test_fast_calls_get_more_rounds_within_the_budget_and_every_system_the_same():
+    from vecstore.bench import metrics
+
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    out = metrics.time_repeated_interleaved({"a": make("a"), "b": make("b")}, repeats=3, warmup=1,
+                                            budget_s=1.0, max_repeats=9)
+    assert len(out["a"].seconds) == len(out["b"].seconds) == 9 and calls == {"a": 10, "b": 10}
+    slow = metrics.time_repeated_interleaved({"a": lambda: time.sleep(0.05)}, repeats=2, warmup=1, budget_s=0.01)
+    assert len(slow["a"].seconds) == 2

@@ -135,11 +135,20 @@ def time_repeated(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1
 
 
 def time_repeated_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 3,
-                              warmup: int = 1) -> dict[str, Timing]:
-    """As :func:`time_repeated` for several systems, alternating them run by run."""
+                              warmup: int = 1, budget_s: float = 0.0, max_repeats: int = 15) -> dict[str, Timing]:
+    """As :func:`time_repeated` for several systems, alternating them run by run.
+
+    With ``budget_s``, fast calls are repeated more than ``repeats`` times (as many rounds as the
+    warm-up round's time fits in the budget, at most ``max_repeats``): a median of one or three
+    100-millisecond runs on a shared machine is mostly noise. Every system gets the same rounds.
+    """
+    start = time.perf_counter()
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    if budget_s and warmup:
+        per_round = (time.perf_counter() - start) / warmup
+        repeats = max(repeats, min(max_repeats, int(budget_s / max(per_round, 1e-9))))
     out = {name: Timing([], warmup) for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
