@@ -79,7 +79,7 @@ def parse_args(argv=None):
                     help="codec strings separated by spaces or ';' (default: the issue's list for the dim); "
                          "'raw' adds exact search against IndexFlat")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--single", type=int, default=100, help="single queries timed (default: %(default)s)")
+    ap.add_argument("--single", type=int, default=300, help="single queries timed (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed batch runs per system (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=None, help="threads for numba, FAISS and BLAS (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="training-sample and k-means seed")
