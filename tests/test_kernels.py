@@ -11,6 +11,11 @@ from vecstore.search import scan_dense
 EMPTY = np.empty(0, dtype=np.float32)
 
 
+def scan_pq4(lut, packed, bias, k, parts):
+    """4-bit codes as the fallback scans them (no fast scan): fused pair tables, the 8-bit kernel."""
+    return pq.scan_pq8(pq.pair_tables(lut, packed.shape[1]), packed, bias, k, parts)
+
+
 def stable_topk(scores, k):
     rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, rows, axis=1), rows
@@ -81,7 +86,7 @@ def test_pq_scan_matches_lookup_sum(rng, m, nbits, nq):
     for j in range(m):
         ref += lut[:, j, codes[:, j]]
     ref += bias
-    kernel = pq.scan_pq8 if nbits == 8 else pq.scan_pq4
+    kernel = pq.scan_pq8 if nbits == 8 else scan_pq4
     packed = codes if nbits == 8 else pack_nibbles(codes)
     scores, rows = kernel(lut, packed, bias, k, 3)
     ref_s, ref_i = stable_topk(ref, k)
@@ -91,7 +96,7 @@ def test_pq_scan_matches_lookup_sum(rng, m, nbits, nq):
 
 def test_kernels_cached_on_disk():
     """A second process must not recompile: every kernel is built with cache=True."""
-    for kernel in (flat.scan_f32, flat.scan_f16, flat.scan_i8, pq.scan_pq8, pq.scan_pq4,
+    for kernel in (flat.scan_f32, flat.scan_f16, flat.scan_i8, pq.scan_pq8, pq.pair_tables,
                    topk.push_block, topk.sort_heaps):
         assert kernel._cache is not None and kernel.targetoptions.get("nogil"), kernel
         assert type(kernel._cache).__name__ == "FunctionCache", kernel

@@ -146,7 +146,6 @@ class Tier:
             scores, rows = scan_dense(folded, codes, bias, k, layout)
         return self._add_const(scores, const), rows
 
-
     def _scan_pq(self, lut: np.ndarray, bias: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Choose the PQ kernel: the fast scan for 4-bit codes where the CPU has it, else 256-entry
         tables (4-bit codes through fused pair tables) scanned a query at a time, or GROUP queries a

@@ -102,7 +102,12 @@ def scan_pq8(lut, codes, bias, k, nparts):
 
 @nb.njit(parallel=True, **NJIT)
 def pair_tables(lut, width):
-    """(nq, m, 16) tables -> (nq, width, 256): pair[q, i, byte] = lut[q, 2i, low] + lut[q, 2i+1, high]."""
+    """(nq, m, 16) tables -> (nq, width, 256): pair[q, i, byte] = lut[q, 2i, low] + lut[q, 2i+1, high].
+
+    4-bit codes where the fast scan is off (kernels/fastscan.py): two neighbouring sub-quantizers
+    share a byte, so their tables are fused into one 256-entry table and the codes are scanned as
+    8-bit codes, one lookup a byte.
+    """
     nq, m, _ = lut.shape
     pair = np.zeros((nq, width, 256), dtype=np.float32)
     for q in prange(nq):
@@ -113,16 +118,6 @@ def pair_tables(lut, width):
                     v += lut[q, 2 * i + 1, b >> 4]
                 pair[q, i, b] = v
     return pair
-
-
-@nb.njit(**NJIT)
-def scan_pq4(lut, codes, bias, k, nparts):
-    """lut (nq, m, 16) float32, codes (n, ceil(m/2)) packed uint8 -> best-first (scores, rows).
-
-    Two neighbouring sub-quantizers share a byte, so their tables are fused per query into one
-    256-entry table: one lookup per byte, scanned as 8-bit codes.
-    """
-    return scan_pq8(pair_tables(lut, codes.shape[1]), codes, bias, k, nparts)
 
 
 # Queries a grouped scan serves with one vector (16 floats: one AVX-512 register, two AVX2 ones;
