@@ -7,20 +7,20 @@ chosen by the CPU numba compiles for (:func:`simd_layout`):
 
 - ``vbmi`` (AVX-512 VBMI: Ice Lake, Sapphire Rapids, Zen 4 ...): ``vpermb`` looks up 64 bytes in a
   64-byte table and ignores the top two bits of each index, so the low nibble needs no masking when
-  the 16-entry table is repeated four times. Blocks of 128 rows; tables quantised to 0..127 so that
-  two sub-quantizers' bytes can be added before they are widened.
+  the 16-entry table is repeated four times. Blocks of 128 rows.
 - ``avx2``: ``vpshufb`` on 256-bit registers, each 16-byte lane holding one sub-quantizer's table.
-  Blocks of 32 rows; tables quantised to 0..255.
+  Blocks of 32 rows.
 
 Layout (built in RAM from the stored codes, :func:`to_blocked`): rows in blocks of BLOCK (the last
-padded with zero codes), sub-quantizers padded to an even count ``msq`` with zero codes. With
+padded with zero codes), sub-quantizers padded with zero codes to a multiple of SQ_STEP (``msq``). With
 HALF = BLOCK / 2, sub-quantizer j of block b takes HALF bytes at ``(b * msq + j) * HALF``: byte t
 holds its code for row ``b * BLOCK + t`` (low nibble) and row ``b * BLOCK + HALF + t`` (high
 nibble). A query's table j takes HALF bytes at ``j * HALF``: its 16 quantised entries, repeated
 HALF / 16 times (once for avx2, whose lanes are 16 bytes).
 
 Quantisation: table j is shifted by its minimum and all tables are scaled by one factor so that
-the widest spans 0..LEVELS; a row's integer sum S then satisfies
+the widest spans 0..LEVELS (127: two sub-quantizers' bytes are added before they are widened to 16
+bits, which saves a third of the additions); a row's integer sum S then satisfies
 ``|score - (base + S / scale)| <= m / (2 scale)``. The scan keeps exact float scores: a row is scored
 exactly (from the stored codes and the float tables) only when that bound says it could beat the
 k-th best so far, so results are the float scan's.
@@ -63,8 +63,12 @@ BLOCK = 128 if LAYOUT == "vbmi" else 32
 HALF = BLOCK // 2
 # The mask word of a block's rows when every row is a candidate.
 ALL_ROWS = (1 << min(BLOCK, 64)) - 1
-LEVELS = 127 if LAYOUT == "vbmi" else 255
-# Sub-quantizers summed in one pass: a row's sum stays below 2**16 (256 x 255).
+# Table levels 0..127: two sub-quantizers' bytes can be added before they are widened.
+LEVELS = 127
+# Sub-quantizers one step of the block kernel takes (a block's count is padded to a multiple).
+SQ_STEP = 2 if LAYOUT == "vbmi" else 4
+# Sub-quantizers summed in one pass: a row's sum stays below 2**16 (256 x 127, and each lane's partial
+# sums below 2**16 too).
 SQ_PER_PASS = 256
 # Queries scanned together: their tables (m x HALF bytes) stay in L1 while a slice of blocks stays
 # in L2 for all of them.
@@ -146,21 +150,28 @@ def _codegen_vbmi(builder, cp, lp, n, cut, op, mp):
 
 
 def _codegen_avx2(builder, cp, lp, n, cut, op, mp):
-    """Steps of two sub-quantizers x 32 rows: one 32-byte load (lane 0 one sub-quantizer, lane 1 the
-    next), ``vpshufb`` of the low and of the high nibbles; the lanes are added at the end."""
+    """Steps of four sub-quantizers x 32 rows: two 32-byte loads (lane 0 one sub-quantizer, lane 1
+    the next), ``vpshufb`` of the low and of the high nibbles, the two loads' bytes (<= 127 each)
+    added before widening; the lanes are added at the end."""
     vb, vw = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16)
     shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vb, [vb, vb]), "llvm.x86.avx2.pshuf.b")
     nibble, four, eight = _vector_consts(vb, vw)
     acc = [cgutils.alloca_once_value(builder, ir.Constant(vw, [0] * 16)) for _ in range(4)]
     intp = n.type
-    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(intp, 2))) as loop:
-        off = builder.mul(loop.index, ir.Constant(intp, 32))
-        c = builder.load(builder.bitcast(builder.gep(cp, [off]), vb.as_pointer()), align=1)
-        table = builder.load(builder.bitcast(builder.gep(lp, [off]), vb.as_pointer()), align=1)
-        low = builder.and_(c, nibble)
-        high = builder.and_(builder.bitcast(builder.lshr(builder.bitcast(c, vw), four), vb), nibble)
-        _accumulate(builder, builder.call(shuffle, [table, low]), acc[0], acc[1], vw, eight)
-        _accumulate(builder, builder.call(shuffle, [table, high]), acc[2], acc[3], vw, eight)
+    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(intp, 4))) as loop:
+        low = high = None
+        for r in range(2):
+            off = builder.mul(builder.add(builder.mul(loop.index, ir.Constant(intp, 2)), ir.Constant(intp, r)),
+                              ir.Constant(intp, 32))
+            c = builder.load(builder.bitcast(builder.gep(cp, [off]), vb.as_pointer()), align=1)
+            table = builder.load(builder.bitcast(builder.gep(lp, [off]), vb.as_pointer()), align=1)
+            lo = builder.call(shuffle, [table, builder.and_(c, nibble)])
+            hi = builder.call(shuffle, [table, builder.and_(builder.bitcast(builder.lshr(builder.bitcast(c, vw), four),
+                                                                            vb), nibble)])
+            low = lo if low is None else builder.add(low, lo)
+            high = hi if high is None else builder.add(high, hi)
+        _accumulate(builder, low, acc[0], acc[1], vw, eight)
+        _accumulate(builder, high, acc[2], acc[3], vw, eight)
     v8 = ir.VectorType(_I32, 8)
     lane0, lane1 = ir.Constant(v8, list(range(8))), ir.Constant(v8, list(range(8, 16)))
     interleave = ir.Constant(ir.VectorType(_I32, 16), [x for e in range(8) for x in (e, 8 + e)])
@@ -181,7 +192,7 @@ def _codegen_avx2(builder, cp, lp, n, cut, op, mp):
 
 @intrinsic
 def _block_sums(typingctx, codes, code_off, lut, lut_off, nsq, cut, out, masks):
-    """Integer scores of one block's BLOCK rows over ``nsq`` (even) sub-quantizers: stored to
+    """Integer scores of one block's BLOCK rows over ``nsq`` (a multiple of SQ_STEP) sub-quantizers: stored to
     out[0:BLOCK] (uint16, row order); bit t of masks[t // 64] (uint64) set where row t scores above
     ``cut`` (uint16). Returns the masks OR-ed together, so a block with no candidate costs one test."""
     sig = types.uint64(codes, code_off, lut, lut_off, nsq, cut, out, masks)
@@ -200,8 +211,8 @@ def _block_sums(typingctx, codes, code_off, lut, lut_off, nsq, cut, out, masks):
 
 @nb.njit(inline="always", **NJIT)
 def padded_subquantizers(m):
-    """Sub-quantizers a block holds: m rounded up to even (a step takes two; zero codes pad)."""
-    return m + (m & 1)
+    """Sub-quantizers a block holds: m rounded up to a whole number of steps (zero codes pad)."""
+    return (m + SQ_STEP - 1) // SQ_STEP * SQ_STEP
 
 
 @nb.njit(parallel=True, **NJIT)
