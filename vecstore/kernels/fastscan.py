@@ -112,6 +112,29 @@ def _splat16(builder, value, count):
     return vec
 
 
+def _summed_steps(builder, cp, lp, n, vb, vw, sq_per_load, lookup):
+    """The block kernels' loop over ``n`` sub-quantizers: each step loads two registers of codes and
+    of tables (``sq_per_load`` sub-quantizers each), looks both up (``lookup(codes, table)`` -> bytes
+    of the low-nibble rows, bytes of the high-nibble rows), adds the two loads' bytes (<= 127 each)
+    and widens the sums into uint16 accumulators: [words, odd] of the low rows, then of the high."""
+    eight = ir.Constant(vw, [8] * vw.count)
+    acc = [cgutils.alloca_once_value(builder, ir.Constant(vw, [0] * vw.count)) for _ in range(4)]
+    intp = n.type
+    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(intp, 2 * sq_per_load))) as loop:
+        low = high = None
+        for r in range(2):
+            off = builder.mul(builder.add(builder.mul(loop.index, ir.Constant(intp, 2)), ir.Constant(intp, r)),
+                              ir.Constant(intp, vb.count))
+            c = builder.load(builder.bitcast(builder.gep(cp, [off]), vb.as_pointer()), align=1)
+            table = builder.load(builder.bitcast(builder.gep(lp, [off]), vb.as_pointer()), align=1)
+            lo, hi = lookup(c, table)
+            low = lo if low is None else builder.add(low, lo)
+            high = hi if high is None else builder.add(high, hi)
+        _accumulate(builder, low, acc[0], acc[1], vw, eight)
+        _accumulate(builder, high, acc[2], acc[3], vw, eight)
+    return acc
+
+
 def _codegen_vbmi(builder, cp, lp, n, cut, op, mp):
     """Steps of two sub-quantizers x 128 rows: per sub-quantizer one 64-byte load of codes, ``vpermb``
     of the low nibbles and of the word-shifted high nibbles; the two sub-quantizers' bytes (<= 127
@@ -120,21 +143,12 @@ def _codegen_vbmi(builder, cp, lp, n, cut, op, mp):
     perm = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vb, [vb, vb]),
                                           "llvm.x86.avx512.permvar.qi.512")
     _, four, eight = _vector_consts(vb, vw)
-    acc = [cgutils.alloca_once_value(builder, ir.Constant(vw, [0] * 32)) for _ in range(4)]
-    intp = n.type
-    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(intp, 2))) as loop:
-        low = high = None
-        for r in range(2):
-            off = builder.mul(builder.add(builder.mul(loop.index, ir.Constant(intp, 2)), ir.Constant(intp, r)),
-                              ir.Constant(intp, 64))
-            c = builder.load(builder.bitcast(builder.gep(cp, [off]), vb.as_pointer()), align=1)
-            table = builder.load(builder.bitcast(builder.gep(lp, [off]), vb.as_pointer()), align=1)
-            lo = builder.call(perm, [table, c])
-            hi = builder.call(perm, [table, builder.bitcast(builder.lshr(builder.bitcast(c, vw), four), vb)])
-            low = lo if low is None else builder.add(low, lo)
-            high = hi if high is None else builder.add(high, hi)
-        _accumulate(builder, low, acc[0], acc[1], vw, eight)
-        _accumulate(builder, high, acc[2], acc[3], vw, eight)
+
+    def lookup(c, table):
+        return (builder.call(perm, [table, c]),
+                builder.call(perm, [table, builder.bitcast(builder.lshr(builder.bitcast(c, vw), four), vb)]))
+
+    acc = _summed_steps(builder, cp, lp, n, vb, vw, 1, lookup)
     interleave = ir.Constant(ir.VectorType(_I32, 64), [x for e in range(32) for x in (e, 32 + e)])
     limit = _splat16(builder, cut, 64)
     any_mask = ir.Constant(_I64, 0)
@@ -156,22 +170,13 @@ def _codegen_avx2(builder, cp, lp, n, cut, op, mp):
     vb, vw = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16)
     shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vb, [vb, vb]), "llvm.x86.avx2.pshuf.b")
     nibble, four, eight = _vector_consts(vb, vw)
-    acc = [cgutils.alloca_once_value(builder, ir.Constant(vw, [0] * 16)) for _ in range(4)]
-    intp = n.type
-    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(intp, 4))) as loop:
-        low = high = None
-        for r in range(2):
-            off = builder.mul(builder.add(builder.mul(loop.index, ir.Constant(intp, 2)), ir.Constant(intp, r)),
-                              ir.Constant(intp, 32))
-            c = builder.load(builder.bitcast(builder.gep(cp, [off]), vb.as_pointer()), align=1)
-            table = builder.load(builder.bitcast(builder.gep(lp, [off]), vb.as_pointer()), align=1)
-            lo = builder.call(shuffle, [table, builder.and_(c, nibble)])
-            hi = builder.call(shuffle, [table, builder.and_(builder.bitcast(builder.lshr(builder.bitcast(c, vw), four),
-                                                                            vb), nibble)])
-            low = lo if low is None else builder.add(low, lo)
-            high = hi if high is None else builder.add(high, hi)
-        _accumulate(builder, low, acc[0], acc[1], vw, eight)
-        _accumulate(builder, high, acc[2], acc[3], vw, eight)
+
+    def lookup(c, table):
+        high = builder.bitcast(builder.lshr(builder.bitcast(c, vw), four), vb)
+        return (builder.call(shuffle, [table, builder.and_(c, nibble)]),
+                builder.call(shuffle, [table, builder.and_(high, nibble)]))
+
+    acc = _summed_steps(builder, cp, lp, n, vb, vw, 2, lookup)
     v8 = ir.VectorType(_I32, 8)
     lane0, lane1 = ir.Constant(v8, list(range(8))), ir.Constant(v8, list(range(8, 16)))
     interleave = ir.Constant(ir.VectorType(_I32, 16), [x for e in range(8) for x in (e, 8 + e)])
