@@ -103,8 +103,8 @@ def main(argv=None) -> None:
     threads, log, ds = script.start(args)
     import vecstore
     from vecstore.bench import metrics
-    from vecstore.checks import held_out_recall
-    from vecstore.deploy import swap
+    from vecstore.store.quality import held_out_recall
+    from vecstore.store.deploy import swap
 
     started = time.perf_counter()
     machine = metrics.machine()

@@ -52,7 +52,7 @@ TARGETS = (0.95, 0.99)
 
 PROBE = r"""
 import json, sys, time, numpy as np, vecstore
-from vecstore._store import process_memory
+from vecstore.store.file import process_memory
 path, tier, rescore, oversample, queries = sys.argv[1:6]
 xq = np.load(queries)
 before = process_memory()

@@ -154,7 +154,7 @@ def test_raw_tier_must_be_float32(tmp_path, rng):
 def test_write_failure_is_a_clear_error_and_keeps_the_old_store(tmp_path, rng, monkeypatch):
     import errno
 
-    from vecstore import _format as fmt
+    from vecstore.format import schema as fmt
 
     x = rng.standard_normal((20, 4)).astype(np.float32)
     make_store(tmp_path, x).close()

@@ -3,14 +3,14 @@
 >>> import vecstore
 >>> store = vecstore.build("docs.vs", vectors, metric="cosine")     # doctest: +SKIP
 >>> D, I = vecstore.open("docs.vs").search(queries, k=10)          # doctest: +SKIP
+
+This module is the public API; docs/architecture.md maps the packages behind it.
 """
 
-__version__ = "0.1.0"
-
 from . import _runtime  # noqa: F401  (numba threading layer: must precede the first kernel)
-from ._build import add_encoder, build, build_text, compress
-from ._store import Store, open
+from ._version import __version__
 from .codecs import get_codec
+from .codecs.params_json import dump_params, load_params
 from .errors import (
     ClosedStoreError,
     ClusterUnavailableError,
@@ -29,17 +29,33 @@ from .errors import (
     UnsupportedVersionError,
     VecstoreError,
 )
-from .search import SearchResult
+from .format.verify import verify
+from .plan import Plan
+from .query import SearchResult, ShardedSearchResult, TextSearchResult
+from .shards import ShardedStore, open_sharded, shard_build
+from .store import (
+    Store,
+    add_encoder,
+    append,
+    build,
+    build_text,
+    check_drift,
+    compact,
+    compress,
+    delete,
+    open,
+    self_check,
+    swap,
+)
+from .store.provenance import describe as describe_model
+from .store.provenance import load_model_params
 
 __all__ = [
-    "add_encoder", "ClosedStoreError", "FormatError", "IntegrityError", "InvalidDtypeError", "InvalidInputError",
-    "NotFittedError", "SearchResult", "Store", "StoreNotFoundError", "StoreWriteError", "UnknownCodecError",
-    "UnknownTierError", "UnsupportedVersionError", "VecstoreError", "__version__", "build", "build_text",
-    "compress", "get_codec", "open",
+    "ClosedStoreError", "ClusterUnavailableError", "FormatError", "IntegrityError", "InvalidDtypeError",
+    "InvalidInputError", "ModelMismatchError", "NotFittedError", "Plan", "ReadOnlyStoreError", "SearchResult",
+    "ShardUnavailableError", "ShardedSearchResult", "ShardedStore", "Store", "StoreNotFoundError",
+    "StoreWriteError", "TextSearchResult", "UnknownCodecError", "UnknownTierError", "UnsupportedVersionError",
+    "VecstoreError", "__version__", "add_encoder", "append", "build", "build_text", "check_drift", "compact",
+    "compress", "delete", "describe_model", "dump_params", "get_codec", "load_model_params", "load_params",
+    "open", "open_sharded", "self_check", "shard_build", "swap", "verify",
 ]
-
-from .verify import verify  # noqa: E402
-from .shards import ShardedSearchResult, ShardedStore, open_sharded, shard_build  # noqa: E402
-
-__all__ += ["ClusterUnavailableError", "ModelMismatchError", "ReadOnlyStoreError", "ShardUnavailableError",
-            "ShardedSearchResult", "ShardedStore", "open_sharded", "shard_build", "verify"]

@@ -1,4 +1,5 @@
-"""Readers for vectors and keys: numpy arrays, .npy, .fvecs, HDF5 datasets, ann-benchmarks files.
+"""Readers for vectors, keys and metadata (numpy arrays, .npy, .fvecs, HDF5 datasets, ann-benchmarks
+files), and :func:`prepare_rows`, the one validation every vector passes before a kernel sees it.
 
 Every reader streams rows in chunks through :meth:`VectorSource.chunks`, so building a store from a
 1.6 GB ``.npy`` holds one chunk in memory at a time. Files are read with plain ``readinto`` rather
@@ -7,6 +8,7 @@ than mapped, so pages of the input do not accumulate in the process's resident s
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ._format import open_h5_readonly
+from .format.schema import open_h5_readonly
 from .errors import FormatError, InvalidDtypeError, InvalidInputError, StoreNotFoundError
 
 CHUNK_BYTES = 32 << 20
@@ -29,6 +31,11 @@ def check_numeric_dtype(dtype: np.dtype, where: str) -> None:
         )
 
 
+# Vectors and queries must keep |x|^2 below this, so that no score (2 q.x - |x|^2 at worst) can
+# overflow float32 inside a kernel.
+MAX_SQNORM = float(np.finfo(np.float32).max) / 4
+
+
 def check_finite(rows: np.ndarray, first_row: int, where: str) -> None:
     """Name the first row holding NaN or Inf."""
     bad = ~np.isfinite(rows).all(axis=1)
@@ -37,6 +44,29 @@ def check_finite(rows: np.ndarray, first_row: int, where: str) -> None:
         raise InvalidInputError(
             f"{where}: row {row} contains NaN or Inf; clean or drop that row and try again"
         )
+
+
+def prepare_rows(rows: np.ndarray, metric: str, first_row: int, where: str) -> np.ndarray:
+    """The one check every vector passes before a kernel sees it (stored rows and queries alike):
+    finite, unit-normalised for cosine (norms in float64, so huge rows stay finite), and for ip/l2
+    small enough that no score can overflow float32. Returns C-contiguous float32 rows; errors
+    name the first offending row counted from ``first_row``."""
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+    check_finite(rows, first_row, where)
+    sq = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    if metric == "cosine":
+        if (sq == 0).any():
+            row = first_row + int(np.argmax(sq == 0))
+            raise InvalidInputError(f"{where}: row {row} is all zeros; cosine similarity is undefined for it")
+        return (rows / np.sqrt(sq)[:, None]).astype(np.float32)
+    if (sq > MAX_SQNORM).any():
+        at = int(np.argmax(sq > MAX_SQNORM))
+        raise InvalidInputError(
+            f"{where}: row {first_row + at} has values so large that scores would overflow float32 "
+            f"(squared norm {sq[at]:.3g}); scale the vectors down"
+        )
+    return rows
 
 
 @dataclass
@@ -259,3 +289,47 @@ def as_ids(ids: Sequence[int] | np.ndarray | None, count: int) -> np.ndarray:
             dup = int(uniq[np.argmax(counts > 1)])
             raise InvalidInputError(f"id {dup} appears more than once; ids must be unique")
     return arr
+
+
+def prepared_chunks(source: VectorSource, metric: str):
+    """A chunk generator factory (what the store writer reads): ``source``'s rows in chunks, each
+    passed through :func:`prepare_rows` as it streams past."""
+
+    def chunks():
+        for start, rows in source.chunks():
+            yield start, prepare_rows(rows, metric, start, source.description)
+
+    return chunks
+
+
+def read_metadata(metadata, count: int) -> list[str] | None:
+    """Per-document metadata as canonical JSON texts (sorted keys, "" for none), from ``count``
+    dicts (or None) or a JSON-lines file."""
+    if metadata is None:
+        return None
+    if isinstance(metadata, (str, os.PathLike)):
+        path = os.fspath(metadata)
+        if not os.path.exists(path):
+            raise StoreNotFoundError(f"metadata file {path!r} does not exist")
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        items = []
+        for i, line in enumerate(lines):
+            try:
+                items.append(json.loads(line) if line.strip() else None)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}: line {i + 1} is not JSON ({exc.msg})") from None
+    else:
+        items = list(metadata)
+    if len(items) != count:
+        raise InvalidInputError(f"{len(items)} metadata entries for {count} vectors: give one per vector")
+    texts = []
+    for i, item in enumerate(items):
+        if item is not None and not isinstance(item, dict):
+            raise InvalidInputError(f"metadata entry {i} must be a JSON object (dict) or None")
+        try:
+            texts.append("" if item is None else json.dumps(item, ensure_ascii=False, sort_keys=True,
+                                                               allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"metadata entry {i} is not JSON-serialisable ({exc})") from None
+    return texts

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codecs.registry import parse_codec_string
+from ..codecs import parse_codec_string
 from ..errors import InvalidInputError, UnknownCodecError
 from . import faiss_twins
 

@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from ..codecs.registry import parse_codec_string
+from ..codecs import parse_codec_string
 
 _NO_TRAIN = ("Flat", "SQfp16")
 

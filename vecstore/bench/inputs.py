@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .. import _format as fmt
+from ..format import schema as fmt
 from ..errors import FormatError, InvalidInputError, StoreNotFoundError
 from ..ingest import VectorSource, open_vectors, split_h5_path
 from . import datasets

@@ -45,10 +45,13 @@ class Codec:
         return {"id": self.codec_id, **self.hyperparameters()}
 
     @classmethod
-    def from_config(cls, config: dict) -> Codec:
-        cfg = dict(config)
-        cfg.pop("id", None)
-        return cls(**cfg)
+    def from_config(cls, config: dict, dim: int | None = None) -> Codec:
+        """The unfitted codec of ``config`` (its "id" and hyperparameters) for inputs of width ``dim``."""
+        cfg = {k: v for k, v in config.items() if k != "id"}
+        try:
+            return cls(dim=dim, **cfg)
+        except TypeError as exc:
+            raise FormatError(f"codec {cls.codec_id!r}: bad config {cfg} ({exc})") from None
 
     def __eq__(self, other) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()

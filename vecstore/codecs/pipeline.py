@@ -6,13 +6,15 @@ import numpy as np
 
 from ..errors import FormatError, InvalidInputError
 from .abc import Codec
+from .strings import codec_string
 
 
 class Pipeline(Codec):
     """Stages applied in order on encode, in reverse on decode.
 
-    The config is ``{"id": "pipeline", "dim": D, "stages": [stage configs]}``; learned arrays are
-    named ``"<stage index>.<array>"`` (e.g. ``"0.components"``, ``"1.codebooks"``).
+    The config is ``{"id": "pipeline", "dim": D, "stages": [stage configs]}`` (built back by
+    :func:`vecstore.codecs.registry.pipeline_from_config`); learned arrays are named
+    ``"<stage index>.<array>"`` (e.g. ``"0.components"``, ``"1.codebooks"``).
     """
 
     codec_id = "pipeline"
@@ -31,24 +33,6 @@ class Pipeline(Codec):
 
     def get_config(self) -> dict:
         return {"id": self.codec_id, "dim": self.dim, "stages": [s.get_config() for s in self.stages]}
-
-    @classmethod
-    def from_config(cls, config: dict) -> Pipeline:
-        from .registry import codec_from_config
-
-        if not isinstance(config, dict) or config.get("id") != cls.codec_id:
-            raise FormatError(f"codec config must be a pipeline object, got {str(config)[:80]!r}")
-        dim, stages = config.get("dim"), config.get("stages")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise FormatError(f"codec config: 'dim' must be a positive integer, got {dim!r}")
-        if not isinstance(stages, list) or not stages:
-            raise FormatError("codec config: 'stages' must be a non-empty list")
-        built, width = [], dim
-        for cfg in stages:
-            stage = codec_from_config(cfg, width)
-            built.append(stage)
-            width = stage.out_dim
-        return cls(built, dim)
 
     @property
     def terminal(self) -> Codec:
@@ -75,8 +59,6 @@ class Pipeline(Codec):
         return self.terminal.out_dim
 
     def __str__(self) -> str:
-        from .registry import codec_string
-
         return codec_string(self)
 
     # -- parameters -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ searched from a thread pool or by a Dask cluster and merged into one top-k (docs
 from .build import shard_build
 from ..errors import ClusterUnavailableError, ShardUnavailableError
 from .manifest import ShardEntry, ShardManifest, TierEntry, read_manifest
-from .search import ShardedSearchResult, ShardedStore, open_sharded
+from ..query import ShardedSearchResult
+from .search import ShardedStore, open_sharded
 
 __all__ = [
     "ClusterUnavailableError", "ShardEntry", "ShardManifest", "ShardUnavailableError", "ShardedSearchResult",

@@ -24,12 +24,15 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .. import _format as fmt
-from ..calibrate import TARGET_RECALL
 from ..codecs import codec_string, get_codec
-from .._build import _progress_default
 from ..errors import InvalidInputError, VecstoreError
-from ..ingest import VectorSource, check_finite, open_vectors, read_keys
+from ..format import schema as fmt
+from ..ingest import VectorSource, open_vectors, prepare_rows, read_keys
+from ..plan import default_plan
+from ..progress import progress_enabled
+from ..store.quality import TARGET_RECALL
+from .dask_backend import build_on_cluster
+from .worker import build_one, calibrate_shard
 from .manifest import (
     MANIFEST_NAME,
     MAX_SHARDS,
@@ -42,21 +45,7 @@ from .manifest import (
 
 DEFAULT_TRAIN_SIZE = 50_000
 # As vecstore.compress: only tiers of at most this many code bytes (in shard 0) are calibrated.
-CALIBRATE_MAX_BYTES = 256 << 20
-# Sampled rows closer than this are read in one request rather than one request each.
 SAMPLE_GAP_ROWS = 64
-
-
-def slice_source(source: VectorSource, start: int, stop: int) -> VectorSource:
-    """Rows ``start:stop`` of ``source`` as a source of their own (row numbers in its messages
-    count from ``start``, as the description ``input[start:stop]`` says)."""
-    parent = source.reader
-
-    def reader(a: int, b: int):
-        return parent(start + a, start + b)
-
-    return VectorSource(f"{source.description}[{start}:{stop}]", (stop - start, source.shape[1]),
-                        source.dtype, reader, source.metric_hint)
 
 
 def training_sample(source: VectorSource, size: int, seed: int, metric: str) -> np.ndarray:
@@ -77,69 +66,16 @@ def training_sample(source: VectorSource, size: int, seed: int, metric: str) -> 
                and rows[j] - rows[i] < span):
             j += 1
         lo, hi = int(rows[i]), int(rows[j - 1]) + 1
-        block = np.asarray(source.reader(lo, hi), dtype=np.float32)
-        picked = block[rows[i:j] - lo]
-        for r in range(picked.shape[0]):  # name the input row, not the sample row
-            check_finite(picked[r:r + 1], int(rows[i + r]), source.description)
-        out[i:j] = picked
+        block = prepare_rows(np.asarray(source.reader(lo, hi)), metric, lo, source.description)
+        out[i:j] = block[rows[i:j] - lo]
         i = j
-    if metric == "cosine":
-        sq = np.einsum("ij,ij->i", out, out, dtype=np.float64)
-        if (sq == 0).any():
-            row = int(rows[np.argmax(sq == 0)])
-            raise InvalidInputError(f"{source.description}: row {row} is all zeros; cosine needs non-zero vectors")
-        out = (out / np.sqrt(sq)[:, None]).astype(np.float32)
-    return out
-
-
-def build_one(vectors, start: int, stop: int, path: str, metric: str, keys: list[str] | None,
-              tiers: list[tuple[str, str, dict]], progress: bool = False) -> dict:
-    """Build one shard: rows ``start:stop`` of ``vectors`` (a path, re-opened here, or a source)
-    with ids ``start .. stop - 1``, then one tier per (name, codec string, learned arrays), encoded
-    with those arrays (no training, no calibration). Runs in a Dask worker or in this process."""
-    import vecstore
-
-    source = slice_source(open_vectors(vectors), start, stop)
-    vecstore.build(path, source, metric=metric, ids=np.arange(start, stop, dtype=np.int64), keys=keys,
-                   overwrite=True, progress=progress).close()
-    for name, codec, params in tiers:
-        vecstore.compress(path, codec, name=name, params=params, calibrate=False, progress=progress).close()
-    return {"file": os.path.basename(path), "count": stop - start, "bytes": os.path.getsize(path)}
-
-
-def calibrate_shard(path: str, names: list[str], seed: int, target: float) -> dict:
-    """The calibration record of each tier ``name`` measured on the shard at ``path`` (None for a
-    tier too large to calibrate, or one that the raw tier cannot rescore)."""
-    import vecstore
-    from ..calibrate import calibrate
-
-    out: dict = {}
-    with vecstore.open(path) as store:
-        raw = store.tier(fmt.RAW_TIER)
-        for name in names:
-            tier = store.tier(name)
-            try:
-                raw.check_rescores(tier)
-            except InvalidInputError:
-                out[name] = None
-                continue
-            if store.count < 2 or tier.codes.nbytes > CALIBRATE_MAX_BYTES:
-                out[name] = None
-                continue
-            out[name] = calibrate(tier, raw, raw, seed=seed, target=target)
     return out
 
 
 def _default_search(manifest: ShardManifest) -> dict | None:
-    """As Store.default_plan: the smallest tier whose calibration met its target, else None (exact)."""
-    extra = 4 if manifest.metric == "l2" else 0
-    ok = [t for t in manifest.tiers if t.calibration and t.calibration.get("meets_target")
-          and manifest.tier(t.calibration["rescore"]) is not None]
-    if not ok:
-        return None
-    best = min(ok, key=lambda t: (t.pipeline.code_size + extra, t.name))
-    return {"tier": best.name, "rescore": best.calibration["rescore"],
-            "oversample": float(best.calibration["oversample"])}
+    """The manifest's recorded default plan (vecstore.plan.default_plan over its tiers), None: exact."""
+    plan = default_plan({t.name: t for t in manifest.tiers})
+    return None if plan.rescore is None else plan._asdict()
 
 
 def _codec_list(codecs, dim: int) -> list[tuple[str, object]]:
@@ -231,7 +167,7 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
             old = read_manifest(manifest_path)
     os.makedirs(outdir, exist_ok=True)
     all_keys = read_keys(keys, n) if keys is not None else None
-    show = _progress_default(progress)
+    show = progress_enabled(progress)
 
     # train every codec once, on one sample of the whole input
     tiers = []
@@ -258,7 +194,6 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
             if calibrate and names:
                 calibrations = calibrate_shard(jobs[0][2], names, seed, target_recall)
         else:
-            from .dask_backend import build_on_cluster
 
             calibrations = build_on_cluster(client, os.fspath(vectors), jobs, metric, tiers,
                                             names if calibrate else [], seed, target_recall, show, timeout)

@@ -24,10 +24,9 @@ import uuid
 
 import numpy as np
 
-from ..errors import VecstoreError
-from ..errors import ClusterUnavailableError, ShardUnavailableError
+from ..errors import ClusterUnavailableError, ShardUnavailableError, VecstoreError
 from .manifest import ShardSpec
-from .search import CALLER_ERRORS, open_shard, search_store, shard_failure
+from .worker import CALLER_ERRORS, build_one, calibrate_shard, open_shard, search_store, shard_failure
 
 # Seconds between two looks at the cluster's workers (see DaskBackend._place).
 PLACEMENT_REFRESH_S = 2.0
@@ -308,7 +307,6 @@ def build_on_cluster(client, input_path: str, jobs: list, metric: str, tiers: li
     from distributed import as_completed
     from tqdm import tqdm
 
-    from .build import build_one, calibrate_shard
 
     client, owned = get_client(client, timeout)
     futures = []

@@ -18,10 +18,11 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .. import __version__
-from .. import _format as fmt
-from ..codecs import Pipeline, codec_string
-from ..digest import codec_digest, digest_arrays
+from .._version import __version__
+from ..codecs import Pipeline, codec_string, pipeline_from_config
+from ..format import schema as fmt
+from ..format.digest import codec_digest, digest_arrays
+from ..plan import rescore_refusal
 from ..errors import FormatError, StoreNotFoundError, UnsupportedVersionError
 
 MANIFEST_FORMAT = "vecstore-shards"
@@ -34,7 +35,6 @@ MAX_SHARDS = 100_000
 SHARD_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}$")
 DIGEST = re.compile(r"^[0-9a-f]{16}$")
 MAX_ID = (1 << 63) - 1
-RESCORE_LAYOUTS = ("f32", "f16", "i8")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,12 @@ class TierEntry:
     @property
     def pipeline(self) -> Pipeline:
         """An unfitted pipeline of this config (layout and code size, no learned arrays)."""
-        return Pipeline.from_config(self.config)
+        return pipeline_from_config(self.config)
+
+    # what vecstore.plan needs of a tier
+    codec_string = property(lambda self: self.codec)
+    layout = property(lambda self: self.pipeline.layout)
+    code_size = property(lambda self: self.pipeline.code_size)
 
 
 @dataclass(frozen=True)
@@ -185,18 +190,6 @@ def _check_calibration(record, where: str) -> dict | None:
     return record
 
 
-def check_rescores(fine: TierEntry, coarse: TierEntry) -> str | None:
-    """Why ``fine`` cannot rescore candidates of ``coarse`` (None: it can). Mirrors Tier.check_rescores."""
-    f, c = fine.pipeline, coarse.pipeline
-    if f.layout not in RESCORE_LAYOUTS:
-        return (f"tier {fine.name!r} ({fine.codec}) cannot rescore: choose a float32, float16 or int8 "
-                "tier (e.g. raw)")
-    if f.code_size <= c.code_size:
-        return (f"rescore tier {fine.name!r} ({f.code_size} B/vector) is not finer than the scanned tier "
-                f"{coarse.name!r} ({c.code_size} B/vector): rescore from a larger tier, e.g. raw")
-    return None
-
-
 def parse_manifest(text: bytes | str, path: str) -> ShardManifest:
     """Validate manifest JSON ``text`` (read from ``path``) and return it parsed."""
     where = path
@@ -230,7 +223,7 @@ def parse_manifest(text: bytes | str, path: str) -> ShardManifest:
         if not isinstance(t.get("digest"), str) or not DIGEST.match(t["digest"]):
             raise _damaged(tw, "'digest' must be 16 lowercase hex digits")
         try:
-            pipeline = Pipeline.from_config(t.get("config"))
+            pipeline = pipeline_from_config(t.get("config"))
         except FormatError as exc:
             raise _damaged(tw, f"invalid codec config ({exc})") from None
         except Exception as exc:  # an allow-listed codec rejecting its values raises its own error
@@ -300,7 +293,7 @@ def _check_default_search(plan, manifest: ShardManifest, where: str) -> dict | N
     fine = manifest.tier(rescore) if isinstance(rescore, str) else None
     if fine is None:
         raise _damaged(dw, f"rescore names no tier of the manifest ({rescore!r})")
-    why = check_rescores(fine, coarse)
+    why = rescore_refusal(fine, coarse)
     if why:
         raise _damaged(dw, why)
     if (isinstance(oversample, bool) or not isinstance(oversample, (int, float)) or not math.isfinite(oversample)

@@ -4,7 +4,7 @@
 manifest: in this process (searched from a thread pool; the numba kernels release the GIL) or, with
 a Dask client, on the workers, which keep their shards open between queries (see dask_backend).
 Each shard runs the ordinary :meth:`vecstore.Store.search` with the same plan, two-stage included,
-and :func:`vecstore.merge.merge_results` merges the per-shard (nq, k) results.
+and :func:`vecstore.query.merge_results` merges the per-shard (nq, k) results.
 
 Exact and single-tier plans return what one store of the same documents returns (same ids, scores
 to float32 rounding). A two-stage plan takes ``k * oversample`` candidates from *each* shard, a
@@ -18,93 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import _format as fmt
-from .._closing import ClosesOnExit
-from ..errors import (
-    ClosedStoreError,
-    InvalidDtypeError,
-    InvalidInputError,
-    StoreNotFoundError,
-    UnknownTierError,
-    VecstoreError,
-)
-from ..merge import merge_results
-from ..search import SearchResult, check_k, prepare_queries
-from ..errors import ShardUnavailableError
-from .manifest import ShardManifest, ShardSpec, check_rescores, check_shard, read_manifest, shard_specs
-
-DEFAULT_OVERSAMPLE = 4.0
-# Errors a shard raises because of what the caller asked (the same on every shard): raised as they are.
-CALLER_ERRORS = (InvalidInputError, InvalidDtypeError, UnknownTierError)
-
-
-class ShardedSearchResult(SearchResult):
-    """A :class:`vecstore.SearchResult` (``D, I = result``) of a sharded collection.
-
-    ``missing_shards`` names the shard files that did not answer; it is empty unless the search was
-    made with ``allow_partial=True`` and some shards failed. Then the result holds the best k of the
-    shards that answered, and may lack documents the missing shards would have given.
-    """
-
-    def __new__(cls, distances, ids, missing_shards=()):
-        self = super().__new__(cls, distances, ids)
-        self.missing_shards = tuple(missing_shards)
-        return self
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing_shards
-
-
-# -- one shard -------------------------------------------------------------------------------------
-
-
-def _in_shard(exc: VecstoreError, spec: ShardSpec) -> VecstoreError:
-    """``exc`` with the shard named in front of its message."""
-    try:
-        return type(exc)(f"{spec.where}: {exc}")
-    except Exception:
-        return exc
-
-
-def open_shard(spec: ShardSpec, resident: tuple[str, ...] = ()):
-    """Open one shard with ``vecstore.open`` and check it against its manifest entry."""
-    import vecstore
-
-    if not os.path.exists(spec.path):
-        raise StoreNotFoundError(f"{spec.where}: the file is missing; restore it, or rebuild the collection "
-                                 "with `vecstore shard-build`")
-    try:
-        store = vecstore.open(spec.path, resident=resident)
-    except VecstoreError as exc:
-        raise _in_shard(exc, spec) from exc
-    try:
-        check_shard(store, spec)
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def search_store(store, xq: np.ndarray, k: int, plan: tuple) -> SearchResult:
-    tier, rescore, oversample = plan
-    result = store.search(xq, k, tier=tier, rescore=rescore, oversample=oversample)
-    return SearchResult(result.distances, result.ids)
-
-
-def shard_failure(failed: dict[int, BaseException], specs: list[ShardSpec], what: str) -> ShardUnavailableError:
-    """One error naming every shard that failed and why."""
-    lines = []
-    for i, exc in sorted(failed.items()):
-        lines.append(f"{specs[i].where}: {type(exc).__name__}: {' '.join(str(exc).split())}")
-    names = tuple(specs[i].name for i in sorted(failed))
-    head = (f"{len(failed)} of {len(specs)} shards could not be {what}" if len(failed) > 1
-            else f"a shard could not be {what}")
-    err = ShardUnavailableError(f"{head}: " + "; ".join(lines) + ". Restore the shard file (or the worker) "
-                                "and retry, or pass allow_partial=True to accept results without it", names)
-    return err
-
-
+from ..errors import ClosedStoreError, InvalidInputError, UnknownTierError, VecstoreError
+from ..plan import EXACT, Plan, resolve_plan
+from ..query import ShardedSearchResult, check_k, merge_results, prepare_queries
+from ..store.closing import ClosesOnExit
+from .dask_backend import DaskBackend
+from .manifest import ShardManifest, ShardSpec, read_manifest, shard_specs
+from .worker import CALLER_ERRORS, open_shard, search_store, shard_failure
 # -- in this process ---------------------------------------------------------------------------------
 
 
@@ -204,7 +124,6 @@ class ShardedStore(ClosesOnExit):
             self.backend = "local"
             self._backend = LocalBackend(self._specs, resident, threads)
         else:
-            from .dask_backend import DaskBackend
 
             self.backend = "dask"
             self._backend = DaskBackend(client, self._specs, resident, timeout=timeout, query_timeout=query_timeout)
@@ -254,36 +173,17 @@ class ShardedStore(ClosesOnExit):
             raise UnknownTierError(self._unknown_tier(name))
         return entry
 
-    def default_plan(self) -> tuple[str, str | None, float | None]:
+    def default_plan(self) -> Plan:
         """(tier, rescore, oversample) used when search() is given no tier options: the manifest's
-        calibrated default, else exact search on raw."""
+        calibrated default (vecstore.plan.default_plan at build time), else exact search on raw."""
         plan = self.manifest.default_search
-        if plan is None:
-            return fmt.RAW_TIER, None, None
-        return plan["tier"], plan["rescore"], plan["oversample"]
+        return EXACT if plan is None else Plan(plan["tier"], plan["rescore"], plan["oversample"])
 
     def resolve_plan(self, tier: str | None = None, rescore: str | None = None,
-                     oversample: float | None = None) -> tuple[str, str | None, float | None]:
-        """The explicit (tier, rescore, oversample) every shard is searched with; the same rules as
-        :meth:`vecstore.Store.resolve_plan`, with the calibration taken from the manifest."""
-        if oversample is not None and (isinstance(oversample, bool) or not isinstance(oversample, (int, float))
-                                       or not np.isfinite(oversample) or oversample < 1):
-            raise InvalidInputError(f"oversample must be a number >= 1, got {oversample!r}")
-        if tier is None and rescore is None and oversample is None:
-            return self.default_plan()
-        coarse = self._tier(fmt.RAW_TIER if tier is None else tier)
-        if rescore is None and oversample is not None:
-            rescore = fmt.RAW_TIER
-        if rescore is None:
-            return coarse.name, None, None
-        fine = self._tier(rescore)
-        why = check_rescores(fine, coarse)
-        if why:
-            raise InvalidInputError(why)
-        if oversample is None:
-            cal = coarse.calibration
-            oversample = float(cal["oversample"]) if cal and cal["rescore"] == fine.name else DEFAULT_OVERSAMPLE
-        return coarse.name, fine.name, float(oversample)
+                     oversample: float | None = None) -> Plan:
+        """The explicit (tier, rescore, oversample) every shard is searched with: the rules of
+        vecstore.plan, with the tiers and calibrations of the manifest."""
+        return resolve_plan(self._tier, self.default_plan(), tier, rescore, oversample)
 
     # -- search -----------------------------------------------------------------------------------
 

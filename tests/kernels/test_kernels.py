@@ -1,0 +1,164 @@
+"""Kernels against plain numpy: top-k selection, dense scans, PQ scans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vecstore.kernels import flat, pq, topk
+from vecstore.kernels.dispatch import scan_dense
+
+EMPTY = np.empty(0, dtype=np.float32)
+
+
+def scan_pq4(lut, packed, bias, k, parts):
+    """4-bit codes as the fallback scans them (no fast scan): fused pair tables, the 8-bit kernel."""
+    return pq.scan_pq8(pq.pair_tables(lut, packed.shape[1]), packed, bias, k, parts)
+
+
+def stable_topk(scores, k):
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, rows, axis=1), rows
+
+
+@pytest.mark.parametrize("k", [1, 7, 64])
+@pytest.mark.parametrize("n", [1, 50, 3000])
+def test_push_block_equals_stable_sort(rng, k, n):
+    k = min(k, n)
+    scores = rng.integers(0, 5, size=(9, n)).astype(np.float32)  # many exact ties
+    hs, hi, sizes = topk.empty_heaps(9, k)
+    for start in range(0, n, 97):
+        topk.push_block(scores[:, start:start + 97], EMPTY, start, hs, hi, sizes)
+    topk.sort_heaps(hs, hi, sizes)
+    ref_s, ref_i = stable_topk(scores, k)
+    np.testing.assert_array_equal(hi, ref_i)
+    np.testing.assert_array_equal(hs, ref_s)
+
+
+@pytest.mark.parametrize("layout", ["f32", "f16", "i8"])
+@pytest.mark.parametrize("nq", [1, 3, 40, 70])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_dense_scan_matches_numpy(rng, layout, nq, with_bias):
+    n, d, k = 2500, 24, 10
+    if layout == "i8":
+        codes = rng.integers(-128, 128, size=(n, d)).astype(np.int8)
+        xb = codes.astype(np.float32)
+    else:
+        xb = rng.standard_normal((n, d)).astype(np.float32)
+        codes = xb.astype(np.float16) if layout == "f16" else xb
+        xb = codes.astype(np.float32)
+    xq = rng.standard_normal((nq, d)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else EMPTY
+    view = codes.view(np.uint16) if layout == "f16" else codes
+    scores, rows = scan_dense(xq, view, bias, k, layout)
+    ref = xq.astype(np.float64) @ xb.T.astype(np.float64) + (bias if with_bias else 0)
+    ref_s, ref_i = stable_topk(ref, k)
+    np.testing.assert_allclose(scores, ref_s, rtol=1e-4, atol=1e-3)
+    got = np.take_along_axis(ref, rows, axis=1)
+    np.testing.assert_allclose(got, ref_s, rtol=1e-4, atol=1e-3)
+
+
+def test_f16_widening_is_exact_for_every_finite_half():
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    halves = bits.view(np.float16)
+    finite = np.isfinite(halves)
+    bits, halves = bits[finite], halves[finite]
+    # score of a one-hot query against each single-value row is the widened value itself
+    codes = bits.reshape(-1, 1)
+    xq = np.ones((1, 1), dtype=np.float32)
+    scores, rows = flat.scan_f16(xq, codes, EMPTY, codes.shape[0], 4)
+    widened = np.empty(codes.shape[0], dtype=np.float32)
+    widened[rows[0]] = scores[0]
+    np.testing.assert_array_equal(widened, halves.astype(np.float32))
+
+
+@pytest.mark.parametrize("m", [1, 8, 15])
+@pytest.mark.parametrize("nbits", [8, 4])
+@pytest.mark.parametrize("nq", [1, 5])
+def test_pq_scan_matches_lookup_sum(rng, m, nbits, nq):
+    from vecstore.codecs.pq import pack_nibbles
+
+    n, k, ksub = 3000, 12, 1 << nbits
+    codes = rng.integers(0, ksub, size=(n, m)).astype(np.uint8)
+    lut = rng.standard_normal((nq, m, ksub)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    ref = np.zeros((nq, n))
+    for j in range(m):
+        ref += lut[:, j, codes[:, j]]
+    ref += bias
+    kernel = pq.scan_pq8 if nbits == 8 else scan_pq4
+    packed = codes if nbits == 8 else pack_nibbles(codes)
+    scores, rows = kernel(lut, packed, bias, k, 3)
+    ref_s, ref_i = stable_topk(ref, k)
+    np.testing.assert_allclose(scores, ref_s, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.take_along_axis(ref, rows, axis=1), ref_s, rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_cached_on_disk():
+    """A second process must not recompile: every kernel is built with cache=True."""
+    for kernel in (flat.scan_f32, flat.scan_f16, flat.scan_i8, pq.scan_pq8, pq.pair_tables,
+                   topk.push_block, topk.sort_heaps):
+        assert kernel._cache is not None and kernel.targetoptions.get("nogil"), kernel
+        assert type(kernel._cache).__name__ == "FunctionCache", kernel
+
+
+def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+    """Run the same search in two fresh processes: the second compiles nothing."""
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np, vecstore
+from vecstore.kernels import flat, topk
+x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+s = vecstore.build({str(tmp_path / "c.vs")!r}, x, overwrite=True, progress=False)
+s.search(x[:2], 3)
+st = flat.scan_f32.stats
+print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    hits, misses = map(int, runs[1].stdout.split())
+    assert hits >= 1 and misses == 0, runs[1].stdout
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 100, 1000, 3000])
+@pytest.mark.parametrize("parts", [1, 3, 8])
+def test_reservoir_top_k_equals_a_stable_sort_with_many_ties_and_large_k(k, parts):
+    """Scores of small integers tie constantly; the reservoirs (kernels/topk.py) must keep the
+    lower row on a tie and, for any k up to n, give exactly a stable descending sort."""
+    rng = np.random.default_rng(k * 10 + parts)
+    n, nq = 2500, 3
+    xb = rng.integers(-2, 3, (n, 4)).astype(np.float32)
+    xq = rng.integers(-2, 3, (nq, 4)).astype(np.float32)
+    xb[17] = np.nan  # a damaged row ranks last, as -inf
+    kk = min(k, n)
+    scores = np.nan_to_num(xq @ xb.T, nan=-np.inf)
+    expect = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    _, rows = flat.scan_f32(xq, xb, np.empty(0, np.float32), kk, parts)
+    np.testing.assert_array_equal(rows, expect)
+    lut = rng.integers(-3, 4, (nq, 2, 256)).astype(np.float32)
+    codes = rng.integers(0, 256, (n, 2)).astype(np.uint8)
+    pq_scores = lut[:, 0, codes[:, 0]] + lut[:, 1, codes[:, 1]]
+    _, rows = pq.scan_pq8(lut, codes, np.empty(0, np.float32), kk, parts)
+    np.testing.assert_array_equal(rows, np.argsort(-pq_scores, axis=1, kind="stable")[:, :kk])
+
+
+@pytest.mark.parametrize("nq", [1, 3, 7])
+def test_project_equals_numpy(rng, nq):
+    """The few-query projection (PCA's fold on numba's threads) is xq @ rows.T."""
+    xq = rng.standard_normal((nq, 300)).astype(np.float32)
+    rows = rng.standard_normal((37, 300)).astype(np.float32)
+    np.testing.assert_allclose(flat.project(xq, rows), xq @ rows.T, rtol=1e-4, atol=1e-4)
+
+
+def test_pca_fold_is_the_same_for_few_and_many_queries(rng):
+    from vecstore.codecs import pca as pca_module
+
+    pca = pca_module.PCA(64, 16).fit(rng.standard_normal((500, 64)).astype(np.float32))
+    xq = rng.standard_normal((pca_module.FEW_QUERIES + 5, 64)).astype(np.float32)
+    many, const_many = pca.fold_query(xq, np.zeros(xq.shape[0]))
+    for i in range(3):
+        one, const_one = pca.fold_query(xq[i:i + 1], np.zeros(1))
+        np.testing.assert_allclose(one[0], many[i], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(const_one[0], const_many[i], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,214 @@
+"""The SIMD PQ kernels (4-bit fast scan, grouped 8-bit scan) against the scalar kernels and numpy.
+
+They are speed paths, not approximations: the scores are the float ADC scores (to float32 rounding:
+the additions are grouped differently), so the rows are those of the float scan, and exactly those
+(ties to the lower row) when the tables hold small integers and every sum is exact.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vecstore.codecs.pq import pack_nibbles
+from vecstore.kernels import fastscan, pq
+from vecstore.kernels.dispatch import pq_parts
+
+EMPTY = np.empty(0, dtype=np.float32)
+needs_simd = pytest.mark.skipif(not fastscan.LAYOUT, reason="no AVX2 on this machine: the fast scan is off")
+
+
+def assert_same_top_k(scores, rows, ref_scores_all, k):
+    """scores/rows are a top-k of ref_scores_all (nq, n) up to float32 rounding of near-ties."""
+    expect = -np.sort(-ref_scores_all, axis=1)[:, :k]
+    np.testing.assert_allclose(scores, expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(ref_scores_all, rows, axis=1), expect, rtol=1e-5, atol=1e-5)
+    assert all(len(set(r)) == len(r) for r in rows.tolist())
+
+
+def fast_scan(lut, packed, bias, k, parts):
+    blocked = fastscan.to_blocked(packed, lut.shape[1])
+    bias_max = fastscan.block_max(bias, packed.shape[0]) if bias.shape[0] else np.empty(0)
+    tables = fastscan.quantize_tables(lut)
+    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, k, parts)
+
+
+def test_blocked_layout_follows_the_documented_byte_order(rng):
+    """Sub-quantizer j of block b: HALF bytes at (b * msq + j) * HALF, byte t holding row
+    b * BLOCK + t (low nibble) and row b * BLOCK + HALF + t (high); m padded to even, rows to whole
+    blocks, both with zero codes."""
+    block, half = fastscan.BLOCK, fastscan.HALF
+    n, m = 2 * block + 5, 7
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    blocked = fastscan.to_blocked(pack_nibbles(codes), m)
+    nblocks, msq = 3, 8
+    full = np.zeros((nblocks * block, msq), dtype=np.uint8)
+    full[:n, :m] = codes
+    expect = np.zeros((nblocks, msq, half), dtype=np.uint8)
+    for b in range(nblocks):
+        rows = full[block * b:block * (b + 1)]
+        for j in range(msq):
+            expect[b, j] = rows[:half, j] | (rows[half:, j] << 4)
+    np.testing.assert_array_equal(blocked, expect.reshape(-1))
+
+
+def test_quantised_tables_repeat_each_table_and_bound_every_score(rng):
+    """Table j: its 16 levels (0..LEVELS) repeated over HALF bytes at j * HALF; and
+    |score - (base + S / scale)| <= m / (2 scale), the bound the scan's filter relies on."""
+    nq, m, n = 4, 9, 500
+    lut = (rng.standard_normal((nq, m, 16)) * rng.uniform(0.01, 100, (nq, m, 1))).astype(np.float32)
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    lut8, base, scale, _ = fastscan.quantize_tables(lut)
+    tables = lut8.reshape(nq, m + 1, fastscan.HALF // 16, 16)
+    assert (tables == tables[:, :, :1]).all() and not tables[:, m].any()
+    table8 = tables[:, :m, 0]
+    assert table8.max() == fastscan.LEVELS and (table8.min(axis=2) == 0).all()
+    for q in range(nq):
+        exact = lut[q][np.arange(m), codes].sum(axis=1, dtype=np.float64)
+        approx = base[q] + table8[q][np.arange(m), codes].sum(axis=1) / scale[q]
+        assert np.abs(exact - approx).max() <= m / (2 * scale[q]) + 1e-9
+    for serial, parallel in zip(fastscan.quantize_tables(lut), fastscan.quantize_tables_parallel(lut)):
+        np.testing.assert_array_equal(serial, parallel)
+
+
+@needs_simd
+@pytest.mark.parametrize("n, m, nq, k", [
+    (1000, 8, 3, 5), (1000, 7, 9, 5), (5000, 128, 20, 10), (3000, 300, 5, 10), (3000, 301, 3, 50),
+    (37, 6, 2, 40), (2000, 16, 2, 2000), (20000, 64, 1, 1280)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fast_scan_equals_the_float_scan(rng, n, m, nq, k, with_bias):
+    """Odd m, more than 256 sub-quantizers (several passes), a partial last block, k > n, k = n and
+    the k x oversample of a two-stage search."""
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = rng.standard_normal((nq, m, 16)).astype(np.float32)
+    bias = (-3 * rng.random(n)).astype(np.float32) if with_bias else EMPTY
+    kk = min(k, n)
+    parts = pq_parts(nq, n, kk, fastscan.QUERY_GROUP)
+    s_fast, r_fast = fast_scan(lut, packed, bias, kk, parts)
+    ref = sum(lut[:, j, codes[:, j]].astype(np.float64) for j in range(m)) + (bias if with_bias else 0)
+    assert_same_top_k(s_fast, r_fast, ref, kk)
+
+
+@needs_simd
+@pytest.mark.parametrize("k", [1, 10, 300])
+def test_fast_scan_keeps_the_lower_row_on_ties(k):
+    """Integer tables and repeated codes tie constantly: the results are a stable sort."""
+    rng = np.random.default_rng(k)
+    n, m, nq = 3000, 4, 3
+    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
+    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
+    scores = sum(lut[:, j, codes[:, j]] for j in range(m))
+    _, rows = fast_scan(lut, pack_nibbles(codes), EMPTY, k, 3)
+    np.testing.assert_array_equal(rows, np.argsort(-scores, axis=1, kind="stable")[:, :k])
+
+
+@needs_simd
+def test_fast_scan_with_flat_tables_and_tiny_ranges(rng):
+    """All-equal tables (no range to quantise) and tables whose spread is far below their magnitude
+    (float32 rounding larger than a quantisation step) still give the float scan's rows."""
+    n, m = 4000, 32
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    flat = np.full((1, m, 16), 0.5, dtype=np.float32)
+    _, rows = fast_scan(flat, packed, EMPTY, 10, 2)
+    np.testing.assert_array_equal(rows[0], np.arange(10))
+    narrow = (1000 + 1e-3 * rng.standard_normal((2, m, 16))).astype(np.float32)
+    s_fast, r_fast = fast_scan(narrow, packed, EMPTY, 10, 2)
+    ref = sum(narrow[:, j, codes[:, j]].astype(np.float64) for j in range(m))
+    np.testing.assert_allclose(np.take_along_axis(ref, r_fast, axis=1), -np.sort(-ref, axis=1)[:, :10],
+                               rtol=0, atol=32 * 1000 * 2 ** -23)  # m additions of float32 ~1000
+
+
+@pytest.mark.parametrize("n, m, nq, k", [(1000, 8, 4, 5), (1000, 7, 17, 5), (5000, 64, 40, 10),
+                                         (37, 6, 5, 40), (20000, 48, 33, 500)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_grouped_pq8_scan_equals_the_scalar_scan(rng, n, m, nq, k, with_bias):
+    codes = rng.integers(0, 256, (n, m)).astype(np.uint8)
+    lut = rng.standard_normal((nq, m, 256)).astype(np.float32)
+    bias = (-3 * rng.random(n)).astype(np.float32) if with_bias else EMPTY
+    kk = min(k, n)
+    s_grp, r_grp = pq.scan_pq8_grouped(lut, codes, bias, kk, pq_parts(nq, n, kk, pq.GROUP))
+    ref = sum(lut[:, j, codes[:, j]].astype(np.float64) for j in range(m)) + (bias if with_bias else 0)
+    assert_same_top_k(s_grp, r_grp, ref, kk)
+    s_one, r_one = pq.scan_pq8(lut, codes, bias, kk, pq_parts(nq, n, kk, pq.QUERY_GROUP))
+    np.testing.assert_array_equal(r_grp, r_one)  # the same additions in the same order: bit-identical
+    np.testing.assert_array_equal(s_grp, s_one)
+
+
+@pytest.mark.parametrize("k", [1, 10, 300])
+def test_grouped_pq8_scan_keeps_the_lower_row_on_ties(k):
+    rng = np.random.default_rng(k)
+    n, m, nq = 3000, 3, 21
+    codes = rng.integers(0, 4, (n, m)).astype(np.uint8)
+    lut = rng.integers(-2, 3, (nq, m, 256)).astype(np.float32)
+    scores = sum(lut[:, j, codes[:, j]] for j in range(m))
+    _, rows = pq.scan_pq8_grouped(lut, codes, EMPTY, k, 3)
+    np.testing.assert_array_equal(rows, np.argsort(-scores, axis=1, kind="stable")[:, :k])
+
+
+def test_fast_kernels_are_cached_on_disk():
+    for kernel in (fastscan.scan_pq4_fast, fastscan.to_blocked, fastscan.quantize_tables,
+                   fastscan.quantize_tables_parallel, fastscan.block_max,
+                   pq.scan_pq8_grouped):
+        assert type(kernel._cache).__name__ == "FunctionCache" and kernel.targetoptions.get("nogil"), kernel
+
+
+@pytest.mark.skipif(fastscan.LAYOUT != "vbmi", reason="the AVX2 path is the default here")
+def test_avx2_fast_scan_in_a_process_compiling_for_avx2():
+    """On an AVX-512 VBMI machine the AVX2 kernel is otherwise never run: compile for Haswell + AVX2
+    in a child (its own cache entries) and compare with numpy there."""
+    script = """
+import numpy as np
+from vecstore.codecs.pq import pack_nibbles
+from vecstore.kernels import fastscan
+assert fastscan.LAYOUT == "avx2" and fastscan.BLOCK == 32, fastscan.LAYOUT
+rng = np.random.default_rng(5)
+for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
+    raw = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    codes = pack_nibbles(raw)
+    lut = rng.standard_normal((5, m, 16)).astype(np.float32)
+    bias = (-rng.random(n)).astype(np.float32) if bias_on else np.empty(0, np.float32)
+    bmax = fastscan.block_max(bias, n) if bias_on else np.empty(0)
+    got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut), fastscan.to_blocked(codes, m),
+                                 codes, bias, bmax, 20, 3)[1]
+    ref = sum(lut[:, j, raw[:, j]].astype(np.float64) for j in range(m)) + (bias if bias_on else 0)
+    expect = -np.sort(-ref, axis=1)[:, :20]
+    assert np.allclose(np.take_along_axis(ref, got, axis=1), expect, rtol=1e-5, atol=1e-5), (n, m)
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx2")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_store_search_gives_the_same_results_on_every_pq_path(tmp_path, monkeypatch):
+    """Through the public API: a 4-bit tier with and without the fast scan, an 8-bit tier in batches
+    (grouped) and one query at a time; l2, so the per-row norms take part."""
+    import vecstore
+    from vecstore.kernels import dispatch
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    path = str(tmp_path / "p.vs")
+    vecstore.build(path, x, metric="l2", progress=False).close()
+    vecstore.compress(path, "pq16x4", progress=False).close()
+    vecstore.compress(path, "pq8", progress=False).close()
+    xq = rng.standard_normal((20, 32)).astype(np.float32)
+    with vecstore.open(path) as store:
+        fast = store.search(xq, 10, tier="pq16x4")
+        nblocks = -(-3000 // fastscan.BLOCK)
+        expect = nblocks * 16 * fastscan.HALF + nblocks * 8 if fastscan.LAYOUT else 0
+        assert store.tier("pq16x4").memory()["fastscan_bytes"] == expect
+        monkeypatch.setattr(dispatch, "FAST_SCAN", False)
+        slow = store.search(xq, 10, tier="pq16x4")
+        grouped = store.search(xq, 10, tier="pq8")
+        single = [store.search(q, 10, tier="pq8") for q in xq]
+    np.testing.assert_array_equal(fast.ids, slow.ids)
+    np.testing.assert_allclose(fast.distances, slow.distances, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(grouped.ids, np.vstack([s.ids for s in single]))
+    np.testing.assert_allclose(grouped.distances, np.vstack([s.distances for s in single]), rtol=1e-5, atol=1e-4)

@@ -1,0 +1,253 @@
+"""The segment directory beside a store: appended segments, deleted ids, and the manifest naming them.
+
+A store file is never modified in place. Appending writes a *segment* (a complete v1 store of the new
+documents, encoded with the main store's parameters) into ``STORE.segments/``; deleting writes the
+full sorted set of deleted ids into a new file there; each change then publishes a new *manifest*
+by an atomic rename. The manifest is keyed by the identity of the main file it extends
+(``manifest-<store_id>.json``), so replacing the main file (compact, compress, swap) with a single
+rename switches the whole store at once: a file with a new identity has no segments yet.
+
+A crash before the rename leaves the previous manifest (the store as before); after it, the new one
+(the store as after). Files that no manifest names are garbage, removed by a later writer once they
+are older than :data:`GARBAGE_AGE_S` (a reader that has just read a manifest may still open them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import xxhash
+
+from ..errors import FormatError, ReadOnlyStoreError, StoreWriteError
+from . import schema as fmt
+
+MANIFEST_FORMAT = "vecstore-segments"
+MANIFEST_VERSION = 1
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_SEGMENTS = 10_000
+GARBAGE_AGE_S = 600.0
+SEGMENT_FILE = re.compile(r"^seg-[0-9a-f]{32}\.vs$")
+DELETED_FILE = re.compile(r"^deleted-[0-9a-f]{32}\.i64$")
+LOCK_TIMEOUT_S = 60.0
+
+
+def sidecar_dir(store_path: str) -> str:
+    """``STORE.segments``: where a store's segments, deleted ids and manifests live."""
+    return os.path.abspath(store_path) + ".segments"
+
+
+def manifest_name(store_id: str) -> str:
+    return f"manifest-{store_id}.json"
+
+
+def manifest_path(store_path: str, store_id: str) -> str:
+    return os.path.join(sidecar_dir(store_path), manifest_name(store_id))
+
+
+@dataclass(frozen=True)
+class SegmentEntry:
+    file: str       # file name inside the segment directory
+    store_id: str   # the segment file's own store_id
+    count: int
+
+
+@dataclass
+class Manifest:
+    """What extends one main file: its segments in append order and the deleted ids."""
+
+    base_id: str
+    generation: int = 0
+    segments: list[SegmentEntry] = field(default_factory=list)
+    deleted_file: str | None = None
+    deleted_count: int = 0
+    deleted_checksum: str | None = None
+    next_id: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "base": self.base_id,
+            "generation": self.generation,
+            "next_id": self.next_id,
+            "segments": [{"file": s.file, "store_id": s.store_id, "count": s.count} for s in self.segments],
+            "deleted": None if self.deleted_file is None else {
+                "file": self.deleted_file, "count": self.deleted_count, "xxh3_64": self.deleted_checksum},
+        }, indent=1, sort_keys=True)
+
+
+def _int(value, where: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or value >= 1 << 63:
+        raise FormatError(f"{where}: expected an integer >= {low}, found {value!r}; the manifest is damaged")
+    return value
+
+
+def _parse(text: bytes, where: str, base_id: str) -> Manifest:
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise FormatError(f"{where}: not valid JSON; the segment manifest is damaged") from None
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise FormatError(f"{where}: not a vecstore segment manifest")
+    version = _int(doc.get("version"), f"{where}: version", 1)
+    if version > MANIFEST_VERSION:
+        raise FormatError(f"{where}: manifest version {version}; this vecstore reads up to {MANIFEST_VERSION}: "
+                          "upgrade vecstore")
+    if doc.get("base") != base_id:
+        raise FormatError(f"{where}: names main file {doc.get('base')!r}, not this one ({base_id})")
+    entries = doc.get("segments")
+    if not isinstance(entries, list) or len(entries) > MAX_SEGMENTS:
+        raise FormatError(f"{where}: 'segments' must be a list of at most {MAX_SEGMENTS}")
+    segments = []
+    for i, entry in enumerate(entries):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("file"), str)
+                or not SEGMENT_FILE.match(entry["file"]) or not isinstance(entry.get("store_id"), str)
+                or not fmt.STORE_ID.match(entry["store_id"])):
+            raise FormatError(f"{where}: segment {i} must name a file seg-<32 hex>.vs and its store_id")
+        segments.append(SegmentEntry(entry["file"], entry["store_id"], _int(entry.get("count"), f"{where}: segment {i}")))
+    if len({s.file for s in segments}) != len(segments):
+        raise FormatError(f"{where}: a segment file is listed twice")
+    manifest = Manifest(base_id, _int(doc.get("generation"), f"{where}: generation"), segments,
+                        next_id=_int(doc.get("next_id"), f"{where}: next_id"))
+    deleted = doc.get("deleted")
+    if deleted is not None:
+        if (not isinstance(deleted, dict) or not isinstance(deleted.get("file"), str)
+                or not DELETED_FILE.match(deleted["file"]) or not isinstance(deleted.get("xxh3_64"), str)):
+            raise FormatError(f"{where}: 'deleted' must name a file deleted-<32 hex>.i64 and its xxh3_64")
+        manifest.deleted_file = deleted["file"]
+        manifest.deleted_count = _int(deleted.get("count"), f"{where}: deleted count")
+        manifest.deleted_checksum = deleted["xxh3_64"]
+    return manifest
+
+
+def manifest_files(manifest: Manifest) -> set[str]:
+    """The names in ``STORE.segments`` that ``manifest`` needs: itself, its segments, its deleted ids."""
+    names = {s.file for s in manifest.segments} | {manifest_name(manifest.base_id)}
+    if manifest.deleted_file:
+        names.add(manifest.deleted_file)
+    return names
+
+
+def read_manifest(store_path: str, base_id: str) -> Manifest | None:
+    """The manifest extending the main file ``base_id``, or None when nothing was appended or deleted."""
+    path = manifest_path(store_path, base_id)
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read ({exc.strerror})") from None
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise FormatError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes; not a manifest vecstore wrote")
+    return _parse(text, path, base_id)
+
+
+def read_deleted(store_path: str, manifest: Manifest) -> np.ndarray:
+    """The sorted, unique deleted ids (int64) that ``manifest`` names, checked against its record."""
+    if manifest.deleted_file is None:
+        return np.empty(0, dtype=np.int64)
+    path = os.path.join(sidecar_dir(store_path), manifest.deleted_file)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(8 * manifest.deleted_count + 1)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: named by the segment manifest but missing; the store is damaged") from None
+    if len(data) != 8 * manifest.deleted_count or xxhash.xxh3_64_hexdigest(data) != manifest.deleted_checksum:
+        raise FormatError(f"{path}: does not match its size or checksum in the manifest; the store is damaged")
+    ids = np.frombuffer(data, dtype="<i8").astype(np.int64)
+    if ids.shape[0] > 1 and not (np.diff(ids) > 0).all():
+        raise FormatError(f"{path}: deleted ids are not sorted and unique; the store is damaged")
+    return ids
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def new_file_name(kind: str) -> str:
+    return f"seg-{secrets.token_hex(16)}.vs" if kind == "segment" else f"deleted-{secrets.token_hex(16)}.i64"
+
+
+def write_deleted(store_path: str, ids: np.ndarray) -> tuple[str, str]:
+    """Write sorted unique ids as little-endian int64 into a new file; return (name, xxh3_64)."""
+    name = new_file_name("deleted")
+    os.makedirs(sidecar_dir(store_path), exist_ok=True)
+    data = np.ascontiguousarray(ids, dtype="<i8").tobytes()
+    path = os.path.join(sidecar_dir(store_path), name)
+    with fmt.atomic_target(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return name, xxhash.xxh3_64_hexdigest(data)
+
+
+def publish(store_path: str, manifest: Manifest) -> None:
+    """Atomically make ``manifest`` the store's state (temporary file, fsync, rename, fsync dir)."""
+    os.makedirs(sidecar_dir(store_path), exist_ok=True)
+    with fmt.atomic_target(manifest_path(store_path, manifest.base_id)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(manifest.to_json())
+
+
+def lock_path(store_path: str) -> str:
+    """``.STORE.lock``: the hidden file beside a store that its writers lock."""
+    target = os.path.abspath(store_path)
+    return os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".lock")
+
+
+@contextlib.contextmanager
+def writer_lock(store_path: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Serialise the writers of one store (append, delete, compact, compress, swap) across
+    processes with an advisory lock on the hidden file ``.STORE.lock`` beside it. Readers never
+    take it. A directory this process cannot write makes the store read-only here."""
+    try:
+        fd = os.open(lock_path(store_path), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ReadOnlyStoreError(
+            f"cannot change {store_path!r}: its directory is not writable here ({exc.strerror}); "
+            "check the permissions, or work on a copy"
+        ) from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    raise StoreWriteError(
+                        f"another process has been writing {store_path!r} for over {timeout:.0f} s; "
+                        "try again when it finishes"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def collect_garbage(store_path: str, keep: set[str], min_age_s: float = GARBAGE_AGE_S) -> list[str]:
+    """Remove segment, deleted-id and manifest files of ``STORE.segments`` that are not in ``keep``
+    and older than ``min_age_s``, and temporaries whose writer died. Call under :func:`writer_lock`."""
+    directory = sidecar_dir(store_path)
+    removed = fmt.clean_stale_temporaries_in(directory)  # left by killed writers
+    now = time.time()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(directory):
+            if entry in keep or not (SEGMENT_FILE.match(entry) or DELETED_FILE.match(entry)
+                                     or (entry.startswith("manifest-") and entry.endswith(".json"))):
+                continue
+            path = os.path.join(directory, entry)
+            with contextlib.suppress(FileNotFoundError):
+                if now - os.stat(path).st_mtime >= min_age_s:
+                    os.unlink(path)
+                    removed.append(entry)
+    return removed

@@ -1,0 +1,160 @@
+"""Writing a whole store file in one streamed pass, atomically.
+
+Stores are never modified in place (HDF5 does not survive crashes mid-write): building, adding a tier
+or rewriting writes a complete new file beside the target and renames it into place. Each source
+chunk of vectors is encoded into every tier that needs encoding, and tiers that already exist are
+copied chunk by chunk from the old file's map, so memory stays at one chunk per tier.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from .._version import __version__
+from ..codecs import Pipeline, codec_string
+from ..errors import StoreWriteError, VecstoreError
+from ..kernels.flat import sqnorms_f32
+from . import schema as fmt
+
+
+@dataclass
+class TierPlan:
+    """One tier of the file being written.
+
+    ``copy_from`` holds an existing tier's (codes, sqnorms) to copy unchanged; without it, every
+    source chunk is encoded with ``codec``.
+    """
+
+    name: str
+    codec: Pipeline
+    copy_from: tuple[np.ndarray, np.ndarray | None] | None = None
+    calibration: dict | None = None
+
+
+@dataclass
+class StoreContents:
+    dim: int
+    count: int
+    metric: str
+    ids: np.ndarray
+    keys: list[str] | None = None
+    metadata: list[str] | None = None  # JSON text per document ("" for none)
+    model: dict | None = None
+    encoders: dict | None = None  # name -> encoder (vecstore.encoders): config, vocab, arrays
+    store_id: str = field(default_factory=lambda: secrets.token_hex(16))  # names this file's contents
+
+
+def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Squared norms of the decoded vectors (what l2 scoring subtracts)."""
+    decoded = rows if codec.layout == "f32" and len(codec.stages) == 1 else codec.decode(codes)
+    return sqnorms_f32(np.ascontiguousarray(decoded, dtype=np.float32))
+
+
+def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
+                source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
+                progress: bool = False, description: str = "writing") -> None:
+    """Write a complete store at ``path`` (atomically). ``source()`` yields (start, float32 rows).
+
+    An operating-system failure (disk full, no permission) becomes a StoreWriteError; the
+    temporary file is removed and ``path`` keeps what it held before.
+    """
+    try:
+        _write_store(path, contents, tiers, source, progress=progress, description=description)
+    except VecstoreError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StoreWriteError(
+            f"could not write {path!r}: {reason}; check free space and permissions (nothing was changed)"
+        ) from None
+
+
+def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
+                 source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
+                 progress: bool, description: str) -> None:
+    need_source = any(t.copy_from is None for t in tiers)
+    with fmt.atomic_target(path) as tmp:
+        with fmt.create_file(tmp) as f:
+            f.attrs[fmt.ATTR_FORMAT] = fmt.FORMAT_NAME
+            f.attrs[fmt.ATTR_VERSION] = np.int64(fmt.FORMAT_VERSION)
+            f.attrs[fmt.ATTR_WRITER] = __version__
+            f.attrs[fmt.ATTR_DIM] = np.int64(contents.dim)
+            f.attrs[fmt.ATTR_COUNT] = np.int64(contents.count)
+            f.attrs[fmt.ATTR_METRIC] = contents.metric
+            f.attrs[fmt.ATTR_STORE_ID] = contents.store_id
+            if contents.model is not None:
+                f.attrs[fmt.ATTR_MODEL] = json.dumps(contents.model, sort_keys=True)
+            fmt.write_array(f, fmt.IDS, contents.ids.astype("<i8"))
+            if contents.keys is not None:
+                fmt.write_strings(f, fmt.KEYS, contents.keys)
+            if contents.metadata is not None:
+                fmt.write_strings(f, fmt.METADATA, contents.metadata)
+            for name, encoder in (contents.encoders or {}).items():
+                group = f.require_group(fmt.ENCODERS).create_group(name)
+                group.attrs[fmt.ATTR_CONFIG] = json.dumps(encoder.config(), sort_keys=True)
+                fmt.write_strings(group, fmt.VOCAB, list(encoder.vocab))
+                arrays = group.create_group(fmt.ARRAYS)
+                for aname, arr in encoder.arrays().items():
+                    fmt.write_array(arrays, aname, np.asarray(arr))
+            tiers_group = f.create_group(fmt.TIERS)
+            writers = []
+            for plan in tiers:
+                group = tiers_group.create_group(plan.name)
+                group.attrs[fmt.ATTR_CODEC] = json.dumps(plan.codec.get_config(), sort_keys=True)
+                group.attrs[fmt.ATTR_CODEC_STRING] = codec_string(plan.codec)
+                if plan.calibration is not None:
+                    group.attrs[fmt.ATTR_CALIBRATION] = json.dumps(plan.calibration, sort_keys=True)
+                params = plan.codec.params()
+                if params:
+                    pgroup = group.create_group(fmt.PARAMS)
+                    for pname, arr in params.items():
+                        fmt.write_array(pgroup, pname, arr)
+                codes = fmt.ChecksumWriter(group, fmt.CODES, (contents.count, plan.codec.code_width),
+                                           plan.codec.code_dtype)
+                norms = (fmt.ChecksumWriter(group, fmt.SQNORMS, (contents.count,), np.dtype("<f4"))
+                         if contents.metric == "l2" else None)
+                writers.append((plan, codes, norms))
+            bar = tqdm(total=contents.count, unit="vec", desc=description, disable=not progress,
+                       dynamic_ncols=True)
+            with bar:
+                for start, stop, rows in _chunks(source if need_source else None, contents.count):
+                    for plan, codes_w, norms_w in writers:
+                        if plan.copy_from is not None:
+                            old_codes, old_norms = plan.copy_from
+                            codes_w.write(old_codes[start:stop])
+                            if norms_w is not None:
+                                norms_w.write(old_norms[start:stop])
+                            continue
+                        codes = plan.codec.encode(rows)
+                        codes_w.write(codes)
+                        if norms_w is not None:
+                            norms_w.write(_sqnorms(plan.codec, codes, rows))
+                    bar.update(stop - start)
+            for _, codes_w, norms_w in writers:
+                codes_w.close()
+                if norms_w is not None:
+                    norms_w.close()
+
+
+COPY_ROWS = 65536
+
+
+def _chunks(source, count: int) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    if source is None:
+        for start in range(0, count, COPY_ROWS):
+            yield start, min(start + COPY_ROWS, count), None
+        return
+    expected = 0
+    for start, rows in source():
+        if start != expected:
+            raise RuntimeError(f"source chunks out of order: {start} after {expected}")
+        expected = start + rows.shape[0]
+        yield start, expected, rows
+    if expected != count:
+        raise RuntimeError(f"source yielded {expected} rows, expected {count}")

@@ -1,0 +1,245 @@
+"""Building a store from vectors, and adding compressed tiers to one.
+
+Both end in :func:`vecstore.format.writer.write_store`: a full new file renamed over the target, so a
+failure (bad row, crash, Ctrl-C) leaves the target as it was, or absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from ..codecs import Pipeline, codec_string, get_codec
+from ..errors import InvalidInputError, StoreNotFoundError
+from ..format import schema as fmt
+from ..format import segments as seg
+from ..format.writer import StoreContents, TierPlan, write_store
+from ..ingest import as_ids, open_vectors, prepared_chunks, read_keys, read_metadata
+from ..kernels.flat import sqnorms_f32
+from ..progress import progress_enabled
+from .file import StoreFile
+from .lifecycle import compact_locked
+from .provenance import model_record
+from .quality import TARGET_RECALL
+from .quality import calibrate as run_calibration
+from .store import Store
+from .tier import Tier
+
+DEFAULT_TRAIN_SIZE = 50_000
+CALIBRATE_MAX_BYTES = 256 << 20
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in fmt.METRICS:
+        raise InvalidInputError(f"metric {metric!r} is not one of {', '.join(fmt.METRICS)}")
+    return metric
+
+
+def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=None, keys=None,
+          metadata=None, model: str | dict | None = None, model_params=None, encoders: dict | None = None,
+          overwrite: bool = False, progress: bool | None = None) -> Store:
+    """Write a new store holding ``vectors`` as its raw float32 tier, and open it.
+
+    Parameters
+    ----------
+    path : target file; written atomically (a failure leaves no file, or the old one).
+    vectors : (n, dim) array, or a path (.npy, .fvecs, ``file.h5:/dataset``, ann-benchmarks .hdf5).
+        Streamed in chunks; a .npy is never loaded whole.
+    metric : "ip", "cosine" or "l2". Default: the ann-benchmarks file's distance, else "ip".
+        Cosine stores unit-normalised vectors.
+    ids : n unique integers (default 0..n-1).
+    keys : n strings, a text file (one per line), or ``file.h5:/dataset`` of strings.
+    metadata : n dicts (or None), or a JSON-lines file.
+    model : ``"name@version"`` of the model that produced the vectors (recorded; queries and appends
+        that declare another version are refused).
+    model_params : the model's parameters (a mapping of arrays, or arrays) to fingerprint it by;
+        without them, a single stored encoder is the fingerprint.
+    encoders : name -> text encoder (vecstore.encoders) stored with the vectors, for search_text.
+    overwrite : replace an existing file at ``path``.
+    """
+    path = os.fspath(path)
+    source = open_vectors(vectors)
+    metric = _check_metric(metric or source.metric_hint or "ip")
+    n, dim = source.shape
+    if n == 0 or dim == 0:
+        raise InvalidInputError(f"{source.description}: empty input (shape {source.shape}); nothing to store")
+    if os.path.exists(path) and not overwrite:
+        raise InvalidInputError(f"{path!r} already exists: pass overwrite=True (CLI: --force) to replace it")
+    for name, encoder in (encoders or {}).items():
+        if not fmt.TIER_NAME.match(name):
+            raise InvalidInputError(f"encoder name {name!r}: use letters, digits and _ . , : + - = only")
+        if encoder.dim != dim:
+            raise InvalidInputError(f"encoder {name!r} produces {encoder.dim}-dim vectors, the input has {dim}")
+    only_encoder = next(iter(encoders.items())) if encoders and len(encoders) == 1 else (None, None)
+    record = model_record(model, params=model_params, encoder_name=only_encoder[0], encoder=only_encoder[1])
+    contents = StoreContents(dim=dim, count=n, metric=metric, ids=as_ids(ids, n),
+                             keys=read_keys(keys, n) if keys is not None else None,
+                             metadata=read_metadata(metadata, n), model=record, encoders=encoders)
+    raw = TierPlan(fmt.RAW_TIER, get_codec("float32", dim))
+    write_store(path, contents, [raw], prepared_chunks(source, metric),
+                progress=progress_enabled(progress), description=f"build {os.path.basename(path)}")
+    return Store(path)
+
+
+def build_text(path: str | os.PathLike, texts, encoder, *, metric: str = "cosine", name: str = "text",
+               model: str | None = None, overwrite: bool = False,
+               progress: bool | None = None) -> tuple[Store, list[int]]:
+    """Encode ``texts`` (titles, one document each) with ``encoder`` and build a store of them.
+
+    The texts become the keys, their positions the ids, and the encoder is stored with the vectors
+    so that :meth:`Store.search_text` works at once. Texts without any known word cannot be
+    encoded: they are left out, and their positions are returned.
+    """
+    texts = list(texts)
+    if not texts:
+        raise InvalidInputError("no texts given: nothing to store")
+    show = progress_enabled(progress)
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    step = 4096
+    with tqdm(total=len(texts), unit="text", desc="encode texts", disable=not show) as bar:
+        for start in range(0, len(texts), step):
+            vectors[start:start + step] = encoder.encode(texts[start:start + step], on_empty="zero").vectors
+            bar.update(min(step, len(texts) - start))
+    keep = np.flatnonzero(vectors.any(axis=1))
+    if keep.shape[0] == 0:
+        raise InvalidInputError("none of the texts contains a word the encoder knows")
+    skipped = sorted(set(range(len(texts))) - set(keep.tolist()))
+    store = build(path, vectors[keep], metric=metric, ids=keep, keys=[texts[i] for i in keep],
+                  model=model, encoders={name: encoder}, overwrite=overwrite, progress=progress)
+    return store, skipped
+
+
+def sample_rows(store: StoreFile, size: int, seed: int) -> np.ndarray:
+    """A uniform random sample of the raw tier (rows read in sorted order, as float32)."""
+    raw = store.tier(fmt.RAW_TIER).codes
+    if size >= store.count:
+        return np.array(raw, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(store.count, size=size, replace=False))
+    return np.ascontiguousarray(raw[rows], dtype=np.float32)
+
+
+def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str | None = None,
+             train_size: int = DEFAULT_TRAIN_SIZE, seed: int = 0, params: dict | None = None,
+             replace: bool = False, calibrate: bool = True, target_recall: float = TARGET_RECALL,
+             progress: bool | None = None) -> Store:
+    """Add a tier encoded with ``codec`` to the store at ``path`` (rewritten atomically), and open it.
+
+    The codec is trained on ``train_size`` vectors sampled from the raw tier with ``seed``, unless
+    ``params`` (learned arrays, as exported) are given: then it encodes with those, untrained.
+    A tier of at most 256 MiB of codes is also calibrated (see vecstore.store.quality): the oversampling
+    that rescoring from the raw tier needs for recall@10 >= ``target_recall`` is recorded with it,
+    and becomes the store's default search when it is the smallest such tier.
+    """
+    if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
+        raise InvalidInputError(f"target_recall must be in (0, 1], got {target_recall!r}")
+    path = os.fspath(path)
+    show = progress_enabled(progress)
+    with _rewriting(path, show) as store:
+        pipeline = codec if isinstance(codec, Pipeline) else get_codec(codec, store.dim)
+        if pipeline.dim != store.dim:
+            raise InvalidInputError(f"codec input dimension {pipeline.dim} != store dimension {store.dim}")
+        name = name or codec_string(pipeline)
+        if not fmt.TIER_NAME.match(name):
+            raise InvalidInputError(f"tier name {name!r}: use letters, digits and _ . , : + - = only")
+        if name == fmt.RAW_TIER or (name in store.tiers and not replace):
+            raise InvalidInputError(
+                f"store already has a tier {name!r}: choose another --name"
+                + ("" if name == fmt.RAW_TIER else " or pass replace=True (CLI: --replace)")
+            )
+        if params is not None:
+            pipeline.set_params(params, where="given parameters")
+        else:
+            if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+                raise InvalidInputError(f"train_size must be a positive integer, got {train_size!r}")
+            with tqdm(total=1, desc=f"train {codec_string(pipeline)}", disable=not show) as bar:
+                pipeline.fit(sample_rows(store, train_size, seed), seed=seed)
+                bar.update(1)
+        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration)
+                 for t in store.tiers.values() if t.name != name]
+        raw = store.tier(fmt.RAW_TIER).codes
+
+        def source():
+            step = max(1, (32 << 20) // (4 * store.dim))
+            for start in range(0, store.count, step):
+                yield start, np.asarray(raw[start:start + step], dtype=np.float32)
+
+        new = TierPlan(name, pipeline)
+        if calibrate and store.count > 1 and pipeline.code_size * store.count <= CALIBRATE_MAX_BYTES:
+            # a small tier (a coarse one): encode it in RAM, measure its default oversampling on the
+            # store itself, then write it with that record
+            tier = _encode_in_memory(store, name, pipeline, source, show)
+            with tqdm(total=1, desc=f"calibrate {name}", disable=not show) as bar:
+                new.calibration = run_calibration(tier, store.tier(fmt.RAW_TIER), store.tier(fmt.RAW_TIER),
+                                                  seed=seed, target=target_recall)
+                bar.update(1)
+            new.copy_from = (tier.codes, tier.sqnorms)
+        plans.append(new)
+        write_store(path, _contents_of(store), plans, source, progress=show, description=f"write {name}")
+    return Store(path)
+
+
+@contextlib.contextmanager
+def _rewriting(path: str, show: bool) -> Iterator[StoreFile]:
+    """Hold the store's writer lock and yield its main file, after merging in its segments and
+    deletions (if any) so that a rewrite of the main file cannot lose them."""
+    if not os.path.isfile(path):
+        raise StoreNotFoundError(f"{path!r} does not exist: check the path, or build a store there")
+    with seg.writer_lock(path):
+        compact_locked(os.path.abspath(path), progress=show)
+        with StoreFile(path) as store:
+            yield store
+
+
+def _contents_of(store: StoreFile, **changes) -> StoreContents:
+    """Everything of an open store except its tiers, to rewrite it with ``changes``."""
+    contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
+                             keys=_all_strings(store.keys_column, store.count),
+                             metadata=_all_strings(store.metadata_column, store.count), model=store.model,
+                             encoders={name: store.encoder(name) for name in store.encoder_names})
+    for key, value in changes.items():
+        setattr(contents, key, value)
+    return contents
+
+
+def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace: bool = False) -> Store:
+    """Store a text encoder (word vectors or an Elman RNN) in the store at ``path``, rewritten
+    atomically; then :meth:`Store.search_text` can use it. Its output width must equal the store's dim."""
+    path = os.fspath(path)
+    if not fmt.TIER_NAME.match(name):
+        raise InvalidInputError(f"encoder name {name!r}: use letters, digits and _ . , : + - = only")
+    with _rewriting(path, False) as store:
+        if encoder.dim != store.dim:
+            raise InvalidInputError(
+                f"the encoder produces {encoder.dim}-dim vectors but the store holds {store.dim}-dim ones"
+            )
+        if name in store.encoder_names and not replace:
+            raise InvalidInputError(f"store already has an encoder {name!r}: pass replace=True (CLI: --replace)")
+        contents = _contents_of(store)
+        contents.encoders = {**contents.encoders, name: encoder}
+        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
+        write_store(path, contents, plans, None, description=f"add encoder {name}")
+    return Store(path)
+
+
+def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, show: bool) -> Tier:
+    codes = np.empty((store.count, pipeline.code_width), dtype=pipeline.code_dtype)
+    sqnorms = np.empty(store.count, dtype=np.float32) if store.metric == "l2" else None
+    with tqdm(total=store.count, unit="vec", desc=f"encode {name}", disable=not show) as bar:
+        for start, rows in source():
+            block = pipeline.encode(rows)
+            codes[start:start + rows.shape[0]] = block
+            if sqnorms is not None:
+                sqnorms[start:start + rows.shape[0]] = sqnorms_f32(pipeline.decode(block))
+            bar.update(rows.shape[0])
+    tier = Tier(name, pipeline, codes, sqnorms, store.metric)
+    tier.resident = True
+    return tier
+
+
+def _all_strings(column, count: int) -> list[str] | None:
+    return None if column is None else [column.get(i) for i in range(count)]

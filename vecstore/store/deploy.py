@@ -1,0 +1,113 @@
+"""Re-deploying a store: swap a newly built store in for the current one, atomically, keeping the
+current one as ``CURRENT.prev`` for rollback.
+
+The switch itself is one ``rename`` of the main file. Everything the new store needs beside it (its
+segment manifest and files) is linked into ``CURRENT.segments/`` *before* that rename, under the
+new file's identity, so a reader opening ``CURRENT`` at any moment finds either the old store whole
+or the new one whole. Readers holding the old store keep their mappings until they reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+from ..errors import IntegrityError, InvalidInputError, StoreNotFoundError
+from ..format import schema as fmt
+from ..format import segments as seg
+from ..format.verify import verify
+from .quality import self_check
+from .store import Store
+from .view import open_view
+
+MIN_RECALL = 0.9
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if os.path.exists(dst):
+        return
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed: copy, atomically
+        with fmt.atomic_target(dst) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+def _carry_manifest(src_store: str, dst_store: str, manifest: seg.Manifest | None) -> None:
+    """Make ``manifest`` (of the main file now at ``src_store``) valid beside ``dst_store`` too."""
+    if manifest is None:
+        return
+    os.makedirs(seg.sidecar_dir(dst_store), exist_ok=True)
+    names = [s.file for s in manifest.segments] + ([manifest.deleted_file] if manifest.deleted_file else [])
+    for name in names:
+        _link_or_copy(os.path.join(seg.sidecar_dir(src_store), name), os.path.join(seg.sidecar_dir(dst_store), name))
+    seg.publish(dst_store, manifest)
+
+
+def check_new(path: str, *, min_recall: float = MIN_RECALL, sample: int = 200) -> dict:
+    """Checksums of the main file and every segment, then a held-out recall self-check of the
+    default search; raise if either fails."""
+    checks = verify(path)
+    with Store(path) as store:
+        report = self_check(store, sample=sample)
+    if report["recall"] < min_recall:
+        raise IntegrityError(
+            f"{path!r}: recall@10 self-check {report['recall']:.3f} is below {min_recall} on "
+            f"{report['queries']} held-out documents; fix the store (or pass a lower --min-recall)"
+        )
+    report["datasets_verified"] = len(checks)
+    return report
+
+
+def swap(new: str | os.PathLike, current: str | os.PathLike, *, force: bool = False, check: bool = True,
+         min_recall: float = MIN_RECALL, keep_previous: bool = True) -> dict:
+    """Replace the store at ``current`` by the one at ``new`` (which moves), atomically.
+
+    Refuses a store of another dimension or metric unless ``force``. With ``check``, the new store
+    must pass :func:`check_new` first. The replaced store stays as ``current + ".prev"`` (swap it
+    back to roll back). Returns what was checked and done.
+    """
+    new, current = os.path.abspath(os.fspath(new)), os.path.abspath(os.fspath(current))
+    if not os.path.isfile(new):
+        raise StoreNotFoundError(f"{new!r} does not exist: build the new store there first")
+    if new == current:
+        raise InvalidInputError("NEW and CURRENT are the same file: nothing to swap")
+    report: dict = {"new": new, "current": current}
+    with Store(new) as fresh:
+        if os.path.exists(current):
+            with Store(current) as old:
+                if (fresh.dim, fresh.metric) != (old.dim, old.metric) and not force:
+                    raise InvalidInputError(
+                        f"{new!r} holds {fresh.dim}-dim {fresh.metric} vectors but {current!r} holds "
+                        f"{old.dim}-dim {old.metric}: every client would break; pass force=True (--force) "
+                        "if that is intended"
+                    )
+                report["previous_model"] = old.model
+        report["model"] = fresh.model
+    if check:
+        report["check"] = check_new(new, min_recall=min_recall)
+    previous = current + ".prev"
+    with seg.writer_lock(current), seg.writer_lock(new):
+        incoming = open_view(new)
+        incoming.close()
+        _carry_manifest(new, current, incoming.manifest)
+        if keep_previous and os.path.exists(current):
+            outgoing = open_view(current)
+            outgoing.close()
+            _carry_manifest(current, previous, outgoing.manifest)
+            with fmt.atomic_target(previous) as tmp:  # NEW may be CURRENT.prev itself (a rollback)
+                os.link(current, tmp)
+                os.replace(new, current)
+            report["previous"] = previous
+        else:
+            os.replace(new, current)
+        fmt.fsync_directory(os.path.dirname(current))
+        if new != previous:
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(seg.sidecar_dir(new))
+        seg.collect_garbage(current, seg.manifest_files(incoming.manifest) if incoming.manifest else set())
+    if new != previous:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(seg.lock_path(new))
+    return report

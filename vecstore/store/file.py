@@ -1,0 +1,286 @@
+"""StoreFile: one open vecstore file (a main store or an appended segment): its tiers, ids, string
+columns and encoders, and the search of one resolved plan over it.
+
+:class:`vecstore.Store` is what users hold: a StoreFile plus its appended segments and deletions.
+Opening reads and validates the HDF5 header with h5py, closes it, and maps the file once with
+``mmap``. From then on no HDF5 call is made: searches read the mapped tiers directly, so any number
+of Python threads can search one open store at once (the kernels release the GIL).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import threading
+
+import numpy as np
+
+from ..encoders import encoder_from_parts
+from ..errors import ClosedStoreError, FormatError, UnknownTierError, VecstoreError
+from ..format import schema as fmt
+from ..kernels import dispatch
+from ..plan import Plan, default_plan
+from ..query import SearchResult, empty_result
+from .closing import ClosesOnExit
+from .tier import Tier, open_tier
+
+
+class StringColumn:
+    """Per-document strings stored as a UTF-8 blob plus offsets, decoded on demand."""
+
+    def __init__(self, offsets: np.ndarray, data: np.ndarray, count: int, where: str):
+        if offsets.shape != (count + 1,):
+            raise FormatError(f"/{where}/offsets: shape {offsets.shape}, expected ({count + 1},)")
+        self.offsets, self.data, self.where = offsets, data, where
+        self._checked = False
+
+    def _check(self) -> None:
+        # Checked on first use, not at open, so that opening stays O(1) in the document count.
+        if self._checked:
+            return
+        offs = self.offsets
+        if offs.shape[0] and (offs[0] != 0 or offs[-1] != self.data.shape[0] or (np.diff(offs) < 0).any()):
+            raise FormatError(f"/{self.where}/offsets do not describe /{self.where}/data; the file is damaged")
+        self._checked = True
+
+    def get(self, row: int) -> str:
+        self._check()
+        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+        try:
+            return bytes(self.data[a:b]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"/{self.where}: entry {row} is not valid UTF-8; the file is damaged") from None
+
+
+class StoreFile(ClosesOnExit):
+    """One open, read-only vecstore file (see :class:`vecstore.Store` for the public view).
+
+    Attributes
+    ----------
+    path : str
+    dim, count : int
+    metric : {"ip", "cosine", "l2"}
+    tiers : dict[str, Tier]   the raw float32 tier and every compressed tier
+    """
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(os.fspath(path))
+        header, file_map = fmt.open_store_file(self.path)
+        self.header = header
+        attrs = header.attrs
+        self.format_version: int = attrs[fmt.ATTR_VERSION]
+        self.written_by: str = attrs[fmt.ATTR_WRITER]
+        self.dim: int = attrs[fmt.ATTR_DIM]
+        self.count: int = attrs[fmt.ATTR_COUNT]
+        self.metric: str = attrs[fmt.ATTR_METRIC]
+        self.model: dict | None = attrs[fmt.ATTR_MODEL]
+        self._map = file_map
+        self._lock = threading.Lock()
+        self._id_index: tuple[np.ndarray, np.ndarray] | None = None
+        self._encoders: dict = {}
+        try:
+            ids_span = header.datasets[fmt.IDS]
+            if ids_span.shape != (self.count,) or ids_span.dtype != np.dtype("<i8"):
+                raise FormatError(f"/{fmt.IDS}: {ids_span.dtype.str}{ids_span.shape}, expected <i8({self.count},)")
+            self.ids = self._map.array(ids_span)
+            self.keys_column = self._string_column(fmt.KEYS)
+            self.metadata_column = self._string_column(fmt.METADATA)
+            self.tiers: dict[str, Tier] = {
+                name: open_tier(name, header, self._map, self.dim, self.count, self.metric)
+                for name in header.tier_attrs
+            }
+        except BaseException:
+            self._map.close()
+            raise
+        self._closed = False
+
+    def _string_column(self, name: str) -> StringColumn | None:
+        offsets = self.header.datasets.get(f"{name}/offsets")
+        if offsets is None:
+            return None
+        data = self.header.datasets[f"{name}/data"]
+        if offsets.dtype != np.dtype("<i8") or data.dtype != np.dtype("u1") or len(data.shape) != 1:
+            raise FormatError(f"/{name}: offsets must be <i8 and data u1 (1-D)")
+        return StringColumn(self._map.array(offsets), self._map.array(data), self.count, name)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the file mapping. Safe to call twice."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self.tiers = {}
+        self.ids = None
+        self.keys_column = self.metadata_column = None
+        self._id_index = None
+        self._map.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<closed vecstore.StoreFile {self.path!r}>"
+        return (f"<vecstore.StoreFile {self.path!r} count={self.count} dim={self.dim} "
+                f"metric={self.metric!r} tiers={list(self.tiers)}>")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedStoreError(f"store {self.path!r} is closed: open it again with vecstore.open()")
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def tier(self, name: str | None = None) -> Tier:
+        """The tier called ``name`` (default: the raw float32 tier)."""
+        self._check_open()
+        name = fmt.RAW_TIER if name is None else name
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTierError(
+                f"store has no tier {name!r}; tiers: {', '.join(self.tiers)} "
+                "(add one with `vecstore compress`)"
+            ) from None
+
+    def default_plan(self) -> Plan:
+        """The plan of a search given no tier options (see vecstore.plan.default_plan)."""
+        self._check_open()
+        return default_plan(self.tiers)
+
+    def search_plan(self, xq: np.ndarray, k: int, plan: Plan) -> SearchResult:
+        """Top-k of validated queries ``xq`` under a resolved ``plan`` (vecstore.plan.resolve_plan):
+        scan the plan's tier, rescore ``k * oversample`` candidates from its rescoring tier if it
+        names one. ``k`` is validated and may exceed the count: the extra columns are padding."""
+        kk = min(k, self.count)
+        if kk == 0:
+            return empty_result(xq.shape[0], k, self.metric)
+        coarse = self.tier(plan.tier)
+        if plan.rescore is None:
+            scores, rows = coarse.scan(xq, kk)
+        else:
+            width = min(self.count, int(np.ceil(kk * plan.oversample)))
+            _, candidates = coarse.scan(xq, width)
+            scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
+        return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
+
+    # -- documents ------------------------------------------------------------------------------
+
+    def rows_of(self, ids) -> np.ndarray:
+        arr = np.asarray(ids, dtype=np.int64)
+        with self._lock:
+            if self._id_index is None:
+                order = np.argsort(self.ids, kind="stable")
+                sorted_ids = np.asarray(self.ids)[order]
+                twice = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+                if twice.shape[0]:
+                    raise FormatError(f"/{fmt.IDS}: id {int(sorted_ids[twice[0]])} appears more than once; "
+                                      "the file was edited or damaged")
+                self._id_index = (sorted_ids, order)
+        sorted_ids, order = self._id_index
+        pos = np.clip(np.searchsorted(sorted_ids, arr), 0, max(self.count - 1, 0))
+        found = (self.count > 0) & (sorted_ids[pos] == arr) if self.count else np.zeros(arr.shape, bool)
+        return np.where(found, order[pos], -1)
+
+    # -- text queries ---------------------------------------------------------------------------
+
+    @property
+    def encoder_names(self) -> list[str]:
+        """Names of the text encoders stored with this store (see :meth:`search_text`)."""
+        return list(self.header.encoder_configs)
+
+    def encoder(self, name: str | None = None):
+        """The stored text encoder ``name`` (default: the only one), built from its plain arrays."""
+        self._check_open()
+        names = self.encoder_names
+        if name is None:
+            if len(names) != 1:
+                raise UnknownTierError(
+                    "store has no text encoder: add one with `vecstore add-encoder`" if not names else
+                    f"store has several encoders ({', '.join(names)}): name one"
+                )
+            name = names[0]
+        if name not in names:
+            raise UnknownTierError(f"store has no encoder {name!r}; encoders: {', '.join(names) or 'none'}")
+        with self._lock:
+            if name not in self._encoders:
+                self._encoders[name] = self._load_encoder(name)
+        return self._encoders[name]
+
+    def _load_encoder(self, name: str):
+        prefix = f"{fmt.ENCODERS}/{name}"
+        vocab = StringColumn(self._map.array(self.header.datasets[f"{prefix}/{fmt.VOCAB}/offsets"]),
+                             self._map.array(self.header.datasets[f"{prefix}/{fmt.VOCAB}/data"]),
+                             self.header.datasets[f"{prefix}/{fmt.VOCAB}/offsets"].shape[0] - 1,
+                             f"{prefix}/{fmt.VOCAB}")
+        arrays = {key[len(prefix) + len(fmt.ARRAYS) + 2:]: np.array(self._map.array(span))
+                  for key, span in self.header.datasets.items()
+                  if key.startswith(f"{prefix}/{fmt.ARRAYS}/")}
+        try:
+            return encoder_from_parts(self.header.encoder_configs[name],
+                                      [vocab.get(i) for i in range(vocab.offsets.shape[0] - 1)], arrays)
+        except VecstoreError as exc:
+            raise FormatError(f"/{prefix}: {exc}") from None
+
+    # -- memory ---------------------------------------------------------------------------------
+
+    def load(self, tier: str) -> None:
+        """Hold ``tier`` in private memory (typically the small coarse tier); others stay mapped."""
+        self.tier(tier).load()
+
+    def memory(self) -> dict:
+        """Per tier, bytes held in private memory against bytes merely mapped; and the process's
+        RssAnon (private) and RssFile (mapped pages in RAM) from /proc/self/status."""
+        self._check_open()
+        tiers = {name: t.memory() for name, t in self.tiers.items()}
+        return {
+            "tiers": tiers,
+            "resident_bytes": sum(t["resident_bytes"] + t["param_bytes"] for t in tiers.values()),
+            "mapped_bytes": self.header.file_size,
+            "process": process_memory(),
+        }
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        """A JSON-safe summary: count, dim, metric, format version, tiers with sizes."""
+        self._check_open()
+        return {
+            "path": self.path,
+            "format_version": self.format_version,
+            "store_id": fmt.store_identity(self.header),
+            "written_by": self.written_by,
+            "count": self.count,
+            "dim": self.dim,
+            "metric": self.metric,
+            "model": self.model,
+            "has_keys": self.keys_column is not None,
+            "has_metadata": self.metadata_column is not None,
+            "file_bytes": self.header.file_size,
+            "tiers": [t.describe() for t in self.tiers.values()],
+            "default_search": list(self.default_plan()),
+        }
+
+
+def metadata_object(text: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise FormatError(f"/{fmt.METADATA}: an entry is not a JSON object; the file is damaged")
+    return value
+
+
+def process_memory() -> dict:
+    """RssAnon, RssFile and VmHWM of this process in bytes (Linux; empty elsewhere)."""
+    out = {}
+    try:
+        with builtins.open("/proc/self/status") as fh:
+            for line in fh:
+                name, _, value = line.partition(":")
+                if name in ("RssAnon", "RssFile", "VmHWM", "VmRSS"):
+                    out[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out

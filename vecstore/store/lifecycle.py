@@ -1,0 +1,198 @@
+"""Changing a store after it was built: append documents, delete them, compact.
+
+Every change holds the store's writer lock, reads the current state afresh, writes new files only,
+and ends with one atomic publish (a manifest rename, or the main file's rename for compact). A crash
+at any moment leaves the store as before or as after; readers keep the mappings they have.
+See vecstore/format/segments.py for the files and docs/format.md ("Segments") for their format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..format import segments as seg
+from ..format.writer import StoreContents, TierPlan, write_store
+from ..ingest import as_ids, open_vectors, prepared_chunks, read_keys, read_metadata
+from ..progress import progress_enabled
+from .provenance import check_model
+from .view import View, open_view
+
+
+def _next_id(view: View) -> int:
+    """The first default id of an append: one past the largest id ever stored."""
+    if view.manifest is not None:
+        return view.manifest.next_id
+    return int(np.max(view.base.ids)) + 1 if view.base.count else 0
+
+
+def _manifest_for_change(view: View) -> seg.Manifest:
+    current = view.manifest or seg.Manifest(view.base_id, next_id=_next_id(view))
+    return dataclasses.replace(current, generation=current.generation + 1, segments=list(current.segments))
+
+
+def _refuse_known_ids(view: View, ids: np.ndarray) -> None:
+    if view.deleted.shape[0]:
+        gone = np.isin(ids, view.deleted)
+        if gone.any():
+            raise InvalidInputError(
+                f"id {int(ids[np.argmax(gone)])} was deleted but stays stored until `vecstore compact`: "
+                "compact first, or give the new document another id"
+            )
+    for part in view.parts:
+        rows = part.rows_of(ids)
+        if (rows >= 0).any():
+            raise InvalidInputError(f"id {int(ids[np.argmax(rows >= 0)])} is already in the store; ids must be unique")
+
+
+def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=None, model: str | None = None,
+           progress: bool | None = None) -> np.ndarray:
+    """Append documents to the store at ``path`` as a new segment; return their ids.
+
+    Each vector is encoded into every tier with that tier's stored parameters (nothing is retrained)
+    and the segment is published atomically. Cost: proportional to the vectors added; the store's
+    existing tiers are neither read nor copied.
+    """
+    path = os.path.abspath(os.fspath(path))
+    source = open_vectors(vectors)
+    n, dim = source.shape
+    if n == 0:
+        raise InvalidInputError(f"{source.description}: no vectors to append")
+    with seg.writer_lock(path):
+        view = open_view(path)
+        try:
+            base = view.base
+            if dim != base.dim:
+                raise InvalidInputError(
+                    f"{source.description}: vectors of dimension {dim}, but the store holds dimension {base.dim}"
+                )
+            if model is not None:
+                check_model(base.model, model, "the new documents")
+            first = _next_id(view)
+            new_ids = as_ids(ids, n) if ids is not None else np.arange(first, first + n, dtype="<i8")
+            _refuse_known_ids(view, new_ids)
+            contents = StoreContents(dim, n, base.metric, new_ids,
+                                     keys=read_keys(keys, n) if keys is not None else None,
+                                     metadata=read_metadata(metadata, n), model=base.model)
+            name = seg.new_file_name("segment")
+            os.makedirs(seg.sidecar_dir(path), exist_ok=True)
+            write_store(os.path.join(seg.sidecar_dir(path), name), contents,
+                        [TierPlan(t.name, t.codec) for t in base.tiers.values()],
+                        prepared_chunks(source, base.metric), progress=progress_enabled(progress),
+                        description=f"append to {os.path.basename(path)}")
+            manifest = _manifest_for_change(view)
+            manifest.segments.append(seg.SegmentEntry(name, contents.store_id, n))
+            manifest.next_id = max(first, int(new_ids.max()) + 1)
+            seg.publish(path, manifest)
+            seg.collect_garbage(path, seg.manifest_files(manifest))
+        finally:
+            view.close()
+    return new_ids
+
+
+def delete(path: str | os.PathLike, ids) -> int:
+    """Mark ``ids`` deleted in the store at ``path``; return how many. Every id must be a live
+    document (an unknown or already deleted id is an error, and then nothing is deleted)."""
+    path = os.path.abspath(os.fspath(path))
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" or arr.size == 0:
+        raise InvalidInputError("ids to delete must be a non-empty list of integers")
+    arr = np.unique(arr.astype(np.int64).ravel())
+    with seg.writer_lock(path):
+        view = open_view(path)
+        try:
+            if view.deleted.shape[0]:
+                gone = np.isin(arr, view.deleted)
+                if gone.any():
+                    raise InvalidInputError(f"id {int(arr[np.argmax(gone)])} is already deleted; nothing was deleted")
+            present = np.zeros(arr.shape, dtype=bool)
+            for part in view.parts:
+                present |= part.rows_of(arr) >= 0
+            if not present.all():
+                missing = arr[~present]
+                shown = ", ".join(str(int(i)) for i in missing[:5]) + (" ..." if missing.shape[0] > 5 else "")
+                raise InvalidInputError(
+                    f"{missing.shape[0]} id(s) are not in the store ({shown}); nothing was deleted"
+                )
+            everything = np.union1d(view.deleted, arr)
+            manifest = _manifest_for_change(view)
+            manifest.deleted_file, manifest.deleted_checksum = seg.write_deleted(path, everything)
+            manifest.deleted_count = int(everything.shape[0])
+            seg.publish(path, manifest)
+            seg.collect_garbage(path, seg.manifest_files(manifest))
+        finally:
+            view.close()
+    return int(arr.shape[0])
+
+
+class _Gather:
+    """The live rows of one array per part, read as one array by slices (what the writer copies)."""
+
+    def __init__(self, arrays: list[np.ndarray], rows: list[np.ndarray | None]):
+        self.arrays, self.rows = arrays, rows
+        lengths = [a.shape[0] if r is None else r.shape[0] for a, r in zip(arrays, rows)]
+        self.starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    def __getitem__(self, window: slice) -> np.ndarray:
+        out = []
+        for i, (arr, rows) in enumerate(zip(self.arrays, self.rows)):
+            lo, hi = max(window.start, self.starts[i]), min(window.stop, self.starts[i + 1])
+            if lo < hi:
+                a, b = int(lo - self.starts[i]), int(hi - self.starts[i])
+                out.append(arr[a:b] if rows is None else arr[rows[a:b]])
+        if not out:
+            return self.arrays[0][0:0]
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+def _strings(view: View, column: str, live: list[np.ndarray | None]) -> list[str] | None:
+    columns = [getattr(part, column) for part in view.parts]
+    if all(c is None for c in columns):
+        return None
+    out: list[str] = []
+    for part, col, rows in zip(view.parts, columns, live):
+        wanted = range(part.count) if rows is None else rows.tolist()
+        out.extend("" if col is None else col.get(int(r)) for r in wanted)
+    return out
+
+
+def compact_locked(path: str, *, progress: bool | None = None) -> dict:
+    """:func:`compact` for a caller that holds the writer lock."""
+    started = time.perf_counter()
+    view = open_view(path)
+    try:
+        if view.simple:
+            return {"documents": view.count, "merged_segments": 0, "dropped": 0, "seconds": 0.0}
+        live = [view.live_rows(i) for i in range(len(view.parts))]
+        ids = _Gather([np.asarray(p.ids) for p in view.parts], live)[0:view.count]
+        base = view.base
+        contents = StoreContents(base.dim, view.count, base.metric, np.asarray(ids, dtype="<i8"),
+                                 keys=_strings(view, "keys_column", live), metadata=_strings(view, "metadata_column", live),
+                                 model=base.model,
+                                 encoders={name: base.encoder(name) for name in base.encoder_names})
+        plans = []
+        for name, tier in base.tiers.items():
+            codes = _Gather([p.tiers[name].codes for p in view.parts], live)
+            norms = (_Gather([p.tiers[name].sqnorms for p in view.parts], live)
+                     if tier.sqnorms is not None else None)
+            plans.append(TierPlan(name, tier.codec, (codes, norms), tier.calibration))
+        write_store(path, contents, plans, None, progress=progress_enabled(progress),
+                    description=f"compact {os.path.basename(path)}")
+        report = {"documents": view.count, "merged_segments": len(view.segments),
+                  "dropped": int(view.deleted.shape[0]), "seconds": time.perf_counter() - started}
+    finally:
+        view.close()
+    seg.collect_garbage(path, set())
+    return report
+
+
+def compact(path: str | os.PathLike, *, progress: bool | None = None) -> dict:
+    """Rewrite the store at ``path`` as one file: segments merged in, deleted documents dropped.
+    Codes are copied, not re-encoded; the main file is replaced atomically."""
+    path = os.path.abspath(os.fspath(path))
+    with seg.writer_lock(path):
+        return compact_locked(path, progress=progress)

@@ -1,0 +1,131 @@
+"""A store measures itself: the calibration that picks the default two-stage search, the recall
+self-check before a swap, and the drift check of compressed tiers. Every figure is recall@k on the
+store's own documents held out as queries (vecstore.query.recall_at_k), with the exact answer from
+the raw tier, so no ground-truth file is needed.
+
+Calibration: how much to oversample a coarse tier.
+
+When a compressed tier is added, vecstore measures on the store itself how many candidates the tier
+must hand to the rescoring tier for recall@10 to reach a target (0.95 by default), and records the
+measurement in the tier's ``calibration`` attribute. ``store.search(q, k)`` with no tier options then
+scans the smallest calibrated tier and rescores with the recorded oversampling.
+
+The check is leave-one-out: ``queries`` stored documents, chosen with a seed, each searched for its
+nearest *other* documents (the document itself is removed from the truth and from the candidates),
+with the exact answer taken from the raw tier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..format import schema as fmt
+from ..query import recall_at_k, without
+from .store import Store
+from .tier import Tier
+
+OVERSAMPLES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CALIBRATION_QUERIES = 200
+TARGET_RECALL = 0.95
+K = 10
+
+
+def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
+              queries: int = CALIBRATION_QUERIES, target: float = TARGET_RECALL) -> dict:
+    """Measure recall@10 of (scan ``coarse``, rescore from ``fine``) for growing oversampling.
+
+    Returns the JSON-safe record stored as the tier's ``calibration`` attribute.
+    """
+    count = raw.count
+    rng = np.random.default_rng(seed)
+    own = np.sort(rng.choice(count, size=min(queries, count), replace=False))
+    xq = np.ascontiguousarray(raw.codes[own], dtype=np.float32)
+    k = min(K, count - 1)
+    _, truth = raw.scan(xq, k + 1)
+    truth = without(truth, own)[:, :k]
+    recalls = {}
+    chosen = None
+    for factor in OVERSAMPLES:
+        width = min(count - 1, k * factor)
+        _, cand = coarse.scan(xq, width + 1)
+        cand = np.ascontiguousarray(without(cand, own)[:, :width])
+        _, found = fine.rescore(xq, cand, k)
+        recall = float(recall_at_k(found, truth, k).mean())
+        recalls[str(factor)] = round(recall, 4)
+        if recall >= target:
+            chosen = factor
+            break
+        if width >= count - 1:
+            break
+    best = max(recalls, key=lambda f: recalls[f])
+    return {
+        "method": "leave-one-out recall@10 on stored documents, exact truth from the raw tier",
+        "rescore": fine.name,
+        "target_recall_at_10": target,
+        "oversample": chosen if chosen is not None else int(best),
+        "recall_at_10": recalls[str(chosen)] if chosen is not None else recalls[best],
+        "meets_target": chosen is not None,
+        "recall_by_oversample": recalls,
+        "queries": int(own.shape[0]),
+        "seed": seed,
+    }
+
+
+# -- self-checks -----------------------------------------------------------------------------------
+
+DRIFT_THRESHOLD = 0.05
+
+
+def held_out_recall(store: Store, query_ids: np.ndarray, k: int = 10, **plan) -> np.ndarray:
+    """Per query document, recall@k of ``store.search(..., **plan)`` against exact search, the
+    query document itself left out of both result lists."""
+    xq = store.vectors(query_ids)
+    width = min(k + 1, store.count)
+    exact = store.search(xq, width, tier=fmt.RAW_TIER).ids
+    found = store.search(xq, width, **plan).ids if plan else store.search(xq, width).ids
+    return recall_at_k(without(found, query_ids), without(exact, query_ids), k)
+
+
+def _sample(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    if size >= ids.shape[0]:
+        return np.asarray(ids)
+    rng = np.random.default_rng(seed)
+    return np.asarray(ids)[np.sort(rng.choice(ids.shape[0], size=size, replace=False))]
+
+
+def self_check(store: Store, *, sample: int = 200, k: int = 10, seed: int = 0) -> dict:
+    """Recall@k of the store's default search (what ``search(q, k)`` does) on ``sample`` held-out
+    documents. A store whose default is exact search scores 1.0 by construction."""
+    if store.count < 2:
+        raise InvalidInputError("a recall self-check needs at least 2 documents")
+    query_ids = _sample(store.ids, sample, seed)
+    recalls = held_out_recall(store, query_ids, k)
+    return {"recall": float(recalls.mean()), "k": k, "queries": int(query_ids.shape[0]),
+            "plan": list(store.default_plan())}
+
+
+def check_drift(store: Store, *, sample: int = 200, k: int = 10, threshold: float = DRIFT_THRESHOLD) -> dict:
+    """Per compressed tier, recall@k (the tier alone, no rescoring) with the ``sample`` newest
+    documents as queries against the ``sample`` oldest. Codec parameters trained on old documents
+    that fit new ones badly show as a drop; above ``threshold`` the advice is to retrain the tier."""
+    if not 0 <= threshold <= 1:
+        raise InvalidInputError(f"threshold must be in [0, 1], got {threshold}")
+    ids = np.asarray(store.ids)
+    size = min(sample, ids.shape[0] // 2)
+    if size < 1:
+        raise InvalidInputError("a drift check needs at least 2 documents")
+    oldest, newest = ids[:size], ids[-size:]
+    tiers = []
+    for name, tier in store.tiers.items():
+        if name == fmt.RAW_TIER:
+            continue
+        old = float(held_out_recall(store, oldest, k, tier=name).mean())
+        new = float(held_out_recall(store, newest, k, tier=name).mean())
+        retrain = old - new > threshold
+        tiers.append({
+            "tier": name, "codec": tier.codec_string, "recall_oldest": old, "recall_newest": new,
+            "drop": old - new, "retrain": retrain,
+            "advice": (f"vecstore compress STORE --retrain {name}" if retrain else None),
+        })
+    return {"k": k, "queries": size, "threshold": threshold, "tiers": tiers}

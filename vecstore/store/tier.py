@@ -1,0 +1,183 @@
+"""Tier: one encoding of every document (raw float32, float16, int8, PCA, PQ ...), mapped from the file.
+
+A tier pairs a codec pipeline (config + learned arrays, validated against each other) with its code
+array and, for l2 stores, the squared norms of the decoded vectors. Searching a tier never decodes
+it: the query is folded into code space once and the kernel for the code layout scans the codes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..codecs import Pipeline, codec_string, pipeline_from_config
+from ..errors import FormatError, VecstoreError
+from ..format import schema as fmt
+from ..kernels import dispatch
+
+
+class Tier:
+    """A searchable encoding of the store's documents."""
+
+    def __init__(self, name: str, codec: Pipeline, codes: np.ndarray, sqnorms: np.ndarray | None,
+                 metric: str):
+        self.name = name
+        self.codec = codec
+        self.codes = codes
+        self.sqnorms = sqnorms
+        self.metric = metric
+        self.resident = False
+        self.calibration: dict | None = None  # see quality.py
+        # 4-bit PQ tiers: the codes in fast-scan blocks (kernels/fastscan.py), built on first search
+        self._blocked: tuple[np.ndarray, np.ndarray] | None = None
+        self._blocked_lock = threading.Lock()
+
+    @property
+    def codec_string(self) -> str:
+        return codec_string(self.codec)
+
+    @property
+    def layout(self) -> str:
+        """The code layout its kernels scan: "f32", "f16", "i8", "pq8" or "pq4"."""
+        return self.codec.layout
+
+    @property
+    def code_size(self) -> int:
+        return self.codec.code_size
+
+    @property
+    def count(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def bytes_per_vector(self) -> int:
+        """Bytes each document costs in this tier: its code plus its norm for l2 stores."""
+        return self.codec.code_size + (4 if self.sqnorms is not None else 0)
+
+    @property
+    def param_bytes(self) -> int:
+        return int(sum(a.nbytes for a in self.codec.params().values()))
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "codec": self.codec_string,
+            "bytes_per_vector": self.bytes_per_vector,
+            "code_bytes": int(self.codes.nbytes),
+            "param_bytes": self.param_bytes,
+            "size_bytes": int(self.codes.nbytes) + self.param_bytes
+            + (int(self.sqnorms.nbytes) if self.sqnorms is not None else 0),
+            "resident": self.resident,
+            "calibration": self.calibration,
+        }
+
+    # -- residency ------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Copy this tier's codes (and norms) into private memory: scans no longer wait on the disk."""
+        if not self.resident:
+            self.codes = np.array(self.codes)
+            if self.sqnorms is not None:
+                self.sqnorms = np.array(self.sqnorms)
+            self.resident = True
+
+    def memory(self) -> dict:
+        """Bytes of this tier held in private memory against bytes merely mapped from the file.
+
+        A 4-bit PQ tier that has been searched also holds its codes in fast-scan blocks
+        (``fastscan_bytes``, private memory, about the size of the codes).
+        """
+        size = int(self.codes.nbytes) + (int(self.sqnorms.nbytes) if self.sqnorms is not None else 0)
+        blocked = self._blocked
+        return {"resident_bytes": size if self.resident else 0, "mapped_bytes": 0 if self.resident else size,
+                "param_bytes": self.param_bytes,
+                "fastscan_bytes": 0 if blocked is None else int(blocked[0].nbytes + blocked[1].nbytes)}
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def rescore(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best-first (scores, rows) over each query's candidate rows, scored on this tier (a dense
+        layout: see vecstore.plan.check_rescores)."""
+        folded, const, bias = self._fold(xq)
+        scores, rows = dispatch.rescore(folded, self._dense_codes(), self.layout, candidates, bias, k)
+        return self._add_const(scores, const), rows
+
+    def _dense_codes(self) -> np.ndarray:
+        return self.codes.view(np.uint16) if self.layout == "f16" else self.codes
+
+    def _fold(self, xq: np.ndarray):
+        q = xq * np.float32(2.0) if self.metric == "l2" else xq
+        folded, const = self.codec.fold_query(q, np.zeros(q.shape[0], dtype=np.float64))
+        bias = -self.sqnorms if self.sqnorms is not None else np.empty(0, dtype=np.float32)
+        return folded, const, bias
+
+    @staticmethod
+    def _add_const(scores: np.ndarray, const: np.ndarray) -> np.ndarray:
+        return scores + const[:, None].astype(np.float32) if const.any() else scores
+
+    def scan(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best-first (scores, rows) where score = q . x (ip, cosine) or 2 q . x - |x|^2 (l2)."""
+        folded, const, bias = self._fold(xq)
+        if self.layout in ("pq8", "pq4"):
+            lut = self.codec.terminal.lookup_tables(folded)
+            scores, rows = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias))
+        else:
+            scores, rows = dispatch.scan_dense(folded, self._dense_codes(), bias, k, self.layout)
+        return self._add_const(scores, const), rows
+
+    def _fast_layout(self, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._blocked_lock:
+            if self._blocked is None:
+                self._blocked = dispatch.blocked_codes(self.codes, self.codec.terminal.m, bias)
+            return self._blocked
+
+
+def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, count: int,
+              metric: str) -> Tier:
+    """Build a Tier from a validated header, checking config, arrays and codes agree."""
+    where = f"/{fmt.TIERS}/{name}"
+    attrs = header.tier_attrs[name]
+    try:
+        codec = pipeline_from_config(attrs[fmt.ATTR_CODEC])
+    except VecstoreError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    if codec.dim != dim:
+        raise FormatError(f"{where}: codec input dimension {codec.dim} differs from the store's {dim}")
+    params = {}
+    for key, span in header.datasets.items():
+        prefix = f"{fmt.TIERS}/{name}/{fmt.PARAMS}/"
+        if key.startswith(prefix):
+            if span.dtype != np.dtype("<f4"):
+                raise FormatError(f"/{key}: learned arrays are <f4, found {span.dtype.str}; the file was edited")
+            params[key[len(prefix):]] = np.array(file_map.array(span))  # small: copied into RAM
+    codec.set_params(params, where=where)
+    codes_span = header.datasets[f"{fmt.TIERS}/{name}/{fmt.CODES}"]
+    expect = (count, codec.code_width)
+    if codes_span.shape != expect or codes_span.dtype != codec.code_dtype:
+        raise FormatError(
+            f"{where}/{fmt.CODES}: {codes_span.dtype.str}{codes_span.shape}, but codec "
+            f"{codec_string(codec)!r} over {count} documents implies {codec.code_dtype.str}{expect}"
+        )
+    sq_span = header.datasets.get(f"{fmt.TIERS}/{name}/{fmt.SQNORMS}")
+    if metric == "l2" and sq_span is None:
+        raise FormatError(f"{where}: an l2 store's tier needs {fmt.SQNORMS}; the file is damaged")
+    if sq_span is not None and (sq_span.shape != (count,) or sq_span.dtype != np.dtype("<f4")):
+        raise FormatError(f"{where}/{fmt.SQNORMS}: {sq_span.dtype.str}{sq_span.shape}, expected <f4({count},)")
+    sqnorms = file_map.array(sq_span) if (sq_span is not None and metric == "l2") else None
+    if attrs.get(fmt.ATTR_CODEC_STRING) != codec_string(codec):
+        raise FormatError(f"{where}: attribute 'codec_string' {attrs.get(fmt.ATTR_CODEC_STRING)!r} does not "
+                          f"describe its codec config ({codec_string(codec)!r}); the file was edited")
+    tier = Tier(name, codec, file_map.array(codes_span), sqnorms, metric)
+    tier.calibration = _checked_calibration(attrs.get(fmt.ATTR_CALIBRATION), where)
+    return tier
+
+
+def _checked_calibration(record, where: str) -> dict | None:
+    if record is None:
+        return None
+    factor = record.get("oversample") if isinstance(record, dict) else None
+    if (not isinstance(record, dict) or not isinstance(record.get("rescore"), str)
+            or isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 1e6):
+        raise FormatError(f"{where}: attribute 'calibration' must hold 'rescore' (a tier) and 'oversample' >= 1")
+    return record

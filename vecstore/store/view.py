@@ -1,0 +1,129 @@
+"""A view: one consistent state of a store (its main file, the segments appended to it and the ids
+deleted from it), opened and validated as one.
+
+Searches take the current view once and use only it, so a reader can move to a new version between
+queries (:meth:`vecstore.Store.reload`) while a query in flight finishes on the view it started
+with; the old view's mappings are released when the last query using it returns.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import FormatError, StoreNotFoundError
+from ..format import schema as fmt
+from ..format import segments as seg
+from ..format.digest import codec_digest
+from ..format.untrusted import check_header_in_child
+from .file import StoreFile
+
+OPEN_RETRIES = 3
+
+
+def signature(path: str, base_id: str | None = None) -> tuple:
+    """What changes when the store at ``path`` is replaced or its manifest republished."""
+    def stamp(p):
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+    return stamp(path), (stamp(seg.manifest_path(path, base_id)) if base_id else None)
+
+
+class View:
+    """One consistent state of a store: its main file, its segments and its deleted ids."""
+
+    def __init__(self, base: StoreFile, base_id: str, segments: list[StoreFile], manifest: seg.Manifest | None,
+                 deleted: np.ndarray, signature: tuple):
+        self.base, self.base_id, self.segments, self.manifest = base, base_id, segments, manifest
+        self.deleted = deleted
+        self.signature = signature
+        self.parts = [base, *segments]
+        if deleted.shape[0]:
+            self.dead = [np.intersect1d(deleted, np.asarray(p.ids)) for p in self.parts]
+        else:
+            self.dead = [deleted] * len(self.parts)
+        self.count = sum(p.count for p in self.parts) - int(deleted.shape[0])
+        self._live_ids: np.ndarray | None = None
+
+    @property
+    def simple(self) -> bool:
+        return not self.segments and self.deleted.shape[0] == 0
+
+    def live_rows(self, index: int) -> np.ndarray | None:
+        """Rows of part ``index`` that are not deleted (None: all of them)."""
+        if self.dead[index].shape[0] == 0:
+            return None
+        return np.flatnonzero(~np.isin(np.asarray(self.parts[index].ids), self.dead[index]))
+
+    @property
+    def live_ids(self) -> np.ndarray:
+        if self._live_ids is None:
+            chunks = []
+            for i, part in enumerate(self.parts):
+                rows = self.live_rows(i)
+                chunks.append(np.asarray(part.ids) if rows is None else np.asarray(part.ids)[rows])
+            self._live_ids = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        return self._live_ids
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+def _open_file(path: str, untrusted: bool) -> StoreFile:
+    if untrusted:
+        check_header_in_child(path)
+    return StoreFile(path)
+
+
+def open_view(path: str, untrusted: bool = False) -> View:
+    """Open the main file at ``path`` and whatever its manifest adds; validated as one store.
+    ``untrusted``: validate each file's header in a child process first (see vecstore.format.untrusted)."""
+    for attempt in range(OPEN_RETRIES):
+        before = signature(path)
+        base = _open_file(path, untrusted)
+        try:
+            base_id = fmt.store_identity(base.header)
+            manifest = seg.read_manifest(path, base_id)
+            if manifest is None:
+                return View(base, base_id, [], None, np.empty(0, dtype=np.int64), (before[0], None))
+            stamp = signature(path, base_id)
+            segments = _open_segments(path, base, manifest, untrusted)
+            deleted = seg.read_deleted(path, manifest)
+            return View(base, base_id, segments, manifest, deleted, stamp)
+        except StoreNotFoundError:
+            base.close()
+            if attempt == OPEN_RETRIES - 1:
+                raise FormatError(f"{path!r}: a segment its manifest names is missing; the store is damaged") from None
+        except BaseException:
+            base.close()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest, untrusted: bool) -> list[StoreFile]:
+    digests = {name: codec_digest(t.codec) for name, t in base.tiers.items()}
+    segments: list[StoreFile] = []
+    try:
+        for entry in manifest.segments:
+            part = _open_file(os.path.join(seg.sidecar_dir(path), entry.file), untrusted)
+            segments.append(part)
+            where = f"segment {entry.file} of {path!r}"
+            if fmt.store_identity(part.header) != entry.store_id or part.count != entry.count:
+                raise FormatError(f"{where} is not the file its manifest names (identity or count); the store is damaged")
+            if part.dim != base.dim or part.metric != base.metric:
+                raise FormatError(f"{where} holds {part.dim}-dim {part.metric} vectors, the store "
+                                  f"{base.dim}-dim {base.metric}; the store is damaged")
+            if set(part.tiers) != set(base.tiers) or any(codec_digest(t.codec) != digests[n]
+                                                         for n, t in part.tiers.items()):
+                raise FormatError(f"{where} was not encoded with the store's tiers and parameters; "
+                                  "the store is damaged")
+    except BaseException:
+        for part in segments:
+            part.close()
+        raise
+    return segments
