@@ -68,6 +68,12 @@ def command_line(script_path: str, argv: list[str] | None) -> str:
     return f"python benchmarks/{os.path.basename(script_path)} " + " ".join(sys.argv[1:] if argv is None else argv)
 
 
+def dataset_tag(ds) -> str:
+    """The dataset's name with its row count once, so that results of different ``--n`` do not
+    overwrite each other (an ann-benchmarks slice's name already ends in ``-n<rows>``)."""
+    return ds.name if ds.name.endswith(f"-n{ds.nb}") else f"{ds.name}-n{ds.nb}"
+
+
 def faiss_queries(xq: np.ndarray, metric: str) -> np.ndarray:
     """Queries as a FAISS twin must get them, shape (nq, d), C-contiguous: unit float32 rows for
     cosine, since a store normalizes cosine queries itself and FAISS's inner product does not."""
