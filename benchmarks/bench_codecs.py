@@ -23,11 +23,18 @@ benchmarks/results/) as codecs-<workload>-n<n>.{json,md}; data and stores live i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+import vecstore
+from vecstore.bench import datasets, faiss_twins, metrics, script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = {"recall_diff": -0.005, "qps_ratio": 1.0, "latency_ratio": 1.0}
@@ -83,168 +90,214 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed batch runs per system (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=None, help="threads for numba, FAISS and BLAS (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="training-sample and k-means seed")
-    ap.add_argument("--keep-blas-core", action="store_true",
-                    help="do not set OPENBLAS_CORETYPE (FAISS's OpenBLAS may then use Prescott kernels)")
-    ap.add_argument("--workdir", default=os.path.join(HERE, "work"))
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    script.add_blas_core_option(ap)
+    script.add_output_options(ap, HERE)
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from vecstore.bench import script
-
     script.pin_environment(args.threads, fix_blas_core=not args.keep_blas_core)
-    import numpy as np
-    from tqdm import tqdm
-
-    import vecstore
-    from vecstore.bench import faiss_twins, metrics
-
     t_start = time.perf_counter()
+    threads, log, ds = load_dataset(args)
+    codecs = parse_codecs(args.codecs) or default_codecs(ds.d)
+    bench = prepare(args, ds, log)
+    machine = metrics.machine()
+    print_header(bench, threads, machine)
+    results = run_all(codecs, bench)
+    bench.base_store.close()
+    os.unlink(bench.base)
+    write_results(bench, results, machine, threads, command=script.command_line(__file__, argv), t_start=t_start)
+
+
+def load_dataset(args):
+    """script.start, with at most 1,000 of a file's queries unless --nq says otherwise."""
     threads, log, ds = script.start(args)
     if args.nq is None and ds.nq > 1000:
         args.nq = 1000
         ds = script.start(args)[2]
-    codecs = parse_codecs(args.codecs) or default_codecs(ds.d)
-    metric, k = ds.metric, args.k
-    xq = ds.get_queries()
-    nq = xq.shape[0]
-    D_gt, I_gt = ds.get_groundtruth_with_scores(k)
-    workload = f"{ds.name} ({ds.nb} x {ds.d}, {nq} queries, metric {metric})"
+    return threads, log, ds
 
-    # the store with its raw tier, built once; every codec tier is added to a hard link of it
-    tag = ds.name if ds.name.endswith(f"-n{ds.nb}") else f"{ds.name}-n{ds.nb}"
-    base = os.path.join(args.workdir, f"codecs-{tag}.vs")
+
+@dataclass
+class Bench:
+    """What every codec's run shares: the settings, the workload and its exact ground truth, the base
+    store with its raw tier, and the training sample both systems fit on."""
+
+    args: argparse.Namespace
+    ds: datasets.Dataset
+    log: Callable[[str], None]      # to stderr, above the progress bar
+    xq: np.ndarray                  # (nq, d) queries, as the store gets them
+    xq_f: np.ndarray                # (nq, d) the same, as FAISS gets them
+    D_gt: np.ndarray                # (nq, k) exact scores and ids
+    I_gt: np.ndarray
+    base: str                       # the base store's path
+    base_store: vecstore.Store
+    raw: np.ndarray                 # (n, d) its raw tier: unit rows for cosine, FAISS gets exactly these
+    train_size: int
+    sample: np.ndarray              # (train_size, d) the rows `vecstore compress` would sample
+
+
+def prepare(args, ds, log) -> Bench:
+    """Build the store with its raw tier once (every codec tier is added to a hard link of it) and
+    draw the training sample from it."""
+    xq = ds.get_queries()
+    D_gt, I_gt = ds.get_groundtruth_with_scores(args.k)
+    base = os.path.join(args.workdir, f"codecs-{script.dataset_tag(ds)}.vs")
     log(f"building {base}")
     source = ds.database_path() or ds.get_database()
-    vecstore.build(base, source, metric=metric, overwrite=True, progress=True).close()
+    vecstore.build(base, source, metric=ds.metric, overwrite=True, progress=True).close()
     base_store = vecstore.open(base)
-    raw = base_store.tier().codes                   # unit rows for cosine: FAISS gets exactly these
-    xq_f = faiss_twins.normalize_rows(xq) if metric == "cosine" else np.ascontiguousarray(xq)
+    raw = base_store.tier().codes
+    xq_f = script.faiss_queries(xq, ds.metric)
     train_size = min(args.train_size, ds.nb)
     rows = faiss_twins.training_rows(ds.nb, train_size, args.seed)
     sample = np.ascontiguousarray(raw[rows], dtype=np.float32)
-    machine = metrics.machine()
+    return Bench(args, ds, log, xq, xq_f, D_gt, I_gt, base, base_store, raw, train_size, sample)
 
+
+def print_header(bench: Bench, threads: int, machine: dict) -> None:
+    args, ds, nq = bench.args, bench.ds, bench.xq.shape[0]
+    workload = f"{ds.name} ({ds.nb} x {ds.d}, {nq} queries, metric {ds.metric})"
     print("# vecstore codec tiers vs their FAISS twins", flush=True)
     print(f"machine : {metrics.describe_machine(machine)}")
     print(f"threads : {threads} (numba, FAISS OpenMP, BLAS)   OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}"
           f"   OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}")
     print(f"workload: {workload}")
-    print(f"settings: k={k}; batch={nq} queries a call, median of >= {args.repeats} after 1 warm-up; single-query "
+    print(f"settings: k={args.k}; batch={nq} queries a call, median of >= {args.repeats} after 1 warm-up; single-query "
           f"p50 over {min(args.single, nq)} calls after 5 warm-up; vecstore and FAISS alternate; "
-          f"train sample {train_size} rows (seed {args.seed}); page cache warm (each store is read by a "
+          f"train sample {bench.train_size} rows (seed {args.seed}); page cache warm (each store is read by a "
           f"warm-up first; the measured state is logged per tier and kept in the JSON)\n",
           flush=True)
 
+
+def run_all(codecs: list[str], bench: Bench) -> list[dict]:
+    """Every codec in turn, under a progress bar."""
     results = []
     bar = tqdm(codecs, desc="codecs", file=sys.stderr, dynamic_ncols=True)
     for codec in bar:
         bar.set_postfix_str(codec)
         try:
-            results.append(run_codec(codec, args, ds, base, base_store, raw, sample, xq, xq_f, D_gt, I_gt,
-                                     threads, log))
+            results.append(run_codec(codec, bench))
         except Exception as exc:  # one failing codec must not lose the others' figures
-            log(f"{codec}: FAILED: {exc}\n{traceback.format_exc()}")
+            bench.log(f"{codec}: FAILED: {exc}\n{traceback.format_exc()}")
             results.append({"codec": codec, "error": f"{type(exc).__name__}: {exc}"})
     bar.close()
-    base_store.close()
-    os.unlink(base)
+    return results
 
+
+def write_results(bench: Bench, results: list[dict], machine: dict, threads: int, *, command: str,
+                  t_start: float) -> None:
+    """Print the table and write codecs-<workload>-n<n>.json and .md to --out."""
+    args, nq = bench.args, bench.xq.shape[0]
     total = time.perf_counter() - t_start
-    command = "python benchmarks/bench_codecs.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {"command": command.strip(), "machine": machine, "threads": threads, "dataset": ds.describe(),
-              "k": k, "batch_size": nq, "single_queries": min(args.single, nq), "repeats": args.repeats,
-              "train_size": train_size, "seed": args.seed, "targets": TARGETS, "tolerance": TOLERANCE,
+    result = {"command": command.strip(), "machine": machine, "threads": threads, "dataset": bench.ds.describe(),
+              "k": args.k, "batch_size": nq, "single_queries": min(args.single, nq), "repeats": args.repeats,
+              "train_size": bench.train_size, "seed": args.seed, "targets": TARGETS, "tolerance": TOLERANCE,
               "cache": "warm", "results": results, "total_s": total,
               "load_average_end": list(os.getloadavg()), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     table = markdown_table(result)
     print(table)
     print(f"total time {total:.0f} s; load average now {os.getloadavg()[0]:.2f}")
-    stem = os.path.join(args.out, f"codecs-{tag}")
-    with open(stem + ".json", "w") as fh:
-        json.dump(result, fh, indent=1, default=float)
-    with open(stem + ".md", "w") as fh:
-        fh.write(markdown_report(result, table, metrics))
+    stem = os.path.join(args.out, f"codecs-{script.dataset_tag(bench.ds)}")
+    script.write_results(stem, result, markdown_report(result, table))
     print(f"wrote {stem}.json and {stem}.md")
 
 
-def run_codec(codec, args, ds, base, base_store, raw, sample, xq, xq_f, D_gt, I_gt, threads, log) -> dict:
-    import numpy as np
-
-    import vecstore
-    from vecstore.bench import datasets, faiss_twins, metrics
-
-    k, metric, nq = args.k, ds.metric, xq.shape[0]
+def run_codec(codec: str, bench: Bench) -> dict:
+    """One tier and its FAISS twin at equal bytes: build both, time them alternating, score both."""
+    k = bench.args.k
     out: dict = {"codec": codec, "twin": faiss_twins.twin_factory_string(codec)}
-    cpath = None
-    if codec in ("raw", "float32"):
-        store, tier = base_store, "raw"
-        out["vecstore"] = {"train_s": 0.0, "tier_build_s": 0.0}
-        out["vecstore"]["bytes_per_vector"] = store.tier(tier).bytes_per_vector
-    else:
-        pipeline = vecstore.get_codec(codec, ds.d)
-        tier = str(pipeline)
-        t0 = time.perf_counter()
-        pipeline.fit(sample, seed=args.seed)                    # what compress's training does
-        train_s = time.perf_counter() - t0
-        cpath = base[:-3] + f"-{tier.replace(',', '_')}.vs"
-        if os.path.exists(cpath):
-            os.unlink(cpath)
-        os.link(base, cpath)                                     # compress replaces the link, not base
-        t0 = time.perf_counter()
-        vecstore.compress(cpath, codec, params=pipeline.params(), seed=args.seed, progress=False).close()
-        tier_s = time.perf_counter() - t0
-        store = vecstore.open(cpath)
-        described = store.tier(tier).describe()
-        out["vecstore"] = {"train_s": train_s, "tier_build_s": tier_s,
-                           "bytes_per_vector": described["bytes_per_vector"],
-                           "param_bytes": described["param_bytes"]}
-    log(f"{codec}: vecstore trained in {out['vecstore']['train_s']:.1f} s; building FAISS {out['twin']}")
-    index, info = faiss_twins.build_twin(codec if codec != "raw" else "float32", raw, metric=metric,
-                                         train=sample if faiss_twins.needs_training(codec) else None)
+    store, tier, cpath, out["vecstore"] = vecstore_tier(codec, bench)
+    bench.log(f"{codec}: vecstore trained in {out['vecstore']['train_s']:.1f} s; building FAISS {out['twin']}")
+    index, info = faiss_twins.build_twin(codec if codec != "raw" else "float32", bench.raw, metric=bench.ds.metric,
+                                         train=bench.sample if faiss_twins.needs_training(codec) else None)
     out["faiss"] = {"train_s": info["train_s"], "add_s": info["add_s"], "bytes_per_vector": info["code_size"]}
 
     def vs_search(q):
         return store.search(q, k, tier=tier)
 
-    batch = metrics.time_repeated_interleaved(
-        {"vecstore": lambda: vs_search(xq), "faiss": lambda: index.search(xq_f, k)},
-        repeats=args.repeats, warmup=1, budget_s=BATCH_BUDGET_S)
-    n_single = min(args.single, nq)
-    pairs = [(xq[i:i + 1], xq_f[i:i + 1]) for i in range(n_single)]
-    single = metrics.time_each_interleaved(
-        {"vecstore": lambda p: vs_search(p[0]), "faiss": lambda p: index.search(p[1], k)}, pairs, warmup=5)
-
-    out["cache"] = metrics.cache_state(cpath or base)
-    Dv, Iv = vs_search(xq)
-    Df, If = index.search(xq_f, k)
-    exact_metric = "ip" if metric == "cosine" else metric       # raw rows and xq_f are unit for cosine
-    for name, I, t_batch, t_single in (("vecstore", Iv, batch["vecstore"], single["vecstore"]),
-                                       ("faiss", If, batch["faiss"], single["faiss"])):
-        true_scores = datasets.exact_scores(xq_f, raw, I, exact_metric)
-        out[name].update(
-            recall=metrics.recall_at_k(I, I_gt, k),
-            recall_tie_tolerant=metrics.recall_at_k(I, I_gt, k, D=true_scores, D_ref=D_gt, metric=metric,
-                                                    atol=TOLERANCE),
-            qps=nq / t_batch.median, batch=t_batch.summary(),
-            p50_ms=t_single.p50 * 1e3, p99_ms=t_single.p99 * 1e3, single=t_single.summary())
+    batch, single = time_both(bench, vs_search, index)
+    out["cache"] = metrics.cache_state(cpath or bench.base)
+    ids = {"vecstore": vs_search(bench.xq)[1], "faiss": index.search(bench.xq_f, k)[1]}
+    for name in ("vecstore", "faiss"):
+        out[name].update(accuracy_and_speed(bench, ids[name], batch[name], single[name]))
+    out["ratios"], out["met"] = compare(out["vecstore"], out["faiss"])
     v, f = out["vecstore"], out["faiss"]
-    out["ratios"] = {"recall_diff": v["recall"] - f["recall"], "qps_ratio": v["qps"] / f["qps"],
-                     "latency_ratio": v["p50_ms"] / f["p50_ms"],
-                     "equal_bytes": v["bytes_per_vector"] == f["bytes_per_vector"]}
-    r = out["ratios"]
-    out["met"] = {"recall": r["recall_diff"] >= TARGETS["recall_diff"],
-                  "qps": r["qps_ratio"] >= TARGETS["qps_ratio"],
-                  "latency": r["latency_ratio"] <= TARGETS["latency_ratio"]}
-    log(f"{codec}: recall {v['recall']:.4f} vs {f['recall']:.4f}; QPS {v['qps']:.0f} vs {f['qps']:.0f}; "
-        f"p50 {v['p50_ms']:.2f} vs {f['p50_ms']:.2f} ms; store {out['cache']}")
+    bench.log(f"{codec}: recall {v['recall']:.4f} vs {f['recall']:.4f}; QPS {v['qps']:.0f} vs {f['qps']:.0f}; "
+              f"p50 {v['p50_ms']:.2f} vs {f['p50_ms']:.2f} ms; store {out['cache']}")
     del index
     if cpath is not None:
         store.close()
         os.unlink(cpath)
     return out
+
+
+def vecstore_tier(codec: str, bench: Bench) -> tuple[vecstore.Store, str, str | None, dict]:
+    """The store and tier to search: the base store's raw tier, or the codec fitted on the sample (what
+    compress's training does) and added to a hard link of the base store, which compress replaces.
+
+    Returns (store, tier name, the link's path or None, train and build figures).
+    """
+    if codec in ("raw", "float32"):
+        store = bench.base_store
+        return store, "raw", None, {"train_s": 0.0, "tier_build_s": 0.0,
+                                    "bytes_per_vector": store.tier("raw").bytes_per_vector}
+    pipeline = vecstore.get_codec(codec, bench.ds.d)
+    tier = str(pipeline)
+    t0 = time.perf_counter()
+    pipeline.fit(bench.sample, seed=bench.args.seed)        # what compress's training does
+    train_s = time.perf_counter() - t0
+    cpath = bench.base[:-3] + f"-{tier.replace(',', '_')}.vs"
+    if os.path.exists(cpath):
+        os.unlink(cpath)
+    os.link(bench.base, cpath)                               # compress replaces the link, not base
+    t0 = time.perf_counter()
+    vecstore.compress(cpath, codec, params=pipeline.params(), seed=bench.args.seed, progress=False).close()
+    tier_s = time.perf_counter() - t0
+    store = vecstore.open(cpath)
+    described = store.tier(tier).describe()
+    return store, tier, cpath, {"train_s": train_s, "tier_build_s": tier_s,
+                                "bytes_per_vector": described["bytes_per_vector"],
+                                "param_bytes": described["param_bytes"]}
+
+
+def time_both(bench: Bench, vs_search, index) -> tuple[dict, dict]:
+    """Batch and single-query timings of vecstore and the twin, alternating; a fast tier's batch gets
+    as many rounds as fit in BATCH_BUDGET_S."""
+    xq, xq_f, k = bench.xq, bench.xq_f, bench.args.k
+    batch = metrics.time_repeated_interleaved(
+        {"vecstore": lambda: vs_search(xq), "faiss": lambda: index.search(xq_f, k)},
+        repeats=bench.args.repeats, warmup=1, budget_s=BATCH_BUDGET_S)
+    n_single = min(bench.args.single, xq.shape[0])
+    pairs = [(xq[i:i + 1], xq_f[i:i + 1]) for i in range(n_single)]
+    single = metrics.time_each_interleaved(
+        {"vecstore": lambda p: vs_search(p[0]), "faiss": lambda p: index.search(p[1], k)}, pairs, warmup=5)
+    return batch, single
+
+
+def accuracy_and_speed(bench: Bench, I: np.ndarray, t_batch, t_single) -> dict:
+    """Strict and tie-tolerant recall of one system's ids (nq, k), its QPS and single-query latency."""
+    k, metric, nq = bench.args.k, bench.ds.metric, bench.xq.shape[0]
+    exact_metric = "ip" if metric == "cosine" else metric       # raw rows and xq_f are unit for cosine
+    true_scores = datasets.exact_scores(bench.xq_f, bench.raw, I, exact_metric)
+    return dict(
+        recall=metrics.recall_at_k(I, bench.I_gt, k),
+        recall_tie_tolerant=metrics.recall_at_k(I, bench.I_gt, k, D=true_scores, D_ref=bench.D_gt, metric=metric,
+                                                atol=TOLERANCE),
+        qps=nq / t_batch.median, batch=t_batch.summary(),
+        p50_ms=t_single.p50 * 1e3, p99_ms=t_single.p99 * 1e3, single=t_single.summary())
+
+
+def compare(v: dict, f: dict) -> tuple[dict, dict]:
+    """vecstore's figures against the twin's, and which TARGETS they meet."""
+    ratios = {"recall_diff": v["recall"] - f["recall"], "qps_ratio": v["qps"] / f["qps"],
+              "latency_ratio": v["p50_ms"] / f["p50_ms"],
+              "equal_bytes": v["bytes_per_vector"] == f["bytes_per_vector"]}
+    met = {"recall": ratios["recall_diff"] >= TARGETS["recall_diff"],
+           "qps": ratios["qps_ratio"] >= TARGETS["qps_ratio"],
+           "latency": ratios["latency_ratio"] <= TARGETS["latency_ratio"]}
+    return ratios, met
 
 
 def markdown_table(result: dict) -> str:
@@ -270,7 +323,7 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_report(result: dict, table: str, metrics) -> str:
+def markdown_report(result: dict, table: str) -> str:
     ds = result["dataset"]
     return "\n".join([
         f"# Codec tiers vs FAISS twins: {ds['name']}, {ds['nb']} x {ds['d']}",

@@ -34,9 +34,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import vecstore
+from vecstore.bench import datasets, faiss_twins, metrics, script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+MiB = metrics.mib
 
 TARGETS = {"open_query_rss_mb": 50.0, "batch_ratio": 0.8, "single_ratio": 1.0, "recall": 1.0}
 
@@ -86,10 +93,8 @@ def parse_args(argv=None):
     ap.add_argument("--real", choices=["all", "small", "none"], default="all",
                     help="real 384-d sets for the recall check: the bundled small one, plus the 100K one "
                          "when present (default: %(default)s)")
-    ap.add_argument("--keep-blas-core", action="store_true",
-                    help="do not set OPENBLAS_CORETYPE (FAISS's OpenBLAS may then use Prescott kernels)")
-    ap.add_argument("--workdir", default=os.path.join(HERE, "work"))
-    ap.add_argument("--out", default=os.path.join(HERE, "results"), help="directory for the .json and .md")
+    script.add_blas_core_option(ap)
+    script.add_output_options(ap, HERE)
     args = ap.parse_args(argv)
     if args.single < 50:
         ap.error("--single must be >= 50 (the closing note asks for a median of at least 50)")
@@ -114,7 +119,7 @@ main()
 """
 
 
-def run_measured(code: str, args: list[str], metrics) -> dict:
+def run_measured(code: str, args: list[str]) -> dict:
     """Run ``python -c code args``; return wall time, output, its final status and sampled peaks."""
     with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r", suffix=".status") as status:
         env = dict(os.environ, VECSTORE_BENCH_STATUS=status.name)
@@ -151,57 +156,90 @@ def parse_status(text: str) -> dict[str, int]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from vecstore.bench import script
-
     script.pin_environment(args.threads, fix_blas_core=not args.keep_blas_core)
-    import numpy as np
-
-    import vecstore
-    from vecstore.bench import datasets, faiss_twins, metrics
-
-    MiB = metrics.mib
     t_start = time.perf_counter()
     threads, _, ds = script.start(args)
+    run = prepare_run(args, ds, threads)
+    warm_kernel_cache(run)
+    machine = metrics.machine()
+    print_header(run, machine)
+    figures = Figures()
+    measure_build(run, figures)
+    measure_open(run, figures)
+    measure_search(run, figures)
+    if args.real != "none":
+        measure_real_recall(run, figures)
+    write_results(run, figures, machine, command=script.command_line(__file__, argv), t_start=t_start)
 
-    def say(text: str = "") -> None:
-        print(text, flush=True)
 
-    # -- the workload ------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What every phase measures: the settings, the workload, its files, and its label for the figures."""
+
+    args: argparse.Namespace
+    ds: datasets.Dataset
+    threads: int
+    xq: np.ndarray                  # (nq, d) queries
+    npy: str                        # the database as .npy, what `vecstore build` reads
+    store_path: str
+    query_file: str                 # the first two queries, for the open probe
+    workload: str                   # printed with every figure
+
+    @property
+    def nq(self) -> int:
+        return self.xq.shape[0]
+
+
+def prepare_run(args, ds, threads: int) -> Run:
+    """The workload's files: the database as .npy (written once into --workdir if the dataset has
+    none) and the probe's two queries."""
     xq = ds.get_queries()
-    nq = xq.shape[0]
     npy = ds.database_path()
     if npy is None or not npy.endswith(".npy"):
         npy = os.path.join(args.workdir, f"{ds.name}-n{ds.nb}.base.npy")
         if not os.path.exists(npy):
             xb = ds.get_database()
             datasets.write_npy(npy, xb.shape, (xb[i:i + 65536] for i in range(0, xb.shape[0], 65536)))
-    metric = ds.metric
-    workload = f"{ds.name} ({ds.nb} x {ds.d} float32, metric {metric})"
-    store_path = os.path.join(args.workdir, f"exact-{ds.name}-n{ds.nb}.vs")
-    query_file = os.path.join(args.workdir, f"exact-{ds.name}-probe-queries.npy")
-    np.save(query_file, xq[:2])
+    run = Run(args, ds, threads, xq, npy, store_path=os.path.join(args.workdir, f"exact-{ds.name}-n{ds.nb}.vs"),
+              query_file=os.path.join(args.workdir, f"exact-{ds.name}-probe-queries.npy"),
+              workload=f"{ds.name} ({ds.nb} x {ds.d} float32, metric {ds.metric})")
+    np.save(run.query_file, xq[:2])
+    return run
 
-    # warm numba's on-disk kernel cache, so that no child process measures a compilation
-    tiny = os.path.join(args.workdir, "exact-warmup.vs")
-    with vecstore.build(tiny, xq[: max(2, min(nq, 64))], metric=metric, overwrite=True) as s:
-        s.search(xq[:1], 1)
-        s.search(xq[: min(nq, 32)], 1)
+
+def warm_kernel_cache(run: Run) -> None:
+    """Search a tiny store once, so that numba's on-disk kernel cache is warm and no child process
+    measures a compilation."""
+    tiny = os.path.join(run.args.workdir, "exact-warmup.vs")
+    with vecstore.build(tiny, run.xq[: max(2, min(run.nq, 64))], metric=run.ds.metric, overwrite=True) as s:
+        s.search(run.xq[:1], 1)
+        s.search(run.xq[: min(run.nq, 32)], 1)
     os.unlink(tiny)
 
-    machine = metrics.machine()
-    say(f"# vecstore exact search vs FAISS IndexFlatIP")
-    say(f"machine : {metrics.describe_machine(machine)}")
-    say(f"threads : {threads} (numba, FAISS OpenMP, BLAS)   OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
-    say(f"workload: {workload}; {ds.describe().get('generator', ds.describe().get('source', ''))}")
-    say()
-    figures: dict[str, dict] = {}
-    rows: list[dict] = []
 
-    def figure(key, label, value, *, faiss=None, ratio=None, target=None, met=None, conditions="",
-               **extra):
-        figures[key] = {"label": label, "value": value, "faiss": faiss, "ratio": ratio, "target": target,
-                        "met": met, "conditions": conditions, **extra}
-        rows.append(figures[key])
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def print_header(run: Run, machine: dict) -> None:
+    say("# vecstore exact search vs FAISS IndexFlatIP")
+    say(f"machine : {metrics.describe_machine(machine)}")
+    say(f"threads : {run.threads} (numba, FAISS OpenMP, BLAS)   OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+    say(f"workload: {run.workload}; {run.ds.describe().get('generator', run.ds.describe().get('source', ''))}")
+    say()
+
+
+class Figures:
+    """The run's figures by key, in the order measured; each is printed as soon as it is known, so
+    a run cut short still shows what it measured."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, dict] = {}
+
+    def add(self, key, label, value, *, faiss=None, ratio=None, target=None, met=None, conditions="",
+            **extra) -> None:
+        self.by_key[key] = {"label": label, "value": value, "faiss": faiss, "ratio": ratio, "target": target,
+                            "met": met, "conditions": conditions, **extra}
         parts = [f"{label}: {value}"]
         if faiss is not None:
             parts.append(f"FAISS {faiss}")
@@ -211,139 +249,162 @@ def main(argv=None) -> None:
             parts.append(f"target {target} -> {'met' if met else 'MISSED'}")
         say("  " + "; ".join(parts) + (f"   [{conditions}]" if conditions else ""))
 
-    # -- 1. build from the .npy, in a subprocess ---------------------------------------------------
+
+def measure_build(run: Run, figures: Figures) -> None:
+    """1. `vecstore build` from the .npy in a subprocess: time, peak RSS, file size."""
     say("## build (CLI subprocess)")
-    if args.cold:
-        metrics.evict_page_cache(npy)
-    npy_state = metrics.cache_state(npy)
-    base = run_measured("import vecstore, vecstore.cli", [], metrics)
-    build = run_measured(CLI, ["build", npy, store_path, "--metric", metric, "--force", "--quiet"], metrics)
+    if run.args.cold:
+        metrics.evict_page_cache(run.npy)
+    npy_state = metrics.cache_state(run.npy)
+    base = run_measured("import vecstore, vecstore.cli", [])
+    build = run_measured(CLI, ["build", run.npy, run.store_path, "--metric", run.ds.metric, "--force", "--quiet"])
     m = re.search(r"in ([0-9.]+) s", build["output"])
     reported = float(m[1]) if m else None
-    cond = f"{workload}; input {npy_state}; threads={threads}"
-    figure("build_time", "build time `vecstore build X.npy S.vs`",
-           f"{reported:.2f} s (CLI's own timer), {build['wall_s']:.2f} s wall incl. interpreter start",
-           conditions=cond, seconds=reported, wall_seconds=build["wall_s"])
+    cond = f"{run.workload}; input {npy_state}; threads={run.threads}"
+    figures.add("build_time", "build time `vecstore build X.npy S.vs`",
+                f"{reported:.2f} s (CLI's own timer), {build['wall_s']:.2f} s wall incl. interpreter start",
+                conditions=cond, seconds=reported, wall_seconds=build["wall_s"])
     peak_beyond = build["VmHWM"] - base["VmHWM"]
-    figure("build_peak_rss", "build peak RSS (VmHWM)",
-           f"{MiB(build['VmHWM']):.0f} MiB ({MiB(peak_beyond):+.0f} MiB beyond an import-only process of "
-           f"{MiB(base['VmHWM']):.0f} MiB); sampled peak RssAnon {MiB(build['sampled_peak']['RssAnon']):.0f} MiB, "
-           f"RssFile {MiB(build['sampled_peak']['RssFile']):.0f} MiB; input is {MiB(os.path.getsize(npy)):.0f} MiB",
-           conditions=cond, vm_hwm=build["VmHWM"], import_only_vm_hwm=base["VmHWM"],
-           sampled_peak=build["sampled_peak"], input_bytes=os.path.getsize(npy))
-    size = os.path.getsize(store_path)
-    figure("file_size", "file size", f"{size:,} bytes ({MiB(size):.1f} MiB; "
-           f"{size / (ds.nb * ds.d * 4):.4f}x the float32 vectors)", conditions=workload, bytes=size)
+    figures.add("build_peak_rss", "build peak RSS (VmHWM)",
+                f"{MiB(build['VmHWM']):.0f} MiB ({MiB(peak_beyond):+.0f} MiB beyond an import-only process of "
+                f"{MiB(base['VmHWM']):.0f} MiB); sampled peak RssAnon {MiB(build['sampled_peak']['RssAnon']):.0f} MiB, "
+                f"RssFile {MiB(build['sampled_peak']['RssFile']):.0f} MiB; input is {MiB(os.path.getsize(run.npy)):.0f} MiB",
+                conditions=cond, vm_hwm=build["VmHWM"], import_only_vm_hwm=base["VmHWM"],
+                sampled_peak=build["sampled_peak"], input_bytes=os.path.getsize(run.npy))
+    size = os.path.getsize(run.store_path)
+    figures.add("file_size", "file size", f"{size:,} bytes ({MiB(size):.1f} MiB; "
+                f"{size / (run.ds.nb * run.ds.d * 4):.4f}x the float32 vectors)", conditions=run.workload, bytes=size)
 
-    # -- 2. open + one query in a fresh process ----------------------------------------------------
+
+def measure_open(run: Run, figures: Figures) -> None:
+    """2. In a fresh process: the memory that opening the store and one query add beyond the imports."""
     say("## open + one query (fresh subprocess)")
-    if args.cold:
-        metrics.evict_page_cache(store_path)
-    store_state = metrics.cache_state(store_path)
-    probe = json.loads(run_measured(PROBE, [store_path, query_file, str(args.k)], metrics)["output"].strip().splitlines()[-1])
+    if run.args.cold:
+        metrics.evict_page_cache(run.store_path)
+    store_state = metrics.cache_state(run.store_path)
+    probe = json.loads(run_measured(PROBE, [run.store_path, run.query_file, str(run.args.k)])["output"].strip().splitlines()[-1])
     d_open = metrics.memory_delta(probe["imports"], probe["opened"])
     d_query = metrics.memory_delta(probe["imports"], probe["first_query"])
     d_second = metrics.memory_delta(probe["imports"], probe["second_query"])
-    cond = f"{workload}; store {store_state}; threads={threads}; k={args.k}; batch=1"
-    figure("open_rss", "RSS added by vecstore.open()",
-           f"RssAnon {MiB(d_open['RssAnon']):+.1f} MiB, RssFile {MiB(d_open['RssFile']):+.1f} MiB "
-           f"(open took {probe['open_s'] * 1e3:.1f} ms)", conditions=cond, delta=d_open)
+    cond = f"{run.workload}; store {store_state}; threads={run.threads}; k={run.args.k}; batch=1"
+    figures.add("open_rss", "RSS added by vecstore.open()",
+                f"RssAnon {MiB(d_open['RssAnon']):+.1f} MiB, RssFile {MiB(d_open['RssFile']):+.1f} MiB "
+                f"(open took {probe['open_s'] * 1e3:.1f} ms)", conditions=cond, delta=d_open)
     anon = MiB(d_query["RssAnon"])
-    figure("open_query_rss", "RSS added by open + first query",
-           f"RssAnon {anon:+.1f} MiB, RssFile {MiB(d_query['RssFile']):+.1f} MiB (of which the store's mapped "
-           f"pages {MiB(probe['store_mapping_rss']):.1f} MiB, shared and reclaimable; the rest library pages); after a 2nd query RssAnon {MiB(d_second['RssAnon']):+.1f} MiB; first query "
-           f"{probe['first_query_s'] * 1e3:.0f} ms (loads cached kernels), second {probe['second_query_s'] * 1e3:.0f} ms",
-           target=f"RssAnon < {TARGETS['open_query_rss_mb']:.0f} MB",
-           met=d_query["RssAnon"] < TARGETS["open_query_rss_mb"] * 1e6, conditions=cond, delta=d_query,
-           delta_second=d_second, probe=probe)
+    figures.add("open_query_rss", "RSS added by open + first query",
+                f"RssAnon {anon:+.1f} MiB, RssFile {MiB(d_query['RssFile']):+.1f} MiB (of which the store's mapped "
+                f"pages {MiB(probe['store_mapping_rss']):.1f} MiB, shared and reclaimable; the rest library pages); after a 2nd query RssAnon {MiB(d_second['RssAnon']):+.1f} MiB; first query "
+                f"{probe['first_query_s'] * 1e3:.0f} ms (loads cached kernels), second {probe['second_query_s'] * 1e3:.0f} ms",
+                target=f"RssAnon < {TARGETS['open_query_rss_mb']:.0f} MB",
+                met=d_query["RssAnon"] < TARGETS["open_query_rss_mb"] * 1e6, conditions=cond, delta=d_query,
+                delta_second=d_second, probe=probe)
 
-    # -- 3. throughput and latency against FAISS, same process --------------------------------------
+
+def measure_search(run: Run, figures: Figures) -> None:
+    """3. Throughput, latency and recall of vecstore's exact search against FAISS IndexFlatIP on the
+    store's raw tier, in this process, alternating the two."""
     say("## search speed: vecstore exact vs FAISS IndexFlatIP (same process, alternating)")
-    store = vecstore.open(store_path)
-    raw = store.tier().codes
-    index, info = faiss_twins.build_twin("float32", raw, metric=metric)
-    xq_f = faiss_twins.normalize_rows(xq) if metric == "cosine" else np.ascontiguousarray(xq)
-    k = args.k
+    store = vecstore.open(run.store_path)
+    index, _ = faiss_twins.build_twin("float32", store.tier().codes, metric=run.ds.metric)
+    xq_f = script.faiss_queries(run.xq, run.ds.metric)
+    state = time_batch(run, store, index, xq_f, figures)
+    time_single(run, store, index, xq_f, state, figures)
+    check_recall(run, store, index, xq_f, figures)
+    del index
+    store.close()
+
+
+def time_batch(run: Run, store, index, xq_f: np.ndarray, figures: Figures) -> str:
+    """All queries in one call, median of --repeats; returns the store's page-cache state after."""
+    k, nq, xq = run.args.k, run.nq, run.xq
     batch = metrics.time_repeated_interleaved(
         {"vecstore": lambda: store.search(xq, k), "faiss": lambda: index.search(xq_f, k)},
-        repeats=args.repeats, warmup=1)
-    state = metrics.cache_state(store_path)
-    cond = f"{workload}; threads={threads}; batch={nq} queries; k={k}; {args.repeats} runs after 1 warm-up, median; store {state}"
+        repeats=run.args.repeats, warmup=1)
+    state = metrics.cache_state(run.store_path)
+    cond = f"{run.workload}; threads={run.threads}; batch={nq} queries; k={k}; {run.args.repeats} runs after 1 warm-up, median; store {state}"
     qv, qf = nq / batch["vecstore"].median, nq / batch["faiss"].median
-    figure("batch_qps", f"batch throughput ({nq} queries a call)", f"{qv:,.0f} queries/s",
-           faiss=f"{qf:,.0f} queries/s", ratio=f"{qv / qf:.2f}x", target=f">= {TARGETS['batch_ratio']}x",
-           met=qv / qf >= TARGETS["batch_ratio"], conditions=cond, vecstore_qps=qv, faiss_qps=qf,
-           ratio_value=qv / qf, timings={n: t.summary() for n, t in batch.items()})
-    n_single = min(args.single, nq)
+    figures.add("batch_qps", f"batch throughput ({nq} queries a call)", f"{qv:,.0f} queries/s",
+                faiss=f"{qf:,.0f} queries/s", ratio=f"{qv / qf:.2f}x", target=f">= {TARGETS['batch_ratio']}x",
+                met=qv / qf >= TARGETS["batch_ratio"], conditions=cond, vecstore_qps=qv, faiss_qps=qf,
+                ratio_value=qv / qf, timings={n: t.summary() for n, t in batch.items()})
+    return state
+
+
+def time_single(run: Run, store, index, xq_f: np.ndarray, state: str, figures: Figures) -> None:
+    """One query a call, p50 and p99 over --single calls."""
+    k, xq = run.args.k, run.xq
+    n_single = min(run.args.single, run.nq)
     items = [xq[i:i + 1] for i in range(n_single)]
     items_f = {id(a): b for a, b in zip(items, [xq_f[i:i + 1] for i in range(n_single)])}
     single = metrics.time_each_interleaved(
         {"vecstore": lambda q: store.search(q, k), "faiss": lambda q: index.search(items_f[id(q)], k)},
         items, warmup=5)
     sv, sf = single["vecstore"], single["faiss"]
-    cond = f"{workload}; threads={threads}; batch=1; k={k}; {n_single} queries after 5 warm-up, alternating; store {state}"
-    figure("single_latency", "single-query latency p50",
-           f"{sv.p50 * 1e3:.2f} ms (p99 {sv.p99 * 1e3:.2f} ms)", faiss=f"{sf.p50 * 1e3:.2f} ms (p99 {sf.p99 * 1e3:.2f} ms)",
-           ratio=f"{sv.p50 / sf.p50:.2f}x time", target=f"<= {TARGETS['single_ratio']}x",
-           met=sv.p50 / sf.p50 <= TARGETS["single_ratio"], conditions=cond, ratio_value=sv.p50 / sf.p50,
-           timings={"vecstore": sv.summary(), "faiss": sf.summary()})
+    cond = f"{run.workload}; threads={run.threads}; batch=1; k={k}; {n_single} queries after 5 warm-up, alternating; store {state}"
+    figures.add("single_latency", "single-query latency p50",
+                f"{sv.p50 * 1e3:.2f} ms (p99 {sv.p99 * 1e3:.2f} ms)", faiss=f"{sf.p50 * 1e3:.2f} ms (p99 {sf.p99 * 1e3:.2f} ms)",
+                ratio=f"{sv.p50 / sf.p50:.2f}x time", target=f"<= {TARGETS['single_ratio']}x",
+                met=sv.p50 / sf.p50 <= TARGETS["single_ratio"], conditions=cond, ratio_value=sv.p50 / sf.p50,
+                timings={"vecstore": sv.summary(), "faiss": sf.summary()})
 
-    # agreement on the synthetic set: both exact, both against the float64 ground truth
-    D_gt, I_gt = ds.get_groundtruth_with_scores(k)
-    Dv, Iv = store.search(xq, k)
+
+def check_recall(run: Run, store, index, xq_f: np.ndarray, figures: Figures) -> None:
+    """Agreement on the generated set: both exact searches against its float64 ground truth."""
+    k, metric = run.args.k, run.ds.metric
+    D_gt, I_gt = run.ds.get_groundtruth_with_scores(k)
+    Dv, Iv = store.search(run.xq, k)
     Df, If = index.search(xq_f, k)
     rv = metrics.tie_report(Iv, I_gt, k, D=Dv, D_ref=D_gt, metric=metric)
     rf = metrics.tie_report(If, I_gt, k, D=Df, D_ref=D_gt, metric=metric)
-    figure("synthetic_recall", f"recall@{k} of exact search vs float64 ground truth",
-           f"{rv['recall_tie_tolerant']:.4f} tie-tolerant ({rv['recall']:.4f} strict)",
-           faiss=f"{rf['recall_tie_tolerant']:.4f} ({rf['recall']:.4f} strict)",
-           target=f"{TARGETS['recall']}", met=rv["recall_tie_tolerant"] >= TARGETS["recall"],
-           conditions=f"{workload}; {nq} queries; tolerance 1e-5 on scores", vecstore=rv, faiss_report=rf)
-    del index
-    store.close()
+    figures.add("synthetic_recall", f"recall@{k} of exact search vs float64 ground truth",
+                f"{rv['recall_tie_tolerant']:.4f} tie-tolerant ({rv['recall']:.4f} strict)",
+                faiss=f"{rf['recall_tie_tolerant']:.4f} ({rf['recall']:.4f} strict)",
+                target=f"{TARGETS['recall']}", met=rv["recall_tie_tolerant"] >= TARGETS["recall"],
+                conditions=f"{run.workload}; {run.nq} queries; tolerance 1e-5 on scores", vecstore=rv, faiss_report=rf)
 
-    # -- 4. recall on the real 384-d set(s) against the shipped ground truth -----------------------
-    if args.real != "none":
-        say("## recall of exact search on the real WordNet / MiniLM set(s), shipped ground truth")
-        files = [datasets.BUNDLED_SMALL] + ([datasets.DEFAULT_REAL] if args.real == "all" else [])
-        for path in files:
-            if not os.path.exists(path):
-                say(f"  (skipped {path}: not present. {datasets.missing_real_data_message(path).splitlines()[0]})")
-                continue
-            real = datasets.AnnBenchmarksDataset(path)
-            rpath = os.path.join(args.workdir, f"exact-{real.name}.vs")
-            vecstore.build(rpath, f"{path}:/train", metric=real.metric, overwrite=True).close()
-            kk = min(100, real.shipped_k)
-            D_ref, I_ref = real.get_groundtruth_with_scores(kk)
-            with vecstore.open(rpath) as rs:
-                D, I = rs.search(real.get_queries(), kk)
-            reports = {kx: metrics.tie_report(I, I_ref, kx, D=D, D_ref=D_ref, metric=real.metric)
-                       for kx in (1, 10, kk)}
-            text = ", ".join(f"@{kx} {r['recall_tie_tolerant']:.4f} ({r['recall']:.4f} strict; "
-                             f"{r['explained_by_ties']} tie swaps)" for kx, r in reports.items())
-            worst = min(r["recall_tie_tolerant"] for r in reports.values())
-            figure(f"real_recall_{real.name}", f"recall, {real.name}", text, target="1.0",
-                   met=worst >= TARGETS["recall"],
-                   conditions=f"{real.nb} x {real.d}, {real.nq} queries, metric {real.metric}, "
-                              f"tolerance 1e-5 on cosine; threads={threads}", reports=reports)
-            os.unlink(rpath)
 
+def measure_real_recall(run: Run, figures: Figures) -> None:
+    """4. Recall of exact search on the real 384-d set(s) against their shipped ground truth."""
+    say("## recall of exact search on the real WordNet / MiniLM set(s), shipped ground truth")
+    files = [datasets.BUNDLED_SMALL] + ([datasets.DEFAULT_REAL] if run.args.real == "all" else [])
+    for path in files:
+        if not os.path.exists(path):
+            say(f"  (skipped {path}: not present. {datasets.missing_real_data_message(path).splitlines()[0]})")
+            continue
+        real = datasets.AnnBenchmarksDataset(path)
+        rpath = os.path.join(run.args.workdir, f"exact-{real.name}.vs")
+        vecstore.build(rpath, f"{path}:/train", metric=real.metric, overwrite=True).close()
+        kk = min(100, real.shipped_k)
+        D_ref, I_ref = real.get_groundtruth_with_scores(kk)
+        with vecstore.open(rpath) as rs:
+            D, I = rs.search(real.get_queries(), kk)
+        reports = {kx: metrics.tie_report(I, I_ref, kx, D=D, D_ref=D_ref, metric=real.metric)
+                   for kx in (1, 10, kk)}
+        text = ", ".join(f"@{kx} {r['recall_tie_tolerant']:.4f} ({r['recall']:.4f} strict; "
+                         f"{r['explained_by_ties']} tie swaps)" for kx, r in reports.items())
+        worst = min(r["recall_tie_tolerant"] for r in reports.values())
+        figures.add(f"real_recall_{real.name}", f"recall, {real.name}", text, target="1.0",
+                    met=worst >= TARGETS["recall"],
+                    conditions=f"{real.nb} x {real.d}, {real.nq} queries, metric {real.metric}, "
+                               f"tolerance 1e-5 on cosine; threads={run.threads}", reports=reports)
+        os.unlink(rpath)
+
+
+def write_results(run: Run, figures: Figures, machine: dict, *, command: str, t_start: float) -> None:
+    """exact-<workload>-<n>x<dim>.json and .md in --out."""
     total = time.perf_counter() - t_start
     say()
     say(f"total time {total:.0f} s; load average now {os.getloadavg()[0]:.2f}")
-    command = "python benchmarks/bench_exact.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    stem = os.path.join(args.out, f"exact-{ds.name}-{ds.nb}x{ds.d}")
-    result = {"command": command.strip(), "machine": machine, "threads": threads, "dataset": ds.describe(),
-              "batch_size": nq, "k": k, "targets": TARGETS, "figures": figures, "total_s": total,
+    ds = run.ds
+    stem = os.path.join(run.args.out, f"exact-{ds.name}-{ds.nb}x{ds.d}")
+    result = {"command": command.strip(), "machine": machine, "threads": run.threads, "dataset": ds.describe(),
+              "batch_size": run.nq, "k": run.args.k, "targets": TARGETS, "figures": figures.by_key, "total_s": total,
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    with open(stem + ".json", "w") as fh:
-        json.dump(result, fh, indent=1, default=float)
-    with open(stem + ".md", "w") as fh:
-        fh.write(markdown(result, metrics))
+    script.write_results(stem, result, markdown(result))
     say(f"wrote {stem}.json and {stem}.md")
 
 
-def markdown(result: dict, metrics) -> str:
+def markdown(result: dict) -> str:
     lines = [f"# Exact search: {result['dataset']['name']}, {result['dataset']['nb']} x {result['dataset']['d']}",
              "",
              f"`{result['command']}` ({result['finished']}, {result['total_s']:.0f} s)",

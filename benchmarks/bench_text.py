@@ -62,6 +62,7 @@ from vecstore.encoders import ElmanEncoder, WordVectorEncoder  # noqa: E402
 WORD_VECTORS = os.path.join(ROOT, "data", "wordnet-word2vec-100.h5")
 TITLES = os.path.join(ROOT, "data", "wordnet-minilm-384-small.hdf5")
 K = 10
+ELMAN_UNITS = 256     # hidden units of the random Elman RNN: ~65K multiply-adds a word
 
 
 def machine() -> str:
@@ -147,77 +148,113 @@ def _time_per_query(fn, queries) -> float:
     return (time.perf_counter() - t0) / len(queries)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="concurrent text-query benchmark")
     ap.add_argument("--queries", type=int, default=2000, help="queries per configuration")
     ap.add_argument("--threads", default="1,2,4,8")
     ap.add_argument("--repeat", type=int, default=5, help="runs per configuration; the fastest is shown")
-    args = ap.parse_args()
-    counts = [int(x) for x in args.threads.split(",")]
+    return ap.parse_args(argv)
 
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    counts = [int(x) for x in args.threads.split(",")]
     enc, titles, X, keep, queries = load()
     with tempfile.TemporaryDirectory() as tmp:
         store = vecstore.build(os.path.join(tmp, "titles.vs"), X, metric="cosine", ids=keep,
                                keys=[titles[i] for i in keep], progress=False)
-
-        def encode_only(text):
-            enc.encode(text)
-
-        def with_store(text):
-            q = enc.encode(text).vectors
-            return store.search(q, k=K)
-
-        def with_numpy(text):
-            q = enc.encode(text).vectors[0]
-            scores = X @ q
-            top = np.argpartition(-scores, K)[:K]
-            return top[np.argsort(-scores[top], kind="stable")]
-
-        # the two search paths agree (ids are title rows in the store, positions in X for numpy)
-        for text in queries[:20]:
-            got = store.search(enc.encode(text).vectors, k=K).ids[0]
-            want = keep[with_numpy(text)]
-            assert set(got.tolist()) == set(want.tolist()) or len(set(got) & set(want)) >= K - 1
-
+        check_search_paths_agree(enc, store, X, keep, queries)
         gil_us = min(_time_per_query(enc.token_ids, queries) for _ in range(5)) * 1e6
-        rng = np.random.default_rng(0)
-        h = 256
-        elman = ElmanEncoder(enc.vocab, rng.normal(0, 0.1, (len(enc.vocab), h)).astype(np.float32),
-                             rng.normal(0, 0.05, (h, h)).astype(np.float32), np.zeros(h, np.float32))
-
-        def elman_only(text):
-            elman.encode(text)
-
-        configs = [("encode only", encode_only, 1), ("vecstore, numba 1/thread", with_store, 1),
-                   ("vecstore, numba default", with_store, None), ("numpy X @ q", with_numpy, None),
-                   (f"elman h={h} encode only", elman_only, 1)]
-        print(f"# machine: {machine()}")
-        print(f"# workload: {len(queries)} gloss queries (mean {np.mean([len(enc.token_ids(q)[1]) for q in queries]):.1f} "
-              f"known words) against {X.shape[0]} titles x {X.shape[1]} dims (of {len(titles)}; "
-              f"{len(titles) - X.shape[0]} have no known word), top-{K} by cosine; {args.queries} queries a row; "
-              f"batch size 1 (one text per call); warm cache; best of {args.repeat} interleaved runs; "
-              f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
-        print(f"# tokenizer + vocabulary lookup, the GIL-held part of a query: {gil_us:.1f} us; "
-              f"the last rows encode with a random {h}-unit Elman RNN (no search), a nogil-heavy query")
-        best = {}
-        for _ in range(args.repeat):  # interleaved, so that load from other processes hits every row alike
-            for name, fn, nt in configs:
-                for n in counts:
-                    result = run(n, args.queries, queries, fn, nt)
-                    if (name, n) not in best or result[1] < best[name, n][1]:
-                        best[name, n] = result
-        print(f"| {'query':<24} | {'threads':>7} | {'p50 us':>7} | {'p99 us':>7} | {'qps':>6} | {'x 1 thread':>10} "
-              f"| {'cores busy':>10} | {'wait for core':>13} |")
-        print(f"|{'-' * 26}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|{'-' * 11}:|{'-' * 11}:|{'-' * 14}:|")
-        for name, _, _ in configs:
-            base = args.queries / best[name, counts[0]][1]
-            for n in counts:
-                lat, wall, cpu, wait = best[name, n]
-                qps = args.queries / wall
-                print(f"| {name:<24} | {n:>7} | {np.percentile(lat, 50) * 1e6:>7.0f} | {np.percentile(lat, 99) * 1e6:>7.0f} "
-                      f"| {qps:>6.0f} | {qps / base:>10.2f} | {cpu / wall:>10.2f} | {wait / wall:>13.2f} |")
-        print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        elman = random_elman(enc, ELMAN_UNITS)
+        configs = query_configs(enc, store, X, elman)
+        print_header(args, enc, titles, X, queries, gil_us)
+        best = fastest_runs(configs, counts, args, queries)
+        print_table(configs, counts, best, args.queries)
         store.close()
+
+
+def numpy_search(enc, X: np.ndarray):
+    """The numpy backend as a function of a query's text: top-K positions in X by X @ q, best first."""
+
+    def with_numpy(text):
+        q = enc.encode(text).vectors[0]
+        scores = X @ q
+        top = np.argpartition(-scores, K)[:K]
+        return top[np.argsort(-scores[top], kind="stable")]
+
+    return with_numpy
+
+
+def check_search_paths_agree(enc, store, X: np.ndarray, keep: np.ndarray, queries: list[str]) -> None:
+    """The store and numpy find the same titles (ids are title rows in the store, positions in X for numpy)."""
+    with_numpy = numpy_search(enc, X)
+    for text in queries[:20]:
+        got = store.search(enc.encode(text).vectors, k=K).ids[0]
+        want = keep[with_numpy(text)]
+        assert set(got.tolist()) == set(want.tolist()) or len(set(got) & set(want)) >= K - 1
+
+
+def random_elman(enc, h: int) -> ElmanEncoder:
+    """A seeded random Elman RNN over the word vectors' vocabulary: a compute-heavy, GIL-free encode."""
+    rng = np.random.default_rng(0)
+    return ElmanEncoder(enc.vocab, rng.normal(0, 0.1, (len(enc.vocab), h)).astype(np.float32),
+                        rng.normal(0, 0.05, (h, h)).astype(np.float32), np.zeros(h, np.float32))
+
+
+def query_configs(enc, store, X: np.ndarray, elman) -> list[tuple]:
+    """(row name, one query as a function of its text, numba threads per Python thread or None)."""
+
+    def encode_only(text):
+        enc.encode(text)
+
+    def with_store(text):
+        q = enc.encode(text).vectors
+        return store.search(q, k=K)
+
+    def elman_only(text):
+        elman.encode(text)
+
+    return [("encode only", encode_only, 1), ("vecstore, numba 1/thread", with_store, 1),
+            ("vecstore, numba default", with_store, None), ("numpy X @ q", numpy_search(enc, X), None),
+            (f"elman h={ELMAN_UNITS} encode only", elman_only, 1)]
+
+
+def print_header(args, enc, titles: list[str], X: np.ndarray, queries: list[str], gil_us: float) -> None:
+    print(f"# machine: {machine()}")
+    print(f"# workload: {len(queries)} gloss queries (mean {np.mean([len(enc.token_ids(q)[1]) for q in queries]):.1f} "
+          f"known words) against {X.shape[0]} titles x {X.shape[1]} dims (of {len(titles)}; "
+          f"{len(titles) - X.shape[0]} have no known word), top-{K} by cosine; {args.queries} queries a row; "
+          f"batch size 1 (one text per call); warm cache; best of {args.repeat} interleaved runs; "
+          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
+    print(f"# tokenizer + vocabulary lookup, the GIL-held part of a query: {gil_us:.1f} us; "
+          f"the last rows encode with a random {ELMAN_UNITS}-unit Elman RNN (no search), a nogil-heavy query")
+
+
+def fastest_runs(configs: list[tuple], counts: list[int], args, queries: list[str]) -> dict:
+    """Every (configuration, thread count) --repeat times, interleaved so that load from other
+    processes hits every row alike; keeps the run with the least wall time of each."""
+    best = {}
+    for _ in range(args.repeat):
+        for name, fn, nt in configs:
+            for n in counts:
+                result = run(n, args.queries, queries, fn, nt)
+                if (name, n) not in best or result[1] < best[name, n][1]:
+                    best[name, n] = result
+    return best
+
+
+def print_table(configs: list[tuple], counts: list[int], best: dict, total: int) -> None:
+    print(f"| {'query':<24} | {'threads':>7} | {'p50 us':>7} | {'p99 us':>7} | {'qps':>6} | {'x 1 thread':>10} "
+          f"| {'cores busy':>10} | {'wait for core':>13} |")
+    print(f"|{'-' * 26}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|{'-' * 11}:|{'-' * 11}:|{'-' * 14}:|")
+    for name, _, _ in configs:
+        base = total / best[name, counts[0]][1]
+        for n in counts:
+            lat, wall, cpu, wait = best[name, n]
+            qps = total / wall
+            print(f"| {name:<24} | {n:>7} | {np.percentile(lat, 50) * 1e6:>7.0f} | {np.percentile(lat, 99) * 1e6:>7.0f} "
+                  f"| {qps:>6.0f} | {qps / base:>10.2f} | {cpu / wall:>10.2f} | {wait / wall:>13.2f} |")
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+import vecstore
+from vecstore.bench import datasets, faiss_twins, metrics, script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Defaults per dimension, sized so that each default run finishes within 15 minutes on 2 cores
@@ -86,42 +94,68 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=None, help="timed batch runs after a warm-up (default: by dimension)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", default=os.path.join(HERE, "work"))
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    script.add_output_options(ap, HERE)
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from vecstore.bench import script
-
     script.pin_environment(args.threads)
-    import faiss
-    import numpy as np
-    from tqdm import tqdm
-
-    import vecstore
-    from vecstore.bench import faiss_twins, metrics
-
     t_start = time.perf_counter()
     threads, log, ds = script.start(args)
-    k, metric = args.k, ds.metric
-    xq = np.ascontiguousarray(ds.get_queries(), dtype=np.float32)
-    nq = xq.shape[0]
-    _, I_gt = ds.get_groundtruth_with_scores(k)
+    w = load_workload(args, ds, log)
     coarse = [c for c in (args.codecs or "").split(";") if c] or COARSE.get(ds.d, COARSE[384])
-    sweep = SWEEP.get(ds.d, SWEEP[384])
+    apply_sweep_defaults(args, ds.d)
+    path = os.path.join(args.workdir, f"twostage-{script.dataset_tag(ds)}.vs")
+    machine = metrics.machine()
+    train_s = build_store(w, path, coarse)
+    store = vecstore.open(path, resident=coarse)
+    raw = store.tier("raw").codes
+    np.save(w.query_file, w.xq)
+    rows = sweep_vecstore(w, store, coarse, train_s) + sweep_faiss(w, raw)
+    comparisons = compare(rows, path, w.query_file)
+    store.close()
+    write_results(w, rows, comparisons, machine, threads, command=script.command_line(__file__, argv),
+                  t_start=t_start)
+    os.unlink(path)
+
+
+@dataclass
+class Workload:
+    """The settings, the dataset, its queries and exact ids, which every configuration is measured on."""
+
+    args: argparse.Namespace
+    ds: datasets.Dataset
+    log: Callable[[str], None]
+    xq: np.ndarray                  # (nq, d) float32
+    I_gt: np.ndarray                # (nq, k) exact ids
+    query_file: str                 # xq saved for the memory probe
+
+    @property
+    def nq(self) -> int:
+        return self.xq.shape[0]
+
+
+def load_workload(args, ds, log) -> Workload:
+    xq = np.ascontiguousarray(ds.get_queries(), dtype=np.float32)
+    _, I_gt = ds.get_groundtruth_with_scores(args.k)
+    return Workload(args, ds, log, xq, I_gt, os.path.join(args.workdir, "twostage-queries.npy"))
+
+
+def apply_sweep_defaults(args, dim: int) -> None:
+    """Fill --oversample, --k-factors, --single and --repeats left unset from SWEEP for ``dim``."""
+    sweep = SWEEP.get(dim, SWEEP[384])
     args.oversample = args.oversample or sweep["oversample"]
     args.k_factors = args.k_factors or sweep["k_factors"]
     args.single = args.single or sweep["single"]
     args.repeats = args.repeats or sweep["repeats"]
-    oversamples = [float(x) for x in args.oversample.split()]
-    tag = ds.name if ds.name.endswith(f"-n{ds.nb}") else f"{ds.name}-n{ds.nb}"
-    path = os.path.join(args.workdir, f"twostage-{tag}.vs")
-    machine = metrics.machine()
 
-    log(f"building {path} with tiers {coarse}")
-    vecstore.build(path, ds.database_path() or ds.get_database(), metric=metric, overwrite=True,
+
+def build_store(w: Workload, path: str, coarse: list[str]) -> dict[str, float]:
+    """The store with its raw tier and every coarse tier; returns each tier's compress time."""
+    args, ds = w.args, w.ds
+    w.log(f"building {path} with tiers {coarse}")
+    vecstore.build(path, ds.database_path() or ds.get_database(), metric=ds.metric, overwrite=True,
                    progress=True).close()
     train_s = {}
     for codec in coarse:
@@ -129,26 +163,32 @@ def main(argv=None) -> None:
         vecstore.compress(path, codec, train_size=min(args.train_size, ds.nb), seed=args.seed,
                           progress=True).close()
         train_s[codec] = time.perf_counter() - t0
-    store = vecstore.open(path, resident=coarse)
-    raw = store.tier("raw").codes
-    xq_f = faiss_twins.normalize_rows(xq) if metric == "cosine" else xq
-    np.save(os.path.join(args.workdir, "twostage-queries.npy"), xq)
+    return train_s
 
-    def measure(search_one, search_batch) -> dict:
-        batch = metrics.time_repeated(lambda: search_batch(xq), repeats=args.repeats, warmup=1)
-        single = metrics.time_each(lambda q: search_one(q), [xq[i:i + 1] for i in range(min(args.single, nq))],
-                                   warmup=5)
-        _, I = search_batch(xq)
-        return {"recall_at_10": metrics.recall_at_k(I, I_gt, k), "qps": nq / batch.median,
-                "p50_ms": single.p50 * 1e3, "p99_ms": single.p99 * 1e3}
 
+def measure(w: Workload, search_one, search_batch) -> dict:
+    """Batch QPS (median of --repeats after a warm-up), single-query p50/p99 and recall@k of one
+    configuration."""
+    xq, nq, k = w.xq, w.nq, w.args.k
+    batch = metrics.time_repeated(lambda: search_batch(xq), repeats=w.args.repeats, warmup=1)
+    single = metrics.time_each(lambda q: search_one(q), [xq[i:i + 1] for i in range(min(w.args.single, nq))],
+                               warmup=5)
+    _, I = search_batch(xq)
+    return {"recall_at_10": metrics.recall_at_k(I, w.I_gt, k), "qps": nq / batch.median,
+            "p50_ms": single.p50 * 1e3, "p99_ms": single.p99 * 1e3}
+
+
+def sweep_vecstore(w: Workload, store, coarse: list[str], train_s: dict[str, float]) -> list[dict]:
+    """Each coarse tier alone, then rescored from the mapped raw tier at each --oversample."""
+    k, log = w.args.k, w.log
+    oversamples = [float(x) for x in w.args.oversample.split()]
     rows = []
     for codec in tqdm(coarse, desc="vecstore", file=sys.stderr):
         tier = store.tier(codec)
-        resident = tier.codec.code_size + (4 if tier.sqnorms is not None else 0) + tier.param_bytes / ds.nb
+        resident = tier.codec.code_size + (4 if tier.sqnorms is not None else 0) + tier.param_bytes / w.ds.nb
         for factor in [None] + oversamples:
             kw = {"tier": codec} if factor is None else {"tier": codec, "rescore": "raw", "oversample": factor}
-            r = measure(lambda q: store.search(q, k, **kw), lambda q: store.search(q, k, **kw))
+            r = measure(w, lambda q: store.search(q, k, **kw), lambda q: store.search(q, k, **kw))
             rows.append({"system": "vecstore", "config": codec if factor is None else f"{codec} + rescore raw x{factor:g}",
                          "codec": codec, "oversample": factor, "resident_bytes_per_vector": resident,
                          "code_bytes": tier.codec.code_size, "train_s": train_s[codec], **r})
@@ -156,12 +196,22 @@ def main(argv=None) -> None:
                 f"p50 {r['p50_ms']:.2f} ms, {r['qps']:.0f} QPS")
         calibration = tier.calibration
         rows[-1]["calibration"] = calibration
+    return rows
 
+
+def sweep_faiss(w: Workload, raw: np.ndarray) -> list[dict]:
+    """Each FAISS index_factory string trained on a sample of the raw tier, held in RAM; refining
+    indexes at each --k-factors."""
+    import faiss
+
+    args, ds, k, metric, log = w.args, w.ds, w.args.k, w.ds.metric, w.log
+    xq_f = script.faiss_queries(w.xq, metric)
     rng = np.random.default_rng(args.seed)
     sample = np.ascontiguousarray(raw[np.sort(rng.choice(ds.nb, min(args.train_size, ds.nb), replace=False))])
     faiss_strings = [c for c in (args.faiss or "").split(";") if c] or FAISS.get(ds.d, FAISS[384])
     k_factors = [int(x) for x in args.k_factors.split()]
     fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    rows = []
     for spec in tqdm(faiss_strings, desc="faiss", file=sys.stderr):
         t0 = time.perf_counter()
         index = faiss.index_factory(ds.d, spec, fmetric)
@@ -173,7 +223,7 @@ def main(argv=None) -> None:
         for kf in (k_factors if refine else [None]):
             if kf is not None:
                 faiss.downcast_index(index).k_factor = kf
-            r = measure(lambda q: index.search(faiss_twins.normalize_rows(q) if metric == "cosine" else q, k),
+            r = measure(w, lambda q: index.search(faiss_twins.normalize_rows(q) if metric == "cosine" else q, k),
                         lambda q: index.search(xq_f, k))
             rows.append({"system": "faiss", "config": spec if kf is None else f"{spec} k_factor={kf}",
                          "codec": spec, "oversample": kf, "resident_bytes_per_vector": resident,
@@ -181,7 +231,12 @@ def main(argv=None) -> None:
             log(f"faiss {rows[-1]['config']}: recall {r['recall_at_10']:.4f}, {resident:.1f} B/vec, "
                 f"p50 {r['p50_ms']:.2f} ms, {r['qps']:.0f} QPS")
         del index
+    return rows
 
+
+def compare(rows: list[dict], path: str, query_file: str) -> list[dict]:
+    """For each recall target, the least resident memory of each system reaching it, their ratios,
+    and vecstore's process memory measured in a fresh process."""
     comparisons = []
     for target in TARGETS:
         ours = _smallest(rows, "vecstore", target)
@@ -192,29 +247,34 @@ def main(argv=None) -> None:
             entry["latency_ratio"] = ours["p50_ms"] / theirs["p50_ms"]
             entry["qps_ratio"] = ours["qps"] / theirs["qps"]
         if ours:
-            probe = subprocess.run([sys.executable, "-c", PROBE, path, ours["codec"], "raw",
-                                    str(ours["oversample"]), os.path.join(args.workdir, "twostage-queries.npy")],
-                                   capture_output=True, text=True, check=True)
-            entry["memory_probe"] = json.loads(probe.stdout.strip().splitlines()[-1])
+            entry["memory_probe"] = probe_memory(path, ours, query_file)
         comparisons.append(entry)
-    store.close()
+    return comparisons
 
+
+def probe_memory(path: str, row: dict, query_file: str) -> dict:
+    """RssAnon / RssFile of a fresh process after opening ``row``'s configuration and after 1,000 queries."""
+    probe = subprocess.run([sys.executable, "-c", PROBE, path, row["codec"], "raw",
+                            str(row["oversample"]), query_file],
+                           capture_output=True, text=True, check=True)
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+def write_results(w: Workload, rows: list[dict], comparisons: list[dict], machine: dict, threads: int, *,
+                  command: str, t_start: float) -> None:
+    """Print the report and write twostage-<workload>.json, .md and .png to --out."""
     total = time.perf_counter() - t_start
-    result = {"command": "python benchmarks/bench_twostage.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": machine, "threads": threads, "dataset": ds.describe(), "k": k, "batch_size": nq,
-              "single_queries": min(args.single, nq), "cache": "warm", "rows": rows, "comparisons": comparisons,
+    result = {"command": command,
+              "machine": machine, "threads": threads, "dataset": w.ds.describe(), "k": w.args.k, "batch_size": w.nq,
+              "single_queries": min(w.args.single, w.nq), "cache": "warm", "rows": rows, "comparisons": comparisons,
               "total_s": total, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "load_average_end": list(os.getloadavg())}
-    report = markdown(result, metrics)
+    report = markdown(result)
     print(report)
-    stem = os.path.join(args.out, f"twostage-{tag}")
-    with open(stem + ".json", "w") as fh:
-        json.dump(result, fh, indent=1, default=float)
-    with open(stem + ".md", "w") as fh:
-        fh.write(report)
+    stem = os.path.join(w.args.out, f"twostage-{script.dataset_tag(w.ds)}")
+    script.write_results(stem, result, report)
     plot(result, stem + ".png")
     print(f"wrote {stem}.json, .md and .png in {total:.0f} s")
-    os.unlink(path)
 
 
 def _smallest(rows, system, target):
@@ -222,7 +282,7 @@ def _smallest(rows, system, target):
     return min(ok, key=lambda r: (r["resident_bytes_per_vector"], r["p50_ms"])) if ok else None
 
 
-def markdown(result, metrics) -> str:
+def markdown(result) -> str:
     ds = result["dataset"]
     lines = [f"# Two-stage search vs FAISS: {ds['name']}, {ds['nb']} x {ds['d']}, metric {ds['metric']}", "",
              f"`{result['command']}` ({result['finished']}, {result['total_s']:.0f} s)", "",

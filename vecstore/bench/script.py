@@ -1,14 +1,33 @@
-"""The start every benchmark script shares: thread counts, output folders, a stderr logger, data.
+"""What every benchmark script shares: its output options, thread counts, folders, a stderr logger,
+data, and the .json + .md results it writes.
 
 Call :func:`pin_environment` before FAISS (and its OpenBLAS) is imported, then :func:`start`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 
+import numpy as np
+
 from . import metrics
+
+
+def add_output_options(parser: argparse.ArgumentParser, benchmarks_dir: str) -> None:
+    """``--workdir`` and ``--out``, the same in every script, so results and cached data land in the
+    folders benchmarks/README.md names (``work/``, git-ignored, and ``results/``)."""
+    parser.add_argument("--workdir", default=os.path.join(benchmarks_dir, "work"))
+    parser.add_argument("--out", default=os.path.join(benchmarks_dir, "results"),
+                        help="directory for the .json and .md")
+
+
+def add_blas_core_option(parser: argparse.ArgumentParser) -> None:
+    """``--keep-blas-core``, for the scripts that time FAISS: see :func:`pin_environment`."""
+    parser.add_argument("--keep-blas-core", action="store_true",
+                        help="do not set OPENBLAS_CORETYPE (FAISS's OpenBLAS may then use Prescott kernels)")
 
 
 def pin_environment(threads: int | None, *, fix_blas_core: bool = True) -> None:
@@ -39,3 +58,33 @@ def start(args):
     except datasets.DataNotFoundError as exc:
         sys.exit(f"error: {exc}")
     return threads, log, ds
+
+
+def command_line(script_path: str, argv: list[str] | None) -> str:
+    """The command a result records, so that whoever reads it can run it again from the repository root.
+
+    ``argv`` is what ``main(argv)`` was given; None means the process's own arguments.
+    """
+    return f"python benchmarks/{os.path.basename(script_path)} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def dataset_tag(ds) -> str:
+    """The dataset's name with its row count once, so that results of different ``--n`` do not
+    overwrite each other (an ann-benchmarks slice's name already ends in ``-n<rows>``)."""
+    return ds.name if ds.name.endswith(f"-n{ds.nb}") else f"{ds.name}-n{ds.nb}"
+
+
+def faiss_queries(xq: np.ndarray, metric: str) -> np.ndarray:
+    """Queries as a FAISS twin must get them, shape (nq, d), C-contiguous: unit float32 rows for
+    cosine, since a store normalizes cosine queries itself and FAISS's inner product does not."""
+    from .faiss_twins import normalize_rows
+
+    return normalize_rows(xq) if metric == "cosine" else np.ascontiguousarray(xq)
+
+
+def write_results(stem: str, result: dict, markdown: str) -> None:
+    """``<stem>.json`` (every figure and its conditions, for scripts) and ``<stem>.md`` (for people)."""
+    with open(stem + ".json", "w") as fh:
+        json.dump(result, fh, indent=1, default=float)
+    with open(stem + ".md", "w") as fh:
+        fh.write(markdown)
