@@ -11,7 +11,6 @@ import ast
 import os
 import sys
 
-import pytest
 
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vecstore")
 
