@@ -1,7 +1,7 @@
 """Reading the header of a file from an untrusted source in a child process first.
 
 libhdf5 has two failures that no check in this process can prevent, because they happen inside
-libhdf5 while it reads a variable-length string attribute (tests/test_hostile.py shows both): a
+libhdf5 while it reads a variable-length string attribute (tests/robustness/test_hostile.py shows both): a
 crafted global heap makes it loop forever, and a crafted string length makes it allocate up to 4 GiB
 before it notices the lie. So for a file from outside, ``vecstore.open(path, untrusted=True)`` first
 validates the header in a child process that has a time limit and an address-space limit; only a

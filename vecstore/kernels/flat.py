@@ -2,7 +2,7 @@
 
 One thread owns one slice of rows and a top-k reservoir per query (kernels/topk.py); each row is read once for all the
 queries of the batch, and the partial heaps are merged at the end. Scores are ``q . x + bias[row]`` (bias is empty, or minus the squared norms for l2).
-For large batches, search.py uses a BLAS product per block of rows plus ``topk.push_block``.
+For large batches, kernels/dispatch.py uses a BLAS product per block of rows plus ``topk.push_block``.
 
 float16 codes arrive viewed as uint16 (numba has no float16 type) and are widened row by row with
 the IEEE 754 bit layout, so no float32 copy of the tier is ever made.
