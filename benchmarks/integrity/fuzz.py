@@ -32,7 +32,7 @@ import numpy as np
 from . import common as C
 
 TARGETS = ("main", "manifest", "seg0", "seg1", "deleted")
-JSON_VALUES = ["null", "[]", "{}", "''", "0", "-1", "1", "1.5", "true", "'x'", "2**63", "2**64", "-2**63",
+JSON_VALUES = ["None", "[]", "{}", "''", "0", "-1", "1", "1.5", "True", "'x'", "2**63", "2**64", "-2**63",
                "'a'*40", "[[[]]]", "{'a': 1}"]
 ATTR_VARIANTS = {
     "store_id": ["hexflip", "random", "other_file", "int", "empty", "upper", "short"],
@@ -480,10 +480,12 @@ def run(args) -> dict:
                     break
                 if "outcome" in msgs[-1]:
                     break
+            if final_seen(msgs):
+                proc.join(10)  # let it exit by itself (a kill mid-exit leaks its semaphores)
             if proc.is_alive():
-                os.kill(proc.pid, signal.SIGKILL)
+                timed_out = time.time() >= deadline
+                proc.kill()  # no error when it has just exited
                 proc.join()
-                timed_out = True
             else:
                 proc.join()
                 timed_out = False
@@ -517,6 +519,10 @@ def run(args) -> dict:
     return summarise(results, elapsed, args, template, keep)
 
 
+def final_seen(msgs) -> bool:
+    return any("outcome" in x for x in msgs)
+
+
 OUTCOMES = ("refused", "identical", "flagged", "silent", "crash", "not-applied")
 
 
@@ -534,24 +540,26 @@ def summarise(results: list[dict], elapsed: float, args, template: str, keep: st
     def cause(r):
         import re
         d = r.get("desc") or r["kind"]
-        return re.sub(r"\d+", "N", re.sub(r"= '[0-9a-f]+'", "= 'HEX'", d))
+        return re.sub(r"\b\d+\b", "N", re.sub(r"= '[0-9a-f]+'", "= 'HEX'", d))
     silent_groups = collections.Counter(cause(r) for r in silent)
     crash_groups = collections.Counter(f"{r['kind']}: {C.normalise(r.get('error') or '')[:160]}" for r in crash)
-    header = ["", *OUTCOMES[:5], "total"]
-    rows = [["all", *[total.get(o, 0) for o in OUTCOMES[:5]], len(results)]]
-    rows += [[t, *[by_target[t].get(o, 0) for o in OUTCOMES[:5]], sum(by_target[t].values())] for t in sorted(by_target)]
-    rows_k = [[k, *[by_kind[k].get(o, 0) for o in OUTCOMES[:5]], sum(by_kind[k].values())] for k in sorted(by_kind)]
+    header = ["", *OUTCOMES, "total"]
+    rows = [["all", *[total.get(o, 0) for o in OUTCOMES], len(results)]]
+    rows += [[t, *[by_target[t].get(o, 0) for o in OUTCOMES], sum(by_target[t].values())] for t in sorted(by_target)]
+    rows_k = [[k, *[by_kind[k].get(o, 0) for o in OUTCOMES], sum(by_kind[k].values())] for k in sorted(by_kind)]
     table = C.md_table(header, rows)
-    table_k = C.md_table(["kind", *OUTCOMES[:5], "total"], rows_k)
+    table_k = C.md_table(["kind", *OUTCOMES, "total"], rows_k)
     sg = C.md_table(["silently different: mutation", "cases"], sorted(silent_groups.items(), key=lambda x: -x[1]))
     cg = C.md_table(["crash / hang: mutation and error", "cases"], sorted(crash_groups.items(), key=lambda x: -x[1]))
     na = total.get("not-applied", 0)
+    not_applied = collections.Counter(f"{r['kind']}: {C.normalise(r.get('error') or '')[:120]}"
+                                      for r in results if r["outcome"] == "not-applied")
     md = (f"## fuzz\n\n`python benchmarks/bench_integrity.py fuzz --mutations {args.mutations} --seed {args.seed}`: "
           f"{len(results)} seeded mutations of a store (300 + 2 appended segments of 40 vectors x {C.DIM} dims, "
           f"l2, tiers raw + {C.TIER}, keys, metadata in the main file, 6 deleted ids) in {elapsed:.0f} s, "
           f"{args.workers} workers, 1 thread each, timeout {args.timeout} s a probe. "
           f"{id_flagged} of the 'identical' ones were also flagged by verify. "
-          f"{na} mutations could not be applied.\n\n{table}\n\nBy mutation kind:\n\n{table_k}\n\n{sg}\n\n{cg}\n")
+          f"{na} mutations could not be applied (not-applied: {dict(not_applied)}).\n\n{table}\n\nBy mutation kind:\n\n{table_k}\n\n{sg}\n\n{cg}\n")
     print(md)
     data = {"elapsed_s": elapsed, "counts": dict(total), "by_target": {k: dict(v) for k, v in by_target.items()},
             "by_kind": {k: dict(v) for k, v in by_kind.items()}, "identical_but_verify_flags": id_flagged,
