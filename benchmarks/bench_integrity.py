@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     k = sub.add_parser("kill-points", help="SIGKILL each writer at every rename/link/unlink/fsync/move call")
     k.add_argument("--writers", default="build-over,compress,append,delete,compact,swap,swap-back,add-encoder")
     k.add_argument("--max-points", type=int, default=0, help="stop a writer after this many points (0: all)")
+    k.add_argument("--age", type=float, default=7200.0, help="seconds into the past the store's files are set first (0: not)")
 
     e = sub.add_parser("errors", help="scripted errors that escape as something else, and silent cases")
     e.add_argument("--tmpfs-size", default="4m")

@@ -11,6 +11,8 @@ the "new" reference); then N = 1 .. M. After each kill:
 - ``vecstore.verify`` must pass;
 - swap: when CURRENT serves the new store, ``CURRENT.prev`` must exist and answer as the old one
   (docs/format.md "Swapping"; docs promise no rollback file for the other writers);
+- the store's files are made old (mtime ``--age`` s back) before each run, so the writers' cleanup of
+  files they replace (removed by age) is among the points;
 - after the next write (an append of one vector), no temporary (``*.vecstore-tmp-*``) may be left.
 """
 
@@ -114,10 +116,12 @@ def _answers(path: str, queries) -> dict | str:
         return C.one_line(exc)
 
 
-def _run_writer(work: str, src: str, argv: list[str], n: int, log: str, timeout: float = 300):
+def _run_writer(work: str, src: str, argv: list[str], n: int, log: str, age: float, timeout: float = 300):
     if os.path.exists(work):
         shutil.rmtree(work)
     shutil.copytree(src, work)
+    if age:  # old files: the writer's cleanup (collect_garbage) then removes what it replaces
+        C.age_tree(work, age)
     s = os.path.join(work, "s.vs")
     argv = [a.replace("{S}", s).replace("{D}", work) for a in argv]
     if os.path.exists(log):
@@ -156,7 +160,7 @@ def run(args) -> dict:
         src = os.path.join(template, src_name)
         runw = os.path.join(work, "run")
         log = os.path.join(work, "points.jsonl")
-        r, points, secs = _run_writer(runw, src, argv, 0, log)
+        r, points, secs = _run_writer(runw, src, argv, 0, log, args.age)
         if r.returncode != 0:
             summary.append([name, "writer failed", r.stderr.strip().splitlines()[-1:] , "", "", ""])
             continue
@@ -167,7 +171,7 @@ def run(args) -> dict:
         print(f"kill-points: {name}: {len(points)} points ({secs:.1f} s a run)", flush=True)
         bad = 0
         for n in range(1, m + 1):
-            r, pts, _ = _run_writer(runw, src, argv, n, log)
+            r, pts, _ = _run_writer(runw, src, argv, n, log, args.age)
             point = pts[-1] if pts else {"call": "?", "stack": "?", "args": ""}
             s = os.path.join(runw, "s.vs")
             row = {"writer": name, "n": n, "call": point["call"], "args": point.get("args", ""),
@@ -223,7 +227,8 @@ def run(args) -> dict:
     md = (f"## kill-points\n\n`python benchmarks/bench_integrity.py kill-points`: each writer (the `vecstore` "
           f"CLI in a child) SIGKILLed before its N-th call of {', '.join(f'{a}.{b}' for a, b in WRAPPED)} made "
           f"from vecstore's code, for every N; store: 300 + 2 x 40 appended vectors x {C.DIM} dims, raw + "
-          f"{C.TIER}, 6 deleted ids; next write = append of one vector. {elapsed:.0f} s in all.\n\n"
+          f"{C.TIER}, 6 deleted ids, every file set {args.age:.0f} s into the past before the writer runs (so its "
+          f"cleanup of replaced files runs too); next write = append of one vector. {elapsed:.0f} s in all.\n\n"
           + C.md_table(["writer", "kill points", "ok", "failed", "s a run"], summary) + "\n\n"
           + C.md_table(["writer", "N", "killed before", "stack (innermost first)", "store answers",
                         "verify", "rollback", "temporaries after kill", "after next write", "outcome"], rows) + "\n")
