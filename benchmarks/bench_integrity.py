@@ -66,11 +66,13 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
-    parts = ["fuzz", "cleanup-race", "kill-points", "errors"] if args.part == "all" else [args.part]
+    everything = args.part == "all"
+    parts = ["fuzz", "cleanup-race", "kill-points", "errors"] if everything else [args.part]
+    top = args
     for part in parts:
-        if args.part == "all":
-            args = parser.parse_args(["--workdir", args.workdir, "--out", args.out, part]
-                                     + (["--mutations", str(args.mutations)] if part == "fuzz" else []))
+        if everything:
+            args = parser.parse_args(["--workdir", top.workdir, "--out", top.out, part]
+                                     + (["--mutations", str(top.mutations)] if part == "fuzz" else []))
         sub_workdir = argparse.Namespace(**vars(args))
         sub_workdir.workdir = os.path.join(args.workdir, part)
         os.makedirs(sub_workdir.workdir, exist_ok=True)
