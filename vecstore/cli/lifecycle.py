@@ -12,7 +12,7 @@ import vecstore
 from vecstore.errors import InvalidInputError
 
 from .group import cli
-from .options import human_bytes
+from .options import human_bytes, progress_option
 
 
 @cli.command()
@@ -38,7 +38,7 @@ def append(store_path, input_path, keys_path, metadata_path, ids_path, model_spe
     t0 = time.perf_counter()
     with vecstore.open(store_path, mode="a") as store:
         new = store.add(input_path, ids=ids, keys=keys_path, metadata=metadata_path, model=model_spec,
-                        progress=not quiet)
+                        progress=progress_option(quiet))
         info = store.info()
     written = info["segments"][-1]["file_bytes"]
     click.echo(f"appended {new.shape[0]} vectors to {os.path.basename(store_path)} (ids {new.min()}..{new.max()}): "
@@ -77,7 +77,7 @@ def delete(store_path, ids_text, ids_file) -> None:
 def compact(store_path, quiet) -> None:
     """Rewrite STORE as one file: appended segments merged in, deleted documents dropped."""
     with vecstore.open(store_path, mode="a") as store:
-        report = store.compact(progress=not quiet)
+        report = store.compact(progress=progress_option(quiet))
         size = store.info()["file_bytes"]
     if not report["merged_segments"] and not report["dropped"]:
         click.echo("nothing to compact: no appended segments, no deleted documents")

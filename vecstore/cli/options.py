@@ -31,13 +31,22 @@ def parse_vector(text: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
+def progress_option(quiet: bool) -> bool | None:
+    """``progress=`` for a command's --quiet flag: off when asked, else bars only on a terminal
+    (None: vecstore.progress decides), so output redirected to a log file carries no bars."""
+    return False if quiet else None
+
+
 def echo_results(distances: np.ndarray, ids: np.ndarray, keys: list, metric: str) -> None:
-    """Ranked results of each query as text: rank, id, score (distance for l2), key."""
+    """Ranked results of each query as text: rank, id, score (distance for l2), key. Padding (id -1,
+    when k exceeds the documents) is left out."""
     label = "distance" if metric == "l2" else "score"
     for q in range(ids.shape[0]):
         click.echo(f"query {q}")
         click.echo(f"  {'rank':>4}  {'id':>10}  {label:>10}  key")
         for r in range(ids.shape[1]):
+            if ids[q, r] < 0:
+                break
             key = keys[q][r] if keys[q][r] is not None else ""
             click.echo(f"  {r + 1:>4}  {ids[q, r]:>10}  {distances[q, r]:>10.4f}  {key}")
 

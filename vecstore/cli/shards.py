@@ -16,7 +16,7 @@ import vecstore
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import echo_results, human_bytes, parse_vector, results_json
+from .options import echo_results, human_bytes, parse_vector, progress_option, results_json
 from .store import TRAIN_SIZE
 
 SCHEDULER_HELP = "Dask scheduler address (tcp://HOST:PORT). Default: no cluster, this process."
@@ -49,7 +49,7 @@ def shard_build(input_path, outdir, n_shards, codecs, metric, keys_path, train_s
     manifest = vecstore.shard_build(input_path, outdir, shards=n_shards, codecs=list(codecs), metric=metric,
                                   keys=keys_path, train_size=train_size, seed=seed, calibrate=not no_calibrate,
                                   target_recall=target_recall, client=scheduler, overwrite=force,
-                                  progress=not quiet, timeout=timeout)
+                                  progress=progress_option(quiet), timeout=timeout)
     elapsed = time.perf_counter() - t0
     where = f"on {scheduler}" if scheduler else "in this process"
     click.echo(f"built {len(manifest.shards)} shards of {manifest.count} vectors x {manifest.dim} dims, "

@@ -12,7 +12,7 @@ from vecstore.errors import InvalidInputError
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import echo_results, human_bytes, parse_vector, results_json
+from .options import echo_results, human_bytes, parse_vector, progress_option, results_json
 
 TRAIN_SIZE = vecstore.compress.__kwdefaults__["train_size"]
 
@@ -36,7 +36,7 @@ def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, 
     t0 = time.perf_counter()
     params = vecstore.load_model_params(model_params_path) if model_params_path else None
     store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path, metadata=metadata_path,
-                           model=model_spec, model_params=params, overwrite=force, progress=not quiet)
+                           model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet))
     with store:
         info = store.info()
     click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}, "
@@ -171,7 +171,7 @@ def compress(store_path, codec, name, train_size, seed, params_path, replace, re
     t0 = time.perf_counter()
     with vecstore.compress(store_path, codec, name=name, train_size=train_size, seed=seed,
                            params=params, replace=replace, calibrate=not no_calibrate,
-                           target_recall=target_recall, progress=not quiet) as store:
+                           target_recall=target_recall, progress=progress_option(quiet)) as store:
         tier = store.tier(name)
         click.echo(f"added tier {tier.name!r} ({tier.codec_string}): {tier.bytes_per_vector} bytes/vector, "
                    f"{human_bytes(tier.codes.nbytes)} in {time.perf_counter() - t0:.1f} s")

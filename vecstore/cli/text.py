@@ -13,6 +13,7 @@ from vecstore.errors import FormatError, StoreNotFoundError
 from vecstore.ingest import read_keys, split_h5_path
 
 from .group import cli
+from .options import progress_option
 
 
 def _load_encoder(source: str, no_idf: bool):
@@ -50,7 +51,7 @@ def build_text(texts_path, store_path, encoder_path, no_idf, force, quiet) -> No
         with h5py.File(path, "r") as f:
             count = f[dataset].shape[0] if dataset in f else 0
         texts = read_keys(texts_path, count)
-    store, skipped = vecstore.build_text(store_path, texts, encoder, overwrite=force, progress=not quiet)
+    store, skipped = vecstore.build_text(store_path, texts, encoder, overwrite=force, progress=progress_option(quiet))
     with store:
         click.echo(f"built {store_path}: {store.count} texts encoded to {store.dim} dims "
                    f"({encoder.kind} encoder stored as 'text'); {len(skipped)} texts had no known word "
