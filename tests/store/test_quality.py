@@ -1,0 +1,157 @@
+"""vecstore.store.quality: calibration records, the recall self-check, and the drift check's record.
+
+(tests/store/test_deploy.py shows a drift check advising a retrain end to end; here: the fields, the
+threshold boundary, and recalls against a plain set computation.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_store
+
+import vecstore
+from vecstore.errors import InvalidInputError
+from vecstore.store.quality import OVERSAMPLES, calibrate, check_drift, self_check
+
+N, DIM = 400, 16
+RECORD_FIELDS = {"method", "rescore", "target_recall_at_10", "oversample", "recall_at_10", "meets_target",
+                 "recall_by_oversample", "queries", "seed"}
+
+
+def _data(seed, n=N, dim=DIM):
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """An l2 store with an 8-bit PQ tier (pq4) and a coarse dense tier (pca4,int8), uncalibrated."""
+    path = make_store(tmp_path_factory.mktemp("quality"), _data(1), "l2").path
+    for codec in ("pq4", "pca4,int8"):
+        vecstore.compress(path, codec, calibrate=False, progress=False).close()
+    with vecstore.open(path) as opened:
+        yield opened
+
+
+def _calibrate(store, fine="raw", **kw):
+    return calibrate(store.tier("pq4"), store.tier(fine), store.tier("raw"), queries=60, **kw)
+
+
+# -- calibrate ---------------------------------------------------------------------------------------
+
+
+def test_the_record_has_the_documented_fields_and_is_json_safe(store):
+    record = _calibrate(store, seed=4)
+    assert set(record) == RECORD_FIELDS
+    assert json.loads(json.dumps(record)) == record
+    assert (record["rescore"], record["queries"], record["seed"], record["target_recall_at_10"]) == ("raw", 60, 4, 0.95)
+    assert record["meets_target"] and record["recall_at_10"] >= 0.95
+    assert record["recall_by_oversample"][str(record["oversample"])] == record["recall_at_10"]
+
+
+def test_the_smallest_oversample_meeting_the_target_is_chosen(store):
+    full = _calibrate(store, target=1.0)["recall_by_oversample"]  # the whole curve
+    assert list(full) == [str(f) for f in OVERSAMPLES[:len(full)]]
+    assert len(set(full.values())) >= 3  # the curve rises through several factors
+    for target in sorted(set(full.values())):
+        target -= 1e-4  # below the measured recall, which the record rounds to 4 places
+        expected = next(f for f in full if full[f] >= target)
+        record = _calibrate(store, target=target)
+        assert str(record["oversample"]) == expected and record["meets_target"]
+        assert record["recall_by_oversample"] == {f: full[f] for f in list(full)[:list(full).index(expected) + 1]}
+
+
+def test_an_unreachable_target_reports_the_best_factor(store):
+    # rescoring from a lossy tier caps recall below 1 whatever the oversampling
+    record = _calibrate(store, fine="pca4,int8", target=1.0)
+    curve = record["recall_by_oversample"]
+    assert not record["meets_target"] and max(curve.values()) < 1.0
+    best = max(curve.values())
+    assert record["recall_at_10"] == best
+    assert record["oversample"] == int(next(f for f in curve if curve[f] == best))  # the smallest such factor
+    assert int(list(curve)[-1]) * 10 >= N - 1  # it tried until the candidates held every document
+
+
+# -- recall on held-out documents, by plain sets -----------------------------------------------------
+
+
+def _held_out_recall(store, query_ids, k, **plan):
+    """Mean over query documents of |found & exact| / |exact|, each list the top k without the query."""
+    xq = store.vectors(query_ids)
+    exact = store.search(xq, k + 1, tier="raw").ids.tolist()
+    found = store.search(xq, k + 1, **plan).ids.tolist()
+    recalls = []
+    for own, e, f in zip(np.asarray(query_ids).tolist(), exact, found):
+        truth = [i for i in e if i != own][:k]
+        recalls.append(len(set(truth) & {i for i in f if i != own}) / len(truth))
+    return float(np.mean(recalls))
+
+
+def test_self_check_of_an_exact_store_is_one(tmp_path):
+    with make_store(tmp_path, _data(2, 30)) as small:
+        report = self_check(small, sample=100, k=5)
+    assert report == {"recall": 1.0, "k": 5, "queries": 30, "plan": ["raw", None, None]}
+
+
+def test_self_check_measures_the_default_plan(tmp_path):
+    path = make_store(tmp_path, _data(3), "l2").path
+    vecstore.compress(path, "pq4", target_recall=0.9, progress=False).close()
+    with vecstore.open(path) as calibrated:
+        report = self_check(calibrated, sample=50, k=10, seed=2)
+        plan = calibrated.default_plan()
+        assert plan.tier == "pq4" and report["plan"] == list(plan) and report["queries"] == 50
+        sample = np.sort(np.random.default_rng(2).choice(N, size=50, replace=False))
+        assert report["recall"] == pytest.approx(_held_out_recall(calibrated, sample, 10))
+    with pytest.raises(InvalidInputError, match="at least 2 documents"):
+        self_check(make_store(tmp_path, _data(4, 1), name="one.vs"))
+
+
+# -- drift ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def drifted(tmp_path_factory):
+    """pq4 trained on documents in one half of the space, then documents added in the other half."""
+    old, new = _data(5), _data(6, 120)
+    old[:, DIM // 2:] *= 0.05
+    new[:, :DIM // 2] *= 0.05
+    path = make_store(tmp_path_factory.mktemp("drift"), old, "l2").path
+    vecstore.compress(path, "pq4", calibrate=False, progress=False).close()
+    with vecstore.open(path, mode="a") as opened:
+        opened.add(new)
+        yield opened
+
+
+def test_the_drift_record(drifted):
+    report = check_drift(drifted, sample=60, k=5, threshold=0.1)
+    assert set(report) == {"k", "queries", "threshold", "tiers"}
+    assert (report["k"], report["queries"], report["threshold"]) == (5, 60, 0.1)
+    (tier,) = report["tiers"]  # the raw tier is never checked
+    assert set(tier) == {"tier", "codec", "recall_oldest", "recall_newest", "drop", "retrain", "advice"}
+    assert (tier["tier"], tier["codec"]) == ("pq4", "pq4")
+    ids = drifted.ids
+    assert tier["recall_oldest"] == pytest.approx(_held_out_recall(drifted, ids[:60], 5, tier="pq4"))
+    assert tier["recall_newest"] == pytest.approx(_held_out_recall(drifted, ids[-60:], 5, tier="pq4"))
+    assert tier["drop"] == tier["recall_oldest"] - tier["recall_newest"] > 0.1
+    assert tier["retrain"] and tier["advice"] == "vecstore compress STORE --retrain pq4"
+
+
+def test_a_drop_equal_to_the_threshold_does_not_ask_for_a_retrain(drifted):
+    drop = check_drift(drifted, sample=60)["tiers"][0]["drop"]
+    at = check_drift(drifted, sample=60, threshold=drop)["tiers"][0]
+    below = check_drift(drifted, sample=60, threshold=np.nextafter(drop, 0))["tiers"][0]
+    assert at["drop"] == below["drop"] == drop
+    assert (at["retrain"], at["advice"]) == (False, None)
+    assert below["retrain"] and below["advice"]
+
+
+def test_drift_queries_are_capped_at_half_the_documents(drifted):
+    assert check_drift(drifted, sample=10_000)["queries"] == drifted.count // 2
+
+
+@pytest.mark.parametrize("threshold", [-0.01, 1.01, float("nan")])
+def test_a_threshold_outside_zero_to_one_is_refused(drifted, threshold):
+    with pytest.raises(InvalidInputError, match="threshold must be in"):
+        check_drift(drifted, threshold=threshold)
