@@ -246,3 +246,49 @@ def _one_line_error(args, message):
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.output
     return lines[0]
+
+
+@pytest.mark.parametrize("untrusted", [False, True])
+def test_deeply_nested_manifest_is_damaged(tmp_path, rng, untrusted):
+    make_store(tmp_path, rng.standard_normal((20, 4)).astype(np.float32)).close()
+    vecstore.delete(tmp_path / "s.vs", [3])
+    (manifest,) = (tmp_path / "s.vs.segments").glob("manifest-*.json")
+    manifest.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(vecstore.FormatError, match="not valid JSON; the segment manifest is damaged"):
+        vecstore.open(tmp_path / "s.vs", untrusted=untrusted)
+    _one_line_error(["info", str(tmp_path / "s.vs")], "the segment manifest is damaged")
+
+
+def test_deeply_nested_shard_manifest_is_damaged():
+    from vecstore.shards.manifest import parse_manifest
+
+    with pytest.raises(vecstore.FormatError, match="the shard manifest is damaged"):
+        parse_manifest("[" * 100_000, "m.json")
+
+
+def _special_paths(tmp_path):
+    os.symlink("loop.vs", tmp_path / "loop.vs")
+    os.mkfifo(tmp_path / "fifo.vs")
+    return {"loop.vs": (vecstore.StoreNotFoundError, "cannot be reached (Too many levels of symbolic links)"),
+            "fifo.vs": (vecstore.FormatError, "not a regular file"),
+            "/dev/zero": (vecstore.FormatError, "not a regular file"),
+            ".": (vecstore.StoreNotFoundError, "is a directory")}
+
+
+def test_special_paths_are_refused_before_hdf5(tmp_path, monkeypatch):
+    """A symlink loop, a FIFO (which must not block), a device, a directory: refused before h5py runs."""
+    cases = _special_paths(tmp_path)
+
+    def trap(*args, **kwargs):
+        raise AssertionError("h5py was called")
+
+    monkeypatch.setattr(h5py, "File", trap)
+    for name, (exc, message) in cases.items():
+        for untrusted in (False, True):
+            with pytest.raises(exc, match=message.replace("(", r"\(").replace(")", r"\)")):
+                vecstore.open(tmp_path / name, untrusted=untrusted)
+
+
+def test_special_paths_in_the_cli_are_one_line(tmp_path):
+    for name, (_, message) in _special_paths(tmp_path).items():
+        _one_line_error(["info", str(tmp_path / name)], message)

@@ -388,6 +388,8 @@ def open_store_file(path: str, *, map_file: bool = True) -> tuple[Header, FileMa
         st = os.stat(path)
     except FileNotFoundError:
         raise StoreNotFoundError(f"{path!r} does not exist: check the path, or build a store there") from None
+    except OSError as exc:  # a symlink loop (ELOOP), a file used as a directory, no permission ...
+        raise StoreNotFoundError(f"{path!r} cannot be reached ({exc.strerror}): check the path and its links") from None
     if stat.S_ISDIR(st.st_mode):
         raise StoreNotFoundError(f"{path!r} is a directory, not a store file")
     if not stat.S_ISREG(st.st_mode):
