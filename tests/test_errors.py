@@ -292,3 +292,58 @@ def test_special_paths_are_refused_before_hdf5(tmp_path, monkeypatch):
 def test_special_paths_in_the_cli_are_one_line(tmp_path):
     for name, (_, message) in _special_paths(tmp_path).items():
         _one_line_error(["info", str(tmp_path / name)], message)
+
+
+def test_ids_beyond_int64_or_negative_are_named(tmp_path, rng):
+    x = rng.standard_normal((20, 4)).astype(np.float32)
+    make_store(tmp_path, x).close()
+    path = tmp_path / "s.vs"
+    before = _files(tmp_path)
+    with vecstore.open(path, mode="a") as s:
+        for ids in ([2**70], [3, 2**64 - 1], np.array([2**63], dtype=np.uint64)):
+            with pytest.raises(vecstore.InvalidInputError, match=r"id \d+ does not fit in int64"):
+                s.delete(ids)
+        with pytest.raises(vecstore.InvalidInputError, match="id -6 is negative"):
+            s.add(x[:2], ids=[-5, -6])
+        with pytest.raises(vecstore.InvalidInputError, match="id 1180591620717411303424 does not fit"):
+            s.add(x[:1], ids=[2**70])
+    assert _files(tmp_path) == before
+    _one_line_error(["delete", str(path), "--ids", "99999999999999999999"], "id 99999999999999999999 does not fit in int64")
+    with pytest.raises(vecstore.InvalidInputError, match="id -1 is negative: ids must be >= 0"):
+        make_store(tmp_path, x, name="n.vs", ids=list(range(-1, 19)))
+
+
+def test_export_into_a_missing_directory(tmp_path, rng):
+    make_store(tmp_path, rng.standard_normal((20, 4)).astype(np.float32)).close()
+    out = tmp_path / "missing" / "dir" / "out.json"
+    _one_line_error(["export-params", str(tmp_path / "s.vs"), "raw", str(out)], "does not exist; create it first")
+    from vecstore.encoders import WordVectorEncoder, dump_encoder_json
+
+    encoder = WordVectorEncoder(["a", "b"], np.eye(2, dtype=np.float32))
+    with pytest.raises(vecstore.StoreWriteError, match="missing/dir' does not exist; create it first"):
+        dump_encoder_json(encoder, out)
+    assert sorted(os.listdir(tmp_path)) == ["s.vs"]
+
+
+def test_text_that_utf8_cannot_store_names_its_row(tmp_path, rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    with pytest.raises(vecstore.InvalidInputError, match=r"key 2 is not valid Unicode text"):
+        make_store(tmp_path, x, keys=["a", "é", "\ud800"])
+    with pytest.raises(vecstore.InvalidInputError, match=r"metadata entry 1 is not valid Unicode text"):
+        make_store(tmp_path, x, metadata=[None, {"t": "\udfff"}, {}])
+    assert os.listdir(tmp_path) == []
+
+
+def test_one_dimensional_vectors_are_refused(tmp_path, rng):
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    with pytest.raises(vecstore.InvalidInputError, match=r"expected a 2-D array \(n, dim\), got shape \(4,\)"):
+        make_store(tmp_path, x[0])
+    make_store(tmp_path, x).close()
+    with pytest.raises(vecstore.InvalidInputError, match="x.reshape"):
+        vecstore.append(tmp_path / "s.vs", x[0], progress=False)
+
+
+def test_a_file_that_is_not_npy(tmp_path):
+    (tmp_path / "bad.npy").write_bytes(b"hello, not numpy\n" * 10)
+    line = _one_line_error(["build", str(tmp_path / "bad.npy"), str(tmp_path / "o.vs")], "is not a valid .npy file")
+    assert "pickle" not in line
