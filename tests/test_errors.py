@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import h5py
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 import vecstore
+from click.testing import CliRunner
 from conftest import make_store
+from vecstore.cli import cli
 
 
 @pytest.fixture
@@ -151,22 +154,196 @@ def test_raw_tier_must_be_float32(tmp_path, rng):
         vecstore.open(tmp_path / "s.vs")
 
 
-def test_write_failure_is_a_clear_error_and_keeps_the_old_store(tmp_path, rng, monkeypatch):
-    import errno
+H5PY_FULL = ("Can't decrement id ref count (file write failed: time = Sun Nov 29 18:34:51 2026\n, "
+             "filename = 'x', file descriptor = 3, errno = 28, error message = 'No space left on device', "
+             "buf = 0x5638, total write size = 328, bytes this sub-write = 328, offset = 4022272)")
+WRITE_FAILURES = {
+    "ENOSPC": lambda: OSError(errno.ENOSPC, "No space left on device"),
+    "h5py-RuntimeError": lambda: RuntimeError(H5PY_FULL),
+    "h5py-OSError": lambda: OSError(H5PY_FULL.replace("Can't decrement id ref count", "Unable to extend file")),
+    "EDQUOT": lambda: OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)),
+}
+WRITES = {
+    "build": lambda path, x: make_store(path.parent, x * 2).close(),
+    "compress": lambda path, x: vecstore.compress(path, "float16", progress=False, calibrate=False).close(),
+    "append": lambda path, x: vecstore.append(path, x[:3] * 3, progress=False),
+    "delete": lambda path, x: vecstore.delete(path, [2, 3]),
+}
 
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.suffix != ".lock"}
+
+
+@pytest.mark.parametrize("where", ["dataset", "fsync"])
+@pytest.mark.parametrize("failure", WRITE_FAILURES)
+@pytest.mark.parametrize("write", WRITES)
+def test_write_failure_is_a_clear_error_and_keeps_the_old_store(tmp_path, rng, monkeypatch, write, failure, where):
+    """A full disk (OSError ENOSPC, or h5py's RuntimeError/OSError naming errno 28) while writing a
+    dataset or at the final fsync: one-line StoreWriteError, the store unchanged, no temporary left."""
     from vecstore.format import schema as fmt
 
     x = rng.standard_normal((20, 4)).astype(np.float32)
     make_store(tmp_path, x).close()
-    real = fmt.ChecksumWriter.write
+    vecstore.delete(tmp_path / "s.vs", [7])  # a manifest and a deleted-ids file to keep
+    before = _files(tmp_path)
+    if where == "dataset":
+        if write == "delete":
+            pytest.skip("delete writes no HDF5 dataset")
 
-    def full_disk(self, rows):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        def full_disk(self, rows):
+            raise WRITE_FAILURES[failure]()
 
-    monkeypatch.setattr(fmt.ChecksumWriter, "write", full_disk)
-    with pytest.raises(vecstore.StoreWriteError, match="No space left on device.*nothing was changed"):
-        make_store(tmp_path, x * 2)
-    monkeypatch.setattr(fmt.ChecksumWriter, "write", real)
-    with vecstore.open(tmp_path / "s.vs") as s:
-        np.testing.assert_array_equal(s.tier().codes, x)
-    assert os.listdir(tmp_path) == ["s.vs"]
+        monkeypatch.setattr(fmt.ChecksumWriter, "write", full_disk)
+    else:
+        real_fsync = fmt._fsync_path
+
+        def full_disk(path, directory=False):
+            if fmt.TMP_MARK in path:
+                raise WRITE_FAILURES[failure]()
+            real_fsync(path, directory)
+
+        monkeypatch.setattr(fmt, "_fsync_path", full_disk)
+    with pytest.raises(vecstore.StoreWriteError) as info:
+        WRITES[write](tmp_path / "s.vs", x)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.endswith("check free space and permissions (nothing was changed)"), message
+    assert ("Disk quota exceeded" if failure == "EDQUOT" else "No space left on device") in message
+    monkeypatch.undo()
+    assert _files(tmp_path) == before  # nothing changed, no temporary left
+
+
+def test_write_failure_in_the_cli_is_one_line(tmp_path, rng, monkeypatch):
+    from vecstore.format import schema as fmt
+
+    make_store(tmp_path, rng.standard_normal((20, 4)).astype(np.float32)).close()
+
+    def full_disk(path, directory=False):
+        raise RuntimeError(H5PY_FULL)
+
+    monkeypatch.setattr(fmt, "_fsync_path", full_disk)
+    _one_line_error(["delete", str(tmp_path / "s.vs"), "--ids", "3"], "No space left on device")
+
+
+def test_other_runtime_errors_are_not_hidden(tmp_path, rng, monkeypatch):
+    from vecstore.format import schema as fmt
+
+    def bug(self, rows):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fmt.ChecksumWriter, "write", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        make_store(tmp_path, rng.standard_normal((20, 4)).astype(np.float32))
+    assert os.listdir(tmp_path) == []
+
+
+def _one_line_error(args, message):
+    """Run the CLI: exit 1, exactly one line on stderr, ``Error: ...message...``, no traceback."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("untrusted", [False, True])
+def test_deeply_nested_manifest_is_damaged(tmp_path, rng, untrusted):
+    make_store(tmp_path, rng.standard_normal((20, 4)).astype(np.float32)).close()
+    vecstore.delete(tmp_path / "s.vs", [3])
+    (manifest,) = (tmp_path / "s.vs.segments").glob("manifest-*.json")
+    manifest.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(vecstore.FormatError, match="not valid JSON; the segment manifest is damaged"):
+        vecstore.open(tmp_path / "s.vs", untrusted=untrusted)
+    _one_line_error(["info", str(tmp_path / "s.vs")], "the segment manifest is damaged")
+
+
+def test_deeply_nested_shard_manifest_is_damaged():
+    from vecstore.shards.manifest import parse_manifest
+
+    with pytest.raises(vecstore.FormatError, match="the shard manifest is damaged"):
+        parse_manifest("[" * 100_000, "m.json")
+
+
+def _special_paths(tmp_path):
+    os.symlink("loop.vs", tmp_path / "loop.vs")
+    os.mkfifo(tmp_path / "fifo.vs")
+    return {"loop.vs": (vecstore.StoreNotFoundError, "cannot be reached (Too many levels of symbolic links)"),
+            "fifo.vs": (vecstore.FormatError, "not a regular file"),
+            "/dev/zero": (vecstore.FormatError, "not a regular file"),
+            ".": (vecstore.StoreNotFoundError, "is a directory")}
+
+
+def test_special_paths_are_refused_before_hdf5(tmp_path, monkeypatch):
+    """A symlink loop, a FIFO (which must not block), a device, a directory: refused before h5py runs."""
+    cases = _special_paths(tmp_path)
+
+    def trap(*args, **kwargs):
+        raise AssertionError("h5py was called")
+
+    monkeypatch.setattr(h5py, "File", trap)
+    for name, (exc, message) in cases.items():
+        for untrusted in (False, True):
+            with pytest.raises(exc, match=message.replace("(", r"\(").replace(")", r"\)")):
+                vecstore.open(tmp_path / name, untrusted=untrusted)
+
+
+def test_special_paths_in_the_cli_are_one_line(tmp_path):
+    for name, (_, message) in _special_paths(tmp_path).items():
+        _one_line_error(["info", str(tmp_path / name)], message)
+
+
+def test_ids_beyond_int64_or_negative_are_named(tmp_path, rng):
+    x = rng.standard_normal((20, 4)).astype(np.float32)
+    make_store(tmp_path, x).close()
+    path = tmp_path / "s.vs"
+    before = _files(tmp_path)
+    with vecstore.open(path, mode="a") as s:
+        for ids in ([2**70], [3, 2**64 - 1], np.array([2**63], dtype=np.uint64)):
+            with pytest.raises(vecstore.InvalidInputError, match=r"id \d+ does not fit in int64"):
+                s.delete(ids)
+        with pytest.raises(vecstore.InvalidInputError, match="id -6 is negative"):
+            s.add(x[:2], ids=[-5, -6])
+        with pytest.raises(vecstore.InvalidInputError, match="id 1180591620717411303424 does not fit"):
+            s.add(x[:1], ids=[2**70])
+    assert _files(tmp_path) == before
+    _one_line_error(["delete", str(path), "--ids", "99999999999999999999"], "id 99999999999999999999 does not fit in int64")
+    with pytest.raises(vecstore.InvalidInputError, match="id -1 is negative: ids must be >= 0"):
+        make_store(tmp_path, x, name="n.vs", ids=list(range(-1, 19)))
+
+
+def test_export_into_a_missing_directory(tmp_path, rng):
+    make_store(tmp_path, rng.standard_normal((20, 4)).astype(np.float32)).close()
+    out = tmp_path / "missing" / "dir" / "out.json"
+    _one_line_error(["export-params", str(tmp_path / "s.vs"), "raw", str(out)], "does not exist; create it first")
+    from vecstore.encoders import WordVectorEncoder, dump_encoder_json
+
+    encoder = WordVectorEncoder(["a", "b"], np.eye(2, dtype=np.float32))
+    with pytest.raises(vecstore.StoreWriteError, match="missing/dir' does not exist; create it first"):
+        dump_encoder_json(encoder, out)
+    assert sorted(os.listdir(tmp_path)) == ["s.vs"]
+
+
+def test_text_that_utf8_cannot_store_names_its_row(tmp_path, rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    with pytest.raises(vecstore.InvalidInputError, match=r"key 2 is not valid Unicode text"):
+        make_store(tmp_path, x, keys=["a", "é", "\ud800"])
+    with pytest.raises(vecstore.InvalidInputError, match=r"metadata entry 1 is not valid Unicode text"):
+        make_store(tmp_path, x, metadata=[None, {"t": "\udfff"}, {}])
+    assert os.listdir(tmp_path) == []
+
+
+def test_one_dimensional_vectors_are_refused(tmp_path, rng):
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    with pytest.raises(vecstore.InvalidInputError, match=r"expected a 2-D array \(n, dim\), got shape \(4,\)"):
+        make_store(tmp_path, x[0])
+    make_store(tmp_path, x).close()
+    with pytest.raises(vecstore.InvalidInputError, match="x.reshape"):
+        vecstore.append(tmp_path / "s.vs", x[0], progress=False)
+
+
+def test_a_file_that_is_not_npy(tmp_path):
+    (tmp_path / "bad.npy").write_bytes(b"hello, not numpy\n" * 10)
+    line = _one_line_error(["build", str(tmp_path / "bad.npy"), str(tmp_path / "o.vs")], "is not a valid .npy file")
+    assert "pickle" not in line

@@ -110,15 +110,18 @@ def from_array(array: np.ndarray, description: str = "vectors") -> VectorSource:
         except (ValueError, TypeError) as exc:
             raise InvalidInputError(f"{description}: cannot be read as an array ({exc})") from None
     check_numeric_dtype(array.dtype, description)
-    if array.ndim == 1:
-        array = array.reshape(1, -1)
     if array.ndim != 2:
-        raise InvalidInputError(f"{description}: expected a 2-D array (n, dim), got shape {array.shape}")
+        hint = "; for one vector pass x.reshape(1, -1)" if array.ndim == 1 else ""
+        raise InvalidInputError(f"{description}: expected a 2-D array (n, dim), got shape {array.shape}{hint}")
     return VectorSource(description, (int(array.shape[0]), int(array.shape[1])), array.dtype,
                         lambda a, b: array[a:b])
 
 
 def _npy_source(path: str) -> VectorSource:
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise FormatError(f"{path!r} is not a valid .npy file (it does not start with the .npy magic "
+                              "\\x93NUMPY); save the array with numpy.save")
     try:  # mapped only to read the header; rows are read with readinto below
         header = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -268,21 +271,66 @@ def read_keys(source, count: int) -> list[str]:
             raise InvalidInputError("keys must be strings (titles, URLs, ...)")
     if len(keys) != count:
         raise InvalidInputError(f"{len(keys)} keys for {count} vectors: give exactly one key per vector")
+    _check_utf8(keys, "key")
     return keys
 
 
+def _check_utf8(texts: list[str], what: str) -> None:
+    """Refuse a text that UTF-8 cannot store (a lone surrogate such as "\\ud800"), naming its row."""
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        row = next(i for i, t in enumerate(texts) if not t.isascii() and _bad_utf8(t))
+        raise InvalidInputError(
+            f"{what} {row} is not valid Unicode text (it holds a lone surrogate, {texts[row]!r}); "
+            "fix or re-decode that entry"
+        ) from None
+
+
+def _bad_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def int64_ids(ids, what: str = "ids") -> np.ndarray:
+    """Integer ids as an int64 array, or an InvalidInputError naming the first id beyond int64.
+    Python ints too large for int64 arrive as an object array and are named, never wrapped."""
+    if isinstance(ids, (list, tuple)) and all(type(v) is int for v in ids):
+        ids = np.array(ids, dtype=object)  # numpy would turn [3, 2**64 - 1] into floats
+    try:
+        arr = np.asarray(ids)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"{what} must be a list of integers ({exc})") from None
+    if arr.size == 0:
+        return arr.astype("<i8")
+    if arr.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr.flat):
+        big = next((int(v) for v in arr.flat if not -(1 << 63) <= v < 1 << 63), None)
+        if big is not None:
+            raise InvalidInputError(f"id {big} does not fit in int64 (ids lie in 0..{(1 << 63) - 1}); "
+                                    "nothing was changed")
+        arr = arr.astype("<i8")
+    if arr.dtype.kind not in "iu":
+        raise InvalidInputError(f"{what} must be a list of integers")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise InvalidInputError(f"id {int(arr.max())} does not fit in int64 (ids lie in 0..{(1 << 63) - 1}); "
+                                "nothing was changed")
+    return arr.astype("<i8")
+
+
 def as_ids(ids: Sequence[int] | np.ndarray | None, count: int) -> np.ndarray:
-    """Caller ids as unique int64, or 0..count-1."""
+    """Caller ids as unique non-negative int64, or 0..count-1 (-1 pads search results)."""
     if ids is None:
         return np.arange(count, dtype="<i8")
-    arr = np.asarray(ids)
-    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+    arr = int64_ids(ids)
+    if arr.ndim != 1:
         raise InvalidInputError("ids must be a 1-D array of integers")
     if arr.shape[0] != count:
         raise InvalidInputError(f"{arr.shape[0]} ids for {count} vectors: give exactly one id per vector")
-    if arr.dtype.kind == "u" and count and arr.max() > np.iinfo(np.int64).max:
-        raise InvalidInputError("ids must fit in int64")
-    arr = arr.astype("<i8")
+    if count and arr.min() < 0:
+        raise InvalidInputError(f"id {int(arr.min())} is negative: ids must be >= 0 (-1 marks padding in results)")
     if count:
         uniq, counts = np.unique(arr, return_counts=True)
         if uniq.shape[0] != count:
@@ -332,4 +380,5 @@ def read_metadata(metadata, count: int) -> list[str] | None:
                                                                allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"metadata entry {i} is not JSON-serialisable ({exc})") from None
+    _check_utf8(texts, "metadata entry")
     return texts

@@ -32,7 +32,7 @@ def append(store_path, input_path, keys_path, metadata_path, ids_path, model_spe
     if ids_path is not None:
         try:
             with open(ids_path, encoding="utf-8") as fh:
-                ids = np.array([int(line) for line in fh if line.strip()], dtype=np.int64)
+                ids = [int(line) for line in fh if line.strip()]  # the library checks the range
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"--ids {ids_path!r}: give one integer per line ({exc})") from None
     t0 = time.perf_counter()
@@ -51,9 +51,9 @@ def _parse_ids(ids_text: str | None, ids_file: str | None) -> np.ndarray:
         raise click.UsageError("give --ids 1,2,3 or --ids-file FILE")
     try:
         if ids_text is not None:
-            return np.array([int(v) for v in ids_text.replace(",", " ").split()], dtype=np.int64)
+            return [int(v) for v in ids_text.replace(",", " ").split()]  # the library checks the range
         with open(ids_file, encoding="utf-8") as fh:
-            return np.array([int(line) for line in fh if line.strip()], dtype=np.int64)
+            return [int(line) for line in fh if line.strip()]
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"ids must be integers separated by commas, spaces or lines ({exc})") from None
 

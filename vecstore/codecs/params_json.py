@@ -19,7 +19,7 @@ import numpy as np
 from .pipeline import Pipeline
 from .registry import pipeline_from_config
 from .strings import codec_string
-from ..errors import FormatError, StoreNotFoundError
+from ..errors import FormatError, StoreNotFoundError, StoreWriteError
 
 PARAMS_FORMAT = "vecstore-params"
 PARAMS_VERSION = 1
@@ -41,9 +41,23 @@ def dump_params(codec: Pipeline, path: str) -> None:
     """Write :func:`params_document` to ``path`` (atomically)."""
     text = json.dumps(params_document(codec))
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_error(path: str, exc: OSError) -> StoreWriteError:
+    """The one-line error for a JSON export that could not be written (missing directory, full disk)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return StoreWriteError(f"cannot write {path!r}: directory {directory!r} does not exist; create it first")
+    return StoreWriteError(f"cannot write {path!r}: {exc.strerror or exc}; check free space and permissions")
 
 
 def codec_from_document(doc, where: str) -> Pipeline:

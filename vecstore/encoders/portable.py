@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ..errors import FormatError, StoreNotFoundError
+from ..errors import FormatError, StoreNotFoundError, StoreWriteError
 from ._common import TextEncoder
 from .registry import encoder_from_parts
 
@@ -113,6 +113,11 @@ def dump_encoder_json(encoder: TextEncoder, path: str | os.PathLike) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
+    except OSError as exc:  # codecs/params_json.py:write_error says the same for parameter exports
+        folder = os.path.dirname(os.path.abspath(path))
+        reason = (f"directory {folder!r} does not exist; create it first" if not os.path.isdir(folder)
+                  else f"{exc.strerror or exc}; check free space and permissions")
+        raise StoreWriteError(f"cannot write {path!r}: {reason}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

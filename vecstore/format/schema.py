@@ -13,6 +13,7 @@ to read the small header; it is closed before any search runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import mmap
 import os
@@ -26,7 +27,7 @@ import h5py
 import numpy as np
 import xxhash
 
-from ..errors import FormatError, StoreNotFoundError, UnsupportedVersionError
+from ..errors import FormatError, StoreNotFoundError, StoreWriteError, UnsupportedVersionError
 
 FORMAT_NAME = "vecstore"
 FORMAT_VERSION = 1
@@ -231,10 +232,35 @@ def atomic_target(target: str) -> Iterator[str]:
         yield tmp
         _fsync_path(tmp)
         os.replace(tmp, target)
-        _fsync_path(directory, directory=True)
+    except (OSError, RuntimeError) as exc:
+        failure = write_failure(target, exc)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+    _fsync_path(directory, directory=True)
+
+
+# What the user's environment does to a write: a full disk or quota, a file size limit, a read-only
+# filesystem, no permission. h5py reports these as OSError or RuntimeError with "errno = 28" in a
+# multi-line text, so the number is also looked for there.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+_H5_ERRNO = re.compile(r"errno = (\d+)")
+
+
+def write_failure(target: str, exc: BaseException) -> StoreWriteError | None:
+    """The one-line :class:`StoreWriteError` for an environment failure while writing ``target``
+    (an errno in :data:`WRITE_ERRNOS`), or None for anything else."""
+    code = getattr(exc, "errno", None)
+    if code is None:
+        found = _H5_ERRNO.search(str(exc))
+        code = int(found.group(1)) if found else None
+    if code not in WRITE_ERRNOS:
+        return None
+    return StoreWriteError(f"could not write {target!r}: {os.strerror(code)}; check free space and permissions "
+                           "(nothing was changed)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,6 +388,8 @@ def open_store_file(path: str, *, map_file: bool = True) -> tuple[Header, FileMa
         st = os.stat(path)
     except FileNotFoundError:
         raise StoreNotFoundError(f"{path!r} does not exist: check the path, or build a store there") from None
+    except OSError as exc:  # a symlink loop (ELOOP), a file used as a directory, no permission ...
+        raise StoreNotFoundError(f"{path!r} cannot be reached ({exc.strerror}): check the path and its links") from None
     if stat.S_ISDIR(st.st_mode):
         raise StoreNotFoundError(f"{path!r} is a directory, not a store file")
     if not stat.S_ISREG(st.st_mode):

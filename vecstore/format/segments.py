@@ -95,7 +95,7 @@ def _int(value, where: str, low: int = 0) -> int:
 def _parse(text: bytes, where: str, base_id: str) -> Manifest:
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise FormatError(f"{where}: not valid JSON; the segment manifest is damaged") from None
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise FormatError(f"{where}: not a vecstore segment manifest")

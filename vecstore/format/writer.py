@@ -68,8 +68,8 @@ def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
         _write_store(path, contents, tiers, source, progress=progress, description=description)
     except VecstoreError:
         raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+    except OSError as exc:  # the environment's failures are StoreWriteErrors from fmt.atomic_target already
+        reason = exc.strerror or str(exc).splitlines()[0]
         raise StoreWriteError(
             f"could not write {path!r}: {reason}; check free space and permissions (nothing was changed)"
         ) from None

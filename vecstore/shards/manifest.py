@@ -195,7 +195,7 @@ def parse_manifest(text: bytes | str, path: str) -> ShardManifest:
     where = path
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise FormatError(f"{where}: not valid JSON; the shard manifest is damaged") from None
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise FormatError(f"{where}: not a vecstore shard manifest (no \"format\": \"{MANIFEST_FORMAT}\")")

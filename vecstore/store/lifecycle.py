@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..format import segments as seg
 from ..format.writer import StoreContents, TierPlan, write_store
-from ..ingest import as_ids, open_vectors, prepared_chunks, read_keys, read_metadata
+from ..ingest import as_ids, int64_ids, open_vectors, prepared_chunks, read_keys, read_metadata
 from ..progress import progress_enabled
 from .provenance import check_model
 from .view import View, open_view
@@ -98,10 +98,10 @@ def delete(path: str | os.PathLike, ids) -> int:
     """Mark ``ids`` deleted in the store at ``path``; return how many. Every id must be a live
     document (an unknown or already deleted id is an error, and then nothing is deleted)."""
     path = os.path.abspath(os.fspath(path))
-    arr = np.asarray(ids)
-    if arr.dtype.kind not in "iu" or arr.size == 0:
+    arr = int64_ids(ids, "ids to delete").ravel()
+    if arr.size == 0:
         raise InvalidInputError("ids to delete must be a non-empty list of integers")
-    arr = np.unique(arr.astype(np.int64).ravel())
+    arr = np.unique(arr)
     with seg.writer_lock(path):
         view = open_view(path)
         try:

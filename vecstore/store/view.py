@@ -27,7 +27,7 @@ def signature(path: str, base_id: str | None = None) -> tuple:
     def stamp(p):
         try:
             st = os.stat(p)
-        except FileNotFoundError:
+        except OSError:  # missing, or a symlink loop: opening it says which
             return None
         return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
     return stamp(path), (stamp(seg.manifest_path(path, base_id)) if base_id else None)
