@@ -294,7 +294,7 @@ def test_special_paths_in_the_cli_are_one_line(tmp_path):
         _one_line_error(["info", str(tmp_path / name)], message)
 
 
-def test_ids_beyond_int64_or_negative_are_named(tmp_path, rng):
+def test_ids_beyond_int64_or_the_padding_id_are_named(tmp_path, rng):
     x = rng.standard_normal((20, 4)).astype(np.float32)
     make_store(tmp_path, x).close()
     path = tmp_path / "s.vs"
@@ -303,14 +303,16 @@ def test_ids_beyond_int64_or_negative_are_named(tmp_path, rng):
         for ids in ([2**70], [3, 2**64 - 1], np.array([2**63], dtype=np.uint64)):
             with pytest.raises(vecstore.InvalidInputError, match=r"id \d+ does not fit in int64"):
                 s.delete(ids)
-        with pytest.raises(vecstore.InvalidInputError, match="id -6 is negative"):
-            s.add(x[:2], ids=[-5, -6])
+        with pytest.raises(vecstore.InvalidInputError, match=r"id -1 \(row 1\) is reserved"):
+            s.add(x[:2], ids=[-5, -1])
         with pytest.raises(vecstore.InvalidInputError, match="id 1180591620717411303424 does not fit"):
             s.add(x[:1], ids=[2**70])
     assert _files(tmp_path) == before
     _one_line_error(["delete", str(path), "--ids", "99999999999999999999"], "id 99999999999999999999 does not fit in int64")
-    with pytest.raises(vecstore.InvalidInputError, match="id -1 is negative: ids must be >= 0"):
+    with pytest.raises(vecstore.InvalidInputError, match="it marks padding in search results"):
         make_store(tmp_path, x, name="n.vs", ids=list(range(-1, 19)))
+    with make_store(tmp_path, x, name="m.vs", ids=list(range(-21, -1))) as s:  # other negative ids are ids
+        assert s.search(x[0], 1).ids[0, 0] == -21
 
 
 def test_export_into_a_missing_directory(tmp_path, rng):

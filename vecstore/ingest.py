@@ -321,7 +321,7 @@ def int64_ids(ids, what: str = "ids") -> np.ndarray:
 
 
 def as_ids(ids: Sequence[int] | np.ndarray | None, count: int) -> np.ndarray:
-    """Caller ids as unique non-negative int64, or 0..count-1 (-1 pads search results)."""
+    """Caller ids as unique int64 other than -1 (which pads search results), or 0..count-1."""
     if ids is None:
         return np.arange(count, dtype="<i8")
     arr = int64_ids(ids)
@@ -329,8 +329,9 @@ def as_ids(ids: Sequence[int] | np.ndarray | None, count: int) -> np.ndarray:
         raise InvalidInputError("ids must be a 1-D array of integers")
     if arr.shape[0] != count:
         raise InvalidInputError(f"{arr.shape[0]} ids for {count} vectors: give exactly one id per vector")
-    if count and arr.min() < 0:
-        raise InvalidInputError(f"id {int(arr.min())} is negative: ids must be >= 0 (-1 marks padding in results)")
+    if count and (arr == -1).any():
+        raise InvalidInputError(f"id -1 (row {int(np.argmax(arr == -1))}) is reserved: it marks padding in search "
+                                "results; give that document another id")
     if count:
         uniq, counts = np.unique(arr, return_counts=True)
         if uniq.shape[0] != count:
