@@ -30,11 +30,11 @@ def assert_same_top_k(scores, rows, ref_scores_all, k):
     assert all(len(set(r)) == len(r) for r in rows.tolist())
 
 
-def fast_scan(lut, packed, bias, k, parts):
+def fast_scan(lut, packed, bias, k, parts, exact=True):
     blocked = fastscan.to_blocked(packed, lut.shape[1])
     bias_max = fastscan.block_max(bias, packed.shape[0]) if bias.shape[0] else np.empty(0)
     tables = fastscan.quantize_tables(lut)
-    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, k, parts)
+    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, k, parts, exact)
 
 
 def test_blocked_layout_follows_the_documented_byte_order(rng):
@@ -92,6 +92,30 @@ def test_fast_scan_equals_the_float_scan(rng, n, m, nq, k, with_bias):
     s_fast, r_fast = fast_scan(lut, packed, bias, kk, parts)
     ref = sum(lut[:, j, codes[:, j]].astype(np.float64) for j in range(m)) + (bias if with_bias else 0)
     assert_same_top_k(s_fast, r_fast, ref, kk)
+
+
+@needs_simd
+@pytest.mark.parametrize("n, m, nq, k", [(1000, 8, 3, 5), (5000, 96, 4, 40), (3000, 301, 2, 50), (37, 6, 2, 40)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_candidate_scan_ranks_by_the_quantised_scores(rng, n, m, nq, k, with_bias):
+    """exact=False (the candidates of a two-stage search): the top k of base + S / scale (+ bias),
+    S the sum of the byte tables, computed here from the documented quantisation."""
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    lut = rng.standard_normal((nq, m, 16)).astype(np.float32)
+    bias = (-3 * rng.random(n)).astype(np.float32) if with_bias else EMPTY
+    kk = min(k, n)
+    scores, rows = fast_scan(lut, pack_nibbles(codes), bias, kk, pq_parts(nq, n, kk, fastscan.QUERY_GROUP),
+                             exact=False)
+    lut8, base, scale, _ = fastscan.quantize_tables(lut)
+    table8 = lut8.reshape(nq, -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
+    sums = sum(table8[:, j, codes[:, j]] for j in range(m))
+    approx = (base[:, None] + sums / scale[:, None]).astype(np.float32) + (bias if with_bias else 0)
+    for q in range(nq):
+        want = np.argsort(-approx[q], kind="stable")[:kk]
+        np.testing.assert_allclose(scores[q], approx[q][want], rtol=1e-6, atol=1e-6)
+        kth = approx[q][want[-1]]
+        assert (approx[q][rows[q]] >= kth - 1e-6).all()   # ties at the k-th may pick either row
+    assert all(len(set(r)) == len(r) for r in rows.tolist())
 
 
 @needs_simd
@@ -175,7 +199,7 @@ for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
     bias = (-rng.random(n)).astype(np.float32) if bias_on else np.empty(0, np.float32)
     bmax = fastscan.block_max(bias, n) if bias_on else np.empty(0)
     got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut), fastscan.to_blocked(codes, m),
-                                 codes, bias, bmax, 20, 3)[1]
+                                 codes, bias, bmax, 20, 3, True)[1]
     ref = sum(lut[:, j, raw[:, j]].astype(np.float64) for j in range(m)) + (bias if bias_on else 0)
     expect = -np.sort(-ref, axis=1)[:, :20]
     assert np.allclose(np.take_along_axis(ref, got, axis=1), expect, rtol=1e-5, atol=1e-5), (n, m)

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import fastscan, flat, pq, topk
 from .rescore import rescore as rescore_kernel
+from .rescore import rescore_serial
 
 # Below this many queries, scan rows directly (each row read once for the whole batch); from it on, a BLAS
 # product per block of rows wins (measured on 100K x 384: direct 41 ms vs BLAS 68 ms at 16 queries,
@@ -126,19 +127,20 @@ def blocked_codes(codes: np.ndarray, m: int, bias: np.ndarray) -> tuple[np.ndarr
 
 
 def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
-            blocked=None) -> tuple[np.ndarray, np.ndarray]:
+            blocked=None, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Top-k over PQ codes given per-query lookup tables ``lut`` (nq, m, ksub).
 
     The fast scan for 4-bit codes where the CPU has it (``blocked``: a callable returning
     :func:`blocked_codes`, called only then), else 256-entry tables (4-bit codes through fused pair
     tables) scanned a query at a time, or GROUP queries a vector for batches. Non-finite tables (only
-    a damaged file makes them) take the scalar kernel, which ranks NaN last.
+    a damaged file makes them) take the scalar kernel, which ranks NaN last. ``exact=False`` lets
+    the fast scan rank by its quantised scores (candidates for rescoring; see fastscan.scan_pq4_fast).
     """
     nq, n = lut.shape[0], codes.shape[0]
     finite = bool(np.isfinite(lut).all())
     if layout == "pq4":
         if FAST_SCAN and finite and blocked is not None:
-            return _scan_fast(lut, codes, bias, k, *blocked())
+            return _scan_fast(lut, codes, bias, k, *blocked(), exact)
         lut = pq.pair_tables(lut, codes.shape[1])
     work = nq * n * codes.shape[1]
     if finite and nq >= GROUPED_MIN_QUERIES:
@@ -148,18 +150,28 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
         return pq.scan_pq8(lut, codes, bias, k, pq_parts(nq, n, k, pq.QUERY_GROUP))
 
 
+def fast_scan_work(nq: int, codes: np.ndarray) -> int:
+    """The work figure :func:`threads_for` weighs for a fast scan of ``nq`` queries over ``codes``."""
+    return nq * codes.shape[0] * codes.shape[1] // fastscan.SPEEDUP
+
+
+def fast_scan_parts(nq: int, n: int) -> int:
+    """Row slices of a fast scan on the threads now in effect: at most one slice per thread (more
+    were slower), enough (query group, slice) tasks to keep every thread busy."""
+    threads = numba.get_num_threads()
+    groups = -(-nq // fastscan.QUERY_GROUP)
+    return max(1, min(threads, -(-4 * threads // groups), -(-n // fastscan.BLOCK)))
+
+
 def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blocked: np.ndarray,
-               bias_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               bias_max: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray]:
     """4-bit PQ through quantised tables in SIMD registers; the same results as the float scan."""
     nq, n = lut.shape[0], codes.shape[0]
     quantize = fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else fastscan.quantize_tables_parallel
     lut8, base, scale, margin = quantize(lut)
-    with threads_for(nq * n * codes.shape[1] // fastscan.SPEEDUP):
-        # at most one slice of rows per thread (more were slower), enough (group, slice) tasks
-        threads = numba.get_num_threads()
-        groups = -(-nq // fastscan.QUERY_GROUP)
-        parts = max(1, min(threads, -(-4 * threads // groups), -(-n // fastscan.BLOCK)))
-        return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, k, parts)
+    with threads_for(fast_scan_work(nq, codes)):
+        return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, k,
+                                      fast_scan_parts(nq, n), exact)
 
 
 # -- rescoring and results --------------------------------------------------------------------------
@@ -171,9 +183,10 @@ RESCORE_LAYOUTS = {"f32": 0, "i8": 1, "f16": 2}
 def rescore(folded: np.ndarray, codes: np.ndarray, layout: str, candidates: np.ndarray, bias: np.ndarray,
             k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best-first (scores, rows) of each query's ``candidates`` rows (-1: none), scored exactly on a
-    dense layout (float16 codes given as uint16)."""
-    with threads_for(candidates.size * codes.shape[1]):
-        return rescore_kernel(folded, codes, RESCORE_LAYOUTS[layout], candidates, bias, k)
+    dense layout (float16 codes given as uint16); small work on the calling thread, without a
+    parallel region."""
+    kernel = rescore_kernel if candidates.size * codes.shape[1] >= SERIAL_WORK else rescore_serial
+    return kernel(folded, codes, RESCORE_LAYOUTS[layout], candidates, bias, k)
 
 
 def finish(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int, metric: str,

@@ -383,12 +383,18 @@ def _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
 
 
 @nb.njit(parallel=True, **NJIT)
-def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, k, nparts):
-    """Best-first (scores, rows), (nq, k), of the float ADC scores, scanned through quantised tables.
+def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, k, nparts, exact):
+    """Best-first (scores, rows), (nq, k), scanned through quantised tables.
 
     lut (nq, m, 16) float32 and its quantisation from :func:`quantize_tables`; blocked from
     :func:`to_blocked`; packed the stored (n, ceil(m / 2)) codes for exact scores; bias (n,) or (0,)
     and bias_max from :func:`block_max` (or (0,)).
+
+    ``exact``: the float ADC scores (and so the float scan's top k): a row the quantisation bound
+    says could beat the k-th best is scored from the stored codes. Otherwise the quantised scores
+    ``base + S / scale (+ bias)`` rank the rows, as FAISS's fast scan does: enough for the candidates
+    of a two-stage search, which rescoring re-ranks, and much cheaper when k is large (k x
+    oversample), since every row above the threshold would otherwise be scored twice.
     """
     nq, m, _ = lut.shape
     n, width = packed.shape
@@ -439,7 +445,10 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
                             if size >= k and sums[t] <= _cut(thr, base[q], margin[q], scale[q], slack, bias_max,
                                                              b, use_bias):
                                 continue
-                            acc = _exact(table, packed, row, width, m)
+                            if exact:
+                                acc = _exact(table, packed, row, width, m)
+                            else:
+                                acc = np.float32(base[q] + sums[t] / scale[q])
                             if use_bias:
                                 acc += bias[row]
                             if size < k or acc > thr:

@@ -223,3 +223,21 @@ def scan_pq8_grouped(lut, codes, bias, k, nparts):
                         if size >= k:
                             limit[g] = thr
     return merge_partial(part_s, part_i, part_sizes, k)
+
+
+@nb.njit(**NJIT)
+def lookup_tables(xq, codebooks):
+    """(nq, m, ksub) float32 tables ``q_j . codebooks[j, c]`` on the calling thread, for a few
+    queries (a BLAS call or a parallel region costs more than the 6K multiply-adds of one query's
+    tables at 384 dims; the fused single-query search computes them here too, so both agree to the bit)."""
+    nq = xq.shape[0]
+    m, ksub, dsub = codebooks.shape
+    out = np.empty((nq, m, ksub), dtype=np.float32)
+    for q in range(nq):
+        for j in range(m):
+            for c in range(ksub):
+                acc = np.float32(0.0)
+                for t in range(dsub):
+                    acc += xq[q, j * dsub + t] * codebooks[j, c, t]
+                out[q, j, c] = acc
+    return out

@@ -158,7 +158,7 @@ class StoreFile(ClosesOnExit):
             scores, rows = coarse.scan(xq, kk)
         else:
             width = min(self.count, int(np.ceil(kk * plan.oversample)))
-            _, candidates = coarse.scan(xq, width)
+            _, candidates = coarse.scan(xq, width, candidates=True)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
 

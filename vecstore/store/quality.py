@@ -48,7 +48,7 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     chosen = None
     for factor in OVERSAMPLES:
         width = min(count - 1, k * factor)
-        _, cand = coarse.scan(xq, width + 1)
+        _, cand = coarse.scan(xq, width + 1, candidates=True)
         cand = np.ascontiguousarray(without(cand, own)[:, :width])
         _, found = fine.rescore(xq, cand, k)
         recall = float(recall_at_k(found, truth, k).mean())

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ClosedStoreError, FormatError, InvalidInputError, ReadOnlyStoreError
 from ..format import schema as fmt
-from ..plan import Plan, resolve_plan
+from ..plan import Plan
 from ..query import SearchResult, TextSearchResult, check_k, drop_ids, merge_results, prepare_queries
 from . import lifecycle
 from .closing import ClosesOnExit
@@ -121,13 +121,12 @@ class Store(ClosesOnExit):
     def default_plan(self) -> Plan:
         """``(tier, rescore, oversample)`` of a search given no tier options: the smallest tier whose
         calibration met its recall target, rescored as calibrated; exact search on raw when none."""
-        return self._base.default_plan()
+        return self._now().default_plan
 
     def resolve_plan(self, tier: str | None = None, rescore: str | None = None,
                      oversample: float | None = None) -> Plan:
         """The validated ``(tier, rescore, oversample)`` that :meth:`search` uses for these options."""
-        base = self._base
-        return resolve_plan(base.tier, base.default_plan(), tier, rescore, oversample)
+        return self._now().resolve(tier, rescore, oversample)
 
     def __repr__(self) -> str:
         view = self._view
@@ -174,11 +173,11 @@ class Store(ClosesOnExit):
         base = view.base
         if model is not None:
             check_model(base.model, model, "queries")
-        plan = resolve_plan(base.tier, base.default_plan(), tier, rescore, oversample)
+        plan = view.resolve(tier, rescore, oversample)
         xq = prepare_queries(queries, base.dim, base.metric)
         check_k(k, view.count)
         if view.simple:
-            return base.search_plan(xq, k, plan)
+            return view.prepared(plan).search(xq, k)
         results = [_search_part(part, dead, xq, k, plan, base.metric) for part, dead in zip(view.parts, view.dead)]
         return merge_results(results, k, base.metric)
 

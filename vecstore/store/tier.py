@@ -32,6 +32,7 @@ class Tier:
         # 4-bit PQ tiers: the codes in fast-scan blocks (kernels/fastscan.py), built on first search
         self._blocked: tuple[np.ndarray, np.ndarray] | None = None
         self._blocked_lock = threading.Lock()
+        self._bias: np.ndarray | None = None
 
     @property
     def codec_string(self) -> str:
@@ -86,44 +87,62 @@ class Tier:
         """Bytes of this tier held in private memory against bytes merely mapped from the file.
 
         A 4-bit PQ tier that has been searched also holds its codes in fast-scan blocks
-        (``fastscan_bytes``, private memory, about the size of the codes).
+        (``fastscan_bytes``, private memory, about the size of the codes); an l2 tier that has been
+        searched holds its negated norms (``bias_bytes``, 4 bytes a row).
         """
         size = int(self.codes.nbytes) + (int(self.sqnorms.nbytes) if self.sqnorms is not None else 0)
         blocked = self._blocked
         return {"resident_bytes": size if self.resident else 0, "mapped_bytes": 0 if self.resident else size,
                 "param_bytes": self.param_bytes,
-                "fastscan_bytes": 0 if blocked is None else int(blocked[0].nbytes + blocked[1].nbytes)}
+                "fastscan_bytes": 0 if blocked is None else int(blocked[0].nbytes + blocked[1].nbytes),
+                "bias_bytes": 0 if self._bias is None else int(self._bias.nbytes)}
 
     # -- search ---------------------------------------------------------------------------------
 
     def rescore(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best-first (scores, rows) over each query's candidate rows, scored on this tier (a dense
         layout: see vecstore.plan.check_rescores)."""
-        folded, const, bias = self._fold(xq)
-        scores, rows = dispatch.rescore(folded, self._dense_codes(), self.layout, candidates, bias, k)
+        folded, const, bias = self.fold(xq)
+        scores, rows = dispatch.rescore(folded, self.dense_codes(), self.layout, candidates, bias, k)
         return self._add_const(scores, const), rows
 
-    def _dense_codes(self) -> np.ndarray:
+    def dense_codes(self) -> np.ndarray:
+        """The codes as the dense kernels read them (float16 as uint16 bits)."""
         return self.codes.view(np.uint16) if self.layout == "f16" else self.codes
 
-    def _fold(self, xq: np.ndarray):
+    @property
+    def bias(self) -> np.ndarray:
+        """What the kernels add to each row's score: minus its squared norm for l2 (score =
+        2 q.x - |x|^2), nothing (an empty array) otherwise. Negated once, then kept in private memory
+        (4 bytes a row; a negation per query cost more than a 4-bit scan of the same rows)."""
+        if self._bias is None:
+            self._bias = -np.asarray(self.sqnorms) if self.sqnorms is not None else np.empty(0, dtype=np.float32)
+        return self._bias
+
+    def fold(self, xq: np.ndarray):
+        """(folded queries, per-query constant, bias): validated queries moved into this tier's code
+        space, so that score = folded . code + constant + bias[row]."""
         q = xq * np.float32(2.0) if self.metric == "l2" else xq
         folded, const = self.codec.fold_query(q, np.zeros(q.shape[0], dtype=np.float64))
-        bias = -self.sqnorms if self.sqnorms is not None else np.empty(0, dtype=np.float32)
-        return folded, const, bias
+        return folded, const, self.bias
 
     @staticmethod
     def _add_const(scores: np.ndarray, const: np.ndarray) -> np.ndarray:
         return scores + const[:, None].astype(np.float32) if const.any() else scores
 
-    def scan(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best-first (scores, rows) where score = q . x (ip, cosine) or 2 q . x - |x|^2 (l2)."""
-        folded, const, bias = self._fold(xq)
+    def scan(self, xq: np.ndarray, k: int, *, candidates: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Best-first (scores, rows) where score = q . x (ip, cosine) or 2 q . x - |x|^2 (l2).
+
+        ``candidates=True``: the rows are candidates that a finer tier will rescore, so a 4-bit
+        fast scan may rank them by its quantised scores (see kernels.fastscan.scan_pq4_fast).
+        """
+        folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
-            scores, rows = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias))
+            scores, rows = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias),
+                                            exact=not candidates)
         else:
-            scores, rows = dispatch.scan_dense(folded, self._dense_codes(), bias, k, self.layout)
+            scores, rows = dispatch.scan_dense(folded, self.dense_codes(), bias, k, self.layout)
         return self._add_const(scores, const), rows
 
     def _fast_layout(self, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +150,10 @@ class Tier:
             if self._blocked is None:
                 self._blocked = dispatch.blocked_codes(self.codes, self.codec.terminal.m, bias)
             return self._blocked
+
+    def fast_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 4-bit codes in the fast scan's blocks and each block's largest bias (built once)."""
+        return self._fast_layout(self.bias)
 
 
 def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, count: int,

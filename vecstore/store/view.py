@@ -17,7 +17,9 @@ from ..format import schema as fmt
 from ..format import segments as seg
 from ..format.digest import codec_digest
 from ..format.untrusted import check_header_in_child
+from ..plan import Plan, resolve_plan
 from .file import StoreFile
+from .prepared import PreparedPlan
 
 OPEN_RETRIES = 3
 
@@ -48,6 +50,28 @@ class View:
             self.dead = [deleted] * len(self.parts)
         self.count = sum(p.count for p in self.parts) - int(deleted.shape[0])
         self._live_ids: np.ndarray | None = None
+        self.default_plan = base.default_plan()
+        self._plans: dict[tuple, Plan] = {}
+        self._prepared: dict[Plan, PreparedPlan] = {}
+
+    def resolve(self, tier=None, rescore=None, oversample=None) -> Plan:
+        """The plan for these search options (vecstore.plan.resolve_plan on the main file's tiers),
+        remembered: a view's tiers never change, and resolving cost microseconds a query."""
+        key = (tier, rescore, oversample)
+        try:
+            return self._plans[key]
+        except (KeyError, TypeError):  # TypeError: an unhashable option, which resolve_plan refuses
+            pass
+        plan = resolve_plan(self.base.tier, self.default_plan, tier, rescore, oversample)
+        self._plans[key] = plan
+        return plan
+
+    def prepared(self, plan: Plan) -> PreparedPlan:
+        """``plan`` prepared over the main file (see vecstore.store.prepared), made once per view."""
+        found = self._prepared.get(plan)
+        if found is None:
+            found = self._prepared[plan] = PreparedPlan(self.base, plan)
+        return found
 
     @property
     def simple(self) -> bool:

@@ -1,0 +1,49 @@
+"""One compiled call for a whole single-query search over a 4-bit PQ tier: lookup tables, their
+quantisation, the fast scan, rescoring from a finer tier in row order, and the mapping of rows to
+ids and scores to distances.
+
+A search of one query through the separate kernels crosses from Python to numba six times and starts
+three parallel regions (the scan, its merge, the rescoring), each costing microseconds that a scan
+of 100,000 4-bit codes (tens of microseconds) cannot hide. Here only the scan runs on several
+threads. The results are those of the separate kernels, bit for bit: the same tables (pq.lookup_tables),
+the same scan, the same rescoring body (rescore._rescore_query), the same finish (topk.to_results).
+
+Callers (vecstore.store.prepared) pass validated queries already folded into each tier's code space.
+Edits to the kernels this module calls are not seen by its on-disk cache: run ``make clean-cache``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .fastscan import quantize_tables, scan_pq4_fast
+from .pq import lookup_tables
+from .rescore import rescore_serial
+from .topk import NJIT, to_results
+
+
+@nb.njit(**NJIT)
+def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, nparts,
+               fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms):
+    """(distances, ids), each (nq, k), of a 4-bit PQ tier searched alone (``fine_codes`` with no
+    rows: the scan's top ``width = kk = min(k, n)``, exact ADC scores) or in two stages (scan for
+    ``width`` candidates by their quantised scores, rescore them on ``fine_codes`` with the folded queries ``fine_q`` plus
+    ``fine_const``, keep the best ``kk``); padded to ``k`` columns.
+
+    coarse_q (nq, m * dsub) folded queries; codebooks (m, 16, dsub); blocked, bias_max from
+    dispatch.blocked_codes; packed the stored codes; bias (n,) or (0,) (l2: minus the norms);
+    qnorms (nq,) |q|^2 for l2.
+    """
+    lut = lookup_tables(coarse_q, codebooks)
+    lut8, base, scale, margin = quantize_tables(lut)
+    two_stage = fine_codes.shape[0] > 0
+    scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, width, nparts,
+                                 not two_stage)
+    if two_stage:
+        scores, rows = rescore_serial(fine_q, fine_codes, fine_layout, rows, fine_bias, kk)
+    for q in range(scores.shape[0]):
+        if fine_const[q] != 0:
+            for j in range(scores.shape[1]):
+                scores[q, j] += np.float32(fine_const[q])
+    return to_results(scores, rows, ids, k, l2, qnorms)
