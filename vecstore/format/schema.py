@@ -13,12 +13,14 @@ to read the small header; it is closed before any search runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import mmap
 import os
 import re
 import secrets
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -210,6 +212,28 @@ def _fsync_path(path: str, directory: bool = False) -> None:
 def fsync_directory(directory: str) -> None:
     """Make a rename inside ``directory`` durable."""
     _fsync_path(directory, directory=True)
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Atomically exchange the files at ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``):
+    at every instant each name holds one of the two files. Return False when the system cannot
+    (another OS, an old kernel or libc, a filesystem without it); nothing was changed then."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
 
 
 @contextlib.contextmanager
