@@ -185,16 +185,17 @@ def clean_stale_temporaries(target: str) -> list[str]:
     return clean_stale_temporaries_in(directory, "." + os.path.basename(target) + TMP_MARK)
 
 
-def clean_stale_temporaries_in(directory: str, prefix: str = ".") -> list[str]:
+def clean_stale_temporaries_in(directory: str, prefix: str = ".", *, any_writer: bool = False) -> list[str]:
     """Remove every temporary in ``directory`` (named ``prefix...TMP_MARK<pid>-...``) whose writer
-    is dead; with the default prefix, those of any target."""
+    is dead; with the default prefix, those of any target. With ``any_writer`` (the caller holds the
+    writer lock that every writer of these temporaries takes), remove them whatever their pid."""
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.listdir(directory):
             if not entry.startswith(prefix) or TMP_MARK not in entry:
                 continue
             pid_text = entry.split(TMP_MARK, 1)[1].split("-", 1)[0]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            if pid_text.isdigit() and (any_writer or not _pid_alive(int(pid_text))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(directory, entry))
                     removed.append(entry)

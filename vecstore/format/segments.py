@@ -229,9 +229,46 @@ def writer_lock(store_path: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[No
                         "try again when it finishes"
                     ) from None
                 time.sleep(0.05)
+        clean_temporaries(store_path)
         yield
     finally:
         os.close(fd)
+
+
+def _temporaries_of(store_path: str) -> list[tuple[str, str]]:
+    """(directory, name prefix) of every temporary a write of the store at ``store_path`` makes:
+    its main file's, those in its ``STORE.segments``."""
+    target = os.path.abspath(store_path)
+    return [(os.path.dirname(target), "." + os.path.basename(target) + fmt.TMP_MARK), (sidecar_dir(target), ".")]
+
+
+def clean_temporaries(store_path: str) -> list[str]:
+    """Remove every temporary that killed writes of the store left (beside the main file, in
+    ``STORE.segments``), whatever their pid: the caller holds the store's :func:`writer_lock`, which
+    every writer of them holds, so none is live. Also those of ``STORE.prev`` (which ``swap`` of
+    this store writes), if its writer lock can be taken at once."""
+    removed = []
+    for directory, prefix in _temporaries_of(store_path):
+        removed += fmt.clean_stale_temporaries_in(directory, prefix, any_writer=True)
+    previous = os.path.abspath(store_path) + ".prev"
+    if not any(e.startswith(p) and fmt.TMP_MARK in e for d, p in _temporaries_of(previous)
+               for e in (os.listdir(d) if os.path.isdir(d) else ())):
+        return removed
+    try:
+        fd = os.open(lock_path(previous), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return removed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a writer of STORE.prev is at work: its temporaries may be live
+        os.close(fd)
+        return removed
+    try:
+        for directory, prefix in _temporaries_of(previous):
+            removed += fmt.clean_stale_temporaries_in(directory, prefix, any_writer=True)
+    finally:
+        os.close(fd)
+    return removed
 
 
 def collect_garbage(store_path: str, keep: set[str], min_age_s: float = GARBAGE_AGE_S) -> list[str]:

@@ -105,7 +105,9 @@ def swap(new: str | os.PathLike, current: str | os.PathLike, *, force: bool = Fa
     if check:
         report["check"] = check_new(new, min_recall=min_recall)
     previous = current + ".prev"
-    with seg.writer_lock(current), seg.writer_lock(new):
+    writes_previous = keep_previous and new != previous and os.path.exists(current)
+    with seg.writer_lock(current), seg.writer_lock(new), \
+            (seg.writer_lock(previous) if writes_previous else contextlib.nullcontext()):
         incoming = open_view(new)
         incoming.close()
         _carry_manifest(new, current, incoming.manifest)
