@@ -32,8 +32,8 @@ def store_path(tmp_path):
 
 def _manifest(**changes) -> seg.Manifest:
     manifest = seg.Manifest(BASE, generation=3, next_id=70,
-                            segments=[seg.SegmentEntry(seg.new_file_name("segment"), "cd" * 16, 12),
-                                      seg.SegmentEntry(seg.new_file_name("segment"), "ef" * 8, 8)])
+                            segments=[seg.SegmentEntry(seg.new_file_name("segment"), "cd" * 16, 12, ("keys",)),
+                                      seg.SegmentEntry(seg.new_file_name("segment"), "ef" * 8, 8, ())])
     manifest.deleted_file, manifest.deleted_checksum = "deleted-" + "0" * 32 + ".i64", "0123abcd"
     manifest.deleted_count = 4
     for key, value in changes.items():
@@ -99,6 +99,10 @@ def test_a_manifest_with_a_wrong_field_is_refused(tmp_path, edit, match):
     path = str(tmp_path / "s.vs")
     doc = json.loads(_manifest().to_json())
     edit(doc)
+    _write_doc(path, doc)
+    with pytest.raises(FormatError, match=f"does not match its checksum|{match}"):  # format/version come first
+        seg.read_manifest(path, BASE)
+    doc["xxh3_64"] = seg.manifest_checksum(doc)  # and behind a recomputed one, the field is checked
     _write_doc(path, doc)
     with pytest.raises(FormatError, match=match):
         seg.read_manifest(path, BASE)

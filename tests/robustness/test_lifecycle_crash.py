@@ -119,3 +119,55 @@ def test_sigkill_during_append_or_delete_leaves_the_store_before_or_after(templa
         assert leftovers == []
     print(f"{change}: {KILLS_PER_CHANGE} SIGKILLs, change takes {duration * 1000:.0f} ms: {outcomes}")
     assert outcomes["before"] > 0  # the kills did land inside the change
+
+
+WRITERS = ["append", "delete", "compact", "compress", "build", "swap", "add-encoder"]
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_the_next_write_of_any_kind_removes_what_killed_writes_left(tmp_path, writer):
+    """Temporaries of killed writes (store-sized ones beside the main file and CURRENT.prev,
+    manifest temporaries in both sidecar directories) are gone after the next write of any kind,
+    whatever pid they name (a live one too: the writer lock is held, so none is live)."""
+    from vecstore.encoders import WordVectorEncoder
+
+    rng = np.random.default_rng(5)
+    path = str(tmp_path / "s.vs")
+    vecstore.build(path, rng.standard_normal((200, 8)).astype(np.float32), progress=False).close()
+    with vecstore.open(path, mode="a") as store:
+        store.add(rng.standard_normal((5, 8)).astype(np.float32))
+    vecstore.build(path + ".prev", rng.standard_normal((200, 8)).astype(np.float32), progress=False).close()
+    with vecstore.open(path + ".prev", mode="a") as store:
+        store.delete([3])
+    new = str(tmp_path / "new.vs")
+    vecstore.build(new, rng.standard_normal((200, 8)).astype(np.float32), progress=False).close()
+    live_pid = os.getppid()  # alive, and not this process: pid reuse must not keep a temporary
+    debris = [
+        os.path.join(tmp_path, f".s.vs{fmt.TMP_MARK}{live_pid}-0badf00d"),
+        os.path.join(tmp_path, f".s.vs{fmt.TMP_MARK}999999999-0badf00d"),
+        os.path.join(tmp_path, f".s.vs.prev{fmt.TMP_MARK}{live_pid}-0badf00d"),
+        os.path.join(seg.sidecar_dir(path), f".manifest-{'a' * 32}.json{fmt.TMP_MARK}{live_pid}-0badf00d"),
+        os.path.join(seg.sidecar_dir(path), f".seg-{'b' * 32}.vs{fmt.TMP_MARK}{live_pid}-0badf00d"),
+        os.path.join(seg.sidecar_dir(path + ".prev"), f".manifest-{'c' * 32}.json{fmt.TMP_MARK}{live_pid}-0badf00d"),
+    ]
+    for name in debris:
+        with open(name, "wb") as fh:
+            fh.write(b"\0" * 4096)
+    if writer == "append":
+        with vecstore.open(path, mode="a") as store:
+            store.add(rng.standard_normal((1, 8)).astype(np.float32))
+    elif writer == "delete":
+        with vecstore.open(path, mode="a") as store:
+            store.delete([0])
+    elif writer == "compact":
+        vecstore.compact(path)
+    elif writer == "compress":
+        vecstore.compress(path, "int8", calibrate=False, progress=False).close()
+    elif writer == "build":
+        vecstore.build(path, rng.standard_normal((50, 8)).astype(np.float32), overwrite=True, progress=False).close()
+    elif writer == "swap":
+        vecstore.swap(new, path, check=False)
+    else:
+        vocab = {"a": 0, "b": 1, "c": 2}
+        vecstore.add_encoder(path, WordVectorEncoder(vocab, np.ones((3, 8), np.float32)))
+    assert [name for name in debris if os.path.exists(name)] == []

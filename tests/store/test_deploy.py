@@ -110,6 +110,50 @@ def test_swap_replaces_the_store_and_keeps_the_previous_for_rollback(tmp_path):
         assert store.model["version"] == "2" and store.count == N + 10
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "link-fallback"])
+def test_swap_has_a_rollback_at_every_step_that_changes_current(tmp_path, monkeypatch, exchange):
+    """Before any rename or exchange that changes what CURRENT serves, CURRENT.prev already holds
+    (and opens as) the version CURRENT serves until then; a rollback is one exchange or rename."""
+    from vecstore.format import schema as fmt
+
+    current = _version(tmp_path, "current.vs", 1)
+    new = _version(tmp_path, "new.vs", 2, ids_from=NEW_IDS, model="m@2")
+    with vecstore.open(current, mode="a") as store:  # the replaced version carries a segment too
+        store.add(_data(9, 10), ids=np.arange(N, N + 10))
+    current = os.path.abspath(current)
+    real_replace, real_exchange = os.replace, fmt.exchange_paths
+    seen = []
+
+    def served(path):
+        with vecstore.open(path) as store:
+            return store.model["version"], store.count
+
+    def replace(src, dst, *a, **kw):
+        if os.path.abspath(dst) == current:
+            seen.append((served(current), served(current + ".prev")))
+        return real_replace(src, dst, *a, **kw)
+
+    def exchange_paths(a, b):
+        if not exchange:
+            return False
+        seen.append((served(current), served(current + ".prev")))
+        return real_exchange(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(fmt, "exchange_paths", exchange_paths)
+    swap(new, current)
+    assert seen == [(("1", N + 10), ("1", N + 10))]  # published before the one switching rename
+    assert served(current) == ("2", N) and served(current + ".prev") == ("1", N + 10)
+    seen.clear()
+    swap(current + ".prev", current)  # roll back
+    assert served(current) == ("1", N + 10) and served(current + ".prev") == ("2", N)
+    if exchange:  # both names hold a store at every instant
+        assert seen == [(("2", N), ("1", N + 10))]
+    else:  # CURRENT.prev takes CURRENT's version first; then one rename switches CURRENT
+        assert seen == [(("2", N), ("2", N))]
+    assert not [f for f in os.listdir(tmp_path) if fmt.TMP_MARK in f]
+
+
 def test_swap_refuses_another_dimension_unless_forced(tmp_path):
     current = _version(tmp_path, "current.vs", 1)
     new = _version(tmp_path, "new.vs", 2, dim=8, codec=None)

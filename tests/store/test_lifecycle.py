@@ -286,9 +286,99 @@ def test_an_edited_manifest_is_refused(tmp_path, edit, match):
     with open(_manifest(path)) as fh:
         doc = json.load(fh)
     edit(doc)
+    doc["xxh3_64"] = seg.manifest_checksum(doc)  # sealed again: the checks behind the checksum
     with open(_manifest(path), "w") as fh:
         json.dump(doc, fh)
     with pytest.raises(FormatError, match=match):
+        vecstore.open(path)
+
+
+def _edit_manifest(path, edit):
+    with open(_manifest(path)) as fh:
+        doc = json.load(fh)
+    edit(doc)
+    with open(_manifest(path), "w") as fh:
+        json.dump(doc, fh)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(segments=[]),
+    lambda m: m["segments"].pop(0),
+    lambda m: m.update(deleted=None),
+    lambda m: m.pop("deleted"),
+    lambda m: m.update(generation=m["generation"] + 1),
+    lambda m: m["deleted"].update(count=m["deleted"]["count"]),  # unchanged: only the text moves
+], ids=["segments-empty", "segment-dropped", "deleted-null", "deleted-removed", "generation", "reformatted"])
+def test_a_manifest_is_checksummed(tmp_path, edit):
+    """Any edit of a manifest's content is refused (its xxh3_64 covers the canonical JSON), and
+    only its content: the same manifest written with other whitespace still opens."""
+    path = _store(tmp_path)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 10))
+        store.delete([1, 2])
+        count = store.count
+    _edit_manifest(path, edit)
+    with open(_manifest(path)) as fh:
+        doc = json.load(fh)
+    if doc.get("xxh3_64") == seg.manifest_checksum(doc):
+        with vecstore.open(path) as store:
+            assert store.count == count
+    else:
+        with pytest.raises(FormatError, match="checksum|lacks the field"):
+            vecstore.open(path)
+        with pytest.raises(FormatError, match="checksum|lacks the field"):
+            vecstore.verify(path)
+
+
+@pytest.mark.parametrize("field", ["format", "version", "base", "generation", "next_id", "segments", "deleted",
+                                   "xxh3_64"])
+def test_a_manifest_lacking_a_field_is_refused(tmp_path, field):
+    path = _store(tmp_path)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 10))
+    _edit_manifest(path, lambda m: m.pop(field))
+    with pytest.raises(FormatError):
+        vecstore.open(path)
+
+
+def test_a_version_1_manifest_without_checksum_still_opens_and_is_upgraded_by_the_next_write(tmp_path):
+    path = _store(tmp_path)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 10), keys=[f"k{i}" for i in range(10)])
+        store.delete([1])
+        count = store.count
+    _edit_manifest(path, lambda m: (m.pop("xxh3_64"), m.update(version=1),
+                                    [s.pop("columns") for s in m["segments"]]))
+    with vecstore.open(path, mode="a") as store:
+        assert store.count == count and store.keys([N])[0] == "k0"
+        store.delete([2])
+    with open(_manifest(path)) as fh:
+        doc = json.load(fh)
+    assert doc["version"] == seg.MANIFEST_VERSION == 2 and doc["xxh3_64"] == seg.manifest_checksum(doc)
+    assert doc["segments"][0]["columns"] == ["keys"]
+    # a version-1 manifest that carries a checksum has it checked (a bit flip 2 -> 1 is no way around it)
+    _edit_manifest(path, lambda m: m.update(version=1))
+    with pytest.raises(FormatError, match="checksum"):
+        vecstore.open(path)
+
+
+def test_a_segment_lacking_a_column_its_manifest_records_is_refused(tmp_path):
+    """Parts may differ in their string columns (docs/format.md), so the manifest records each
+    segment's; a segment whose /keys group was removed no longer matches it."""
+    import h5py
+
+    path = _store(tmp_path)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 10), keys=[f"k{i}" for i in range(10)])
+        store.add(_data(3, 5))  # no keys: legitimate, and recorded so
+    with open(_manifest(path)) as fh:
+        entries = json.load(fh)["segments"]
+    assert [e["columns"] for e in entries] == [["keys"], []]
+    with vecstore.open(path) as store:
+        assert store.keys([N, N + 10]) == ["k0", ""]
+    with h5py.File(os.path.join(seg.sidecar_dir(path), entries[0]["file"]), "r+") as f:
+        del f["keys"]
+    with pytest.raises(FormatError, match=r"holds the string columns \[\] but its manifest records \['keys'\]"):
         vecstore.open(path)
 
 
@@ -339,9 +429,13 @@ def test_segments_follow_the_spec(tmp_path):
         main_codec = f["tiers/pq4"].attrs["codec"]
     with open(os.path.join(path + ".segments", f"manifest-{base_id}.json")) as fh:
         doc = json.load(fh)
-    assert doc["format"] == "vecstore-segments" and doc["version"] == 1 and doc["base"] == base_id
+    assert doc["format"] == "vecstore-segments" and doc["version"] == 2 and doc["base"] == base_id
     assert doc["next_id"] == N + 10 and doc["generation"] == 2
     (entry,) = doc["segments"]
+    assert entry["columns"] == []  # appended without keys or metadata
+    body = {k: v for k, v in doc.items() if k != "xxh3_64"}  # docs/format.md: the canonical JSON
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    assert doc["xxh3_64"] == xxhash.xxh3_64_hexdigest(canonical)
     with open(os.path.join(path + ".segments", doc["deleted"]["file"]), "rb") as fh:
         raw = fh.read()
     assert np.frombuffer(raw, "<i8").tolist() == [2, 4] and doc["deleted"]["count"] == 2

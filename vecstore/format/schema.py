@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -184,16 +185,17 @@ def clean_stale_temporaries(target: str) -> list[str]:
     return clean_stale_temporaries_in(directory, "." + os.path.basename(target) + TMP_MARK)
 
 
-def clean_stale_temporaries_in(directory: str, prefix: str = ".") -> list[str]:
+def clean_stale_temporaries_in(directory: str, prefix: str = ".", *, any_writer: bool = False) -> list[str]:
     """Remove every temporary in ``directory`` (named ``prefix...TMP_MARK<pid>-...``) whose writer
-    is dead; with the default prefix, those of any target."""
+    is dead; with the default prefix, those of any target. With ``any_writer`` (the caller holds the
+    writer lock that every writer of these temporaries takes), remove them whatever their pid."""
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.listdir(directory):
             if not entry.startswith(prefix) or TMP_MARK not in entry:
                 continue
             pid_text = entry.split(TMP_MARK, 1)[1].split("-", 1)[0]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            if pid_text.isdigit() and (any_writer or not _pid_alive(int(pid_text))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(directory, entry))
                     removed.append(entry)
@@ -211,6 +213,28 @@ def _fsync_path(path: str, directory: bool = False) -> None:
 def fsync_directory(directory: str) -> None:
     """Make a rename inside ``directory`` durable."""
     _fsync_path(directory, directory=True)
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Atomically exchange the files at ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``):
+    at every instant each name holds one of the two files. Return False when the system cannot
+    (another OS, an old kernel or libc, a filesystem without it); nothing was changed then."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
 
 
 @contextlib.contextmanager

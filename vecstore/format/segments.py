@@ -32,7 +32,9 @@ from ..errors import FormatError, ReadOnlyStoreError, StoreWriteError
 from . import schema as fmt
 
 MANIFEST_FORMAT = "vecstore-segments"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: a checksum of the whole manifest, and each segment's string columns
+MANIFEST_FIELDS = ("format", "version", "base", "generation", "next_id", "segments", "deleted")
+STRING_COLUMNS = (fmt.KEYS, fmt.METADATA)
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_SEGMENTS = 10_000
 GARBAGE_AGE_S = 600.0
@@ -59,6 +61,7 @@ class SegmentEntry:
     file: str       # file name inside the segment directory
     store_id: str   # the segment file's own store_id
     count: int
+    columns: tuple[str, ...] | None = None  # its string columns (keys, metadata); None: not recorded (v1)
 
 
 @dataclass
@@ -74,16 +77,26 @@ class Manifest:
     next_id: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({
+        doc = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "base": self.base_id,
             "generation": self.generation,
             "next_id": self.next_id,
-            "segments": [{"file": s.file, "store_id": s.store_id, "count": s.count} for s in self.segments],
+            "segments": [{"file": s.file, "store_id": s.store_id, "count": s.count, "columns": list(s.columns)}
+                         for s in self.segments],
             "deleted": None if self.deleted_file is None else {
                 "file": self.deleted_file, "count": self.deleted_count, "xxh3_64": self.deleted_checksum},
-        }, indent=1, sort_keys=True)
+        }
+        doc["xxh3_64"] = manifest_checksum(doc)
+        return json.dumps(doc, indent=1, sort_keys=True)
+
+
+def manifest_checksum(doc: dict) -> str:
+    """xxh3_64 of the manifest's canonical JSON without its ``xxh3_64`` field (docs/format.md "Segments")."""
+    body = {k: v for k, v in doc.items() if k != "xxh3_64"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return xxhash.xxh3_64_hexdigest(canonical.encode("ascii"))
 
 
 def _int(value, where: str, low: int = 0) -> int:
@@ -103,6 +116,17 @@ def _parse(text: bytes, where: str, base_id: str) -> Manifest:
     if version > MANIFEST_VERSION:
         raise FormatError(f"{where}: manifest version {version}; this vecstore reads up to {MANIFEST_VERSION}: "
                           "upgrade vecstore")
+    missing = [name for name in MANIFEST_FIELDS if name not in doc]
+    if missing or (version >= 2 and "xxh3_64" not in doc):
+        raise FormatError(f"{where}: lacks the field(s) {', '.join(missing or ['xxh3_64'])}; "
+                          "the segment manifest is damaged")
+    if "xxh3_64" in doc:
+        try:
+            intact = doc["xxh3_64"] == manifest_checksum(doc)
+        except (ValueError, RecursionError):
+            intact = False
+        if not intact:
+            raise FormatError(f"{where}: does not match its checksum (xxh3_64); the segment manifest is damaged")
     if doc.get("base") != base_id:
         raise FormatError(f"{where}: names main file {doc.get('base')!r}, not this one ({base_id})")
     entries = doc.get("segments")
@@ -114,7 +138,12 @@ def _parse(text: bytes, where: str, base_id: str) -> Manifest:
                 or not SEGMENT_FILE.match(entry["file"]) or not isinstance(entry.get("store_id"), str)
                 or not fmt.STORE_ID.match(entry["store_id"])):
             raise FormatError(f"{where}: segment {i} must name a file seg-<32 hex>.vs and its store_id")
-        segments.append(SegmentEntry(entry["file"], entry["store_id"], _int(entry.get("count"), f"{where}: segment {i}")))
+        columns = entry.get("columns")
+        if version >= 2 and (not isinstance(columns, list) or not set(columns) <= set(STRING_COLUMNS)
+                             or columns != sorted(set(columns))):
+            raise FormatError(f"{where}: segment {i} must list its string columns (of {', '.join(STRING_COLUMNS)})")
+        segments.append(SegmentEntry(entry["file"], entry["store_id"], _int(entry.get("count"), f"{where}: segment {i}"),
+                                     tuple(columns) if version >= 2 else None))
     if len({s.file for s in segments}) != len(segments):
         raise FormatError(f"{where}: a segment file is listed twice")
     manifest = Manifest(base_id, _int(doc.get("generation"), f"{where}: generation"), segments,
@@ -229,9 +258,46 @@ def writer_lock(store_path: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[No
                         "try again when it finishes"
                     ) from None
                 time.sleep(0.05)
+        clean_temporaries(store_path)
         yield
     finally:
         os.close(fd)
+
+
+def _temporaries_of(store_path: str) -> list[tuple[str, str]]:
+    """(directory, name prefix) of every temporary a write of the store at ``store_path`` makes:
+    its main file's, those in its ``STORE.segments``."""
+    target = os.path.abspath(store_path)
+    return [(os.path.dirname(target), "." + os.path.basename(target) + fmt.TMP_MARK), (sidecar_dir(target), ".")]
+
+
+def clean_temporaries(store_path: str) -> list[str]:
+    """Remove every temporary that killed writes of the store left (beside the main file, in
+    ``STORE.segments``), whatever their pid: the caller holds the store's :func:`writer_lock`, which
+    every writer of them holds, so none is live. Also those of ``STORE.prev`` (which ``swap`` of
+    this store writes), if its writer lock can be taken at once."""
+    removed = []
+    for directory, prefix in _temporaries_of(store_path):
+        removed += fmt.clean_stale_temporaries_in(directory, prefix, any_writer=True)
+    previous = os.path.abspath(store_path) + ".prev"
+    if not any(e.startswith(p) and fmt.TMP_MARK in e for d, p in _temporaries_of(previous)
+               for e in (os.listdir(d) if os.path.isdir(d) else ())):
+        return removed
+    try:
+        fd = os.open(lock_path(previous), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return removed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a writer of STORE.prev is at work: its temporaries may be live
+        os.close(fd)
+        return removed
+    try:
+        for directory, prefix in _temporaries_of(previous):
+            removed += fmt.clean_stale_temporaries_in(directory, prefix, any_writer=True)
+    finally:
+        os.close(fd)
+    return removed
 
 
 def collect_garbage(store_path: str, keep: set[str], min_age_s: float = GARBAGE_AGE_S) -> list[str]:

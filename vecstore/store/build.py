@@ -80,8 +80,10 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
                              keys=read_keys(keys, n) if keys is not None else None,
                              metadata=read_metadata(metadata, n), model=record, encoders=encoders)
     raw = TierPlan(fmt.RAW_TIER, get_codec("float32", dim))
-    write_store(path, contents, [raw], prepared_chunks(source, metric),
-                progress=progress_enabled(progress), description=f"build {os.path.basename(path)}")
+    # over an existing store, build is one of its writers (and removes what killed writes left)
+    with seg.writer_lock(path) if os.path.isfile(path) else contextlib.nullcontext():
+        write_store(path, contents, [raw], prepared_chunks(source, metric),
+                    progress=progress_enabled(progress), description=f"build {os.path.basename(path)}")
     return Store(path)
 
 

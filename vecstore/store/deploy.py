@@ -45,6 +45,23 @@ def _carry_manifest(src_store: str, dst_store: str, manifest: seg.Manifest | Non
     seg.publish(dst_store, manifest)
 
 
+def _exchange(previous: str, current: str) -> None:
+    """Roll back: CURRENT serves what CURRENT.prev holds, and CURRENT.prev what CURRENT served.
+
+    One atomic exchange where the system has one, so both names hold a store at every instant.
+    Elsewhere CURRENT.prev's file is first linked to a temporary, CURRENT is linked over
+    CURRENT.prev, then the temporary renamed over CURRENT; a crash between the last two renames
+    leaves CURRENT serving the old version (equal to CURRENT.prev) and the rolled-back one only as
+    the temporary, which the next write removes.
+    """
+    if fmt.exchange_paths(previous, current):
+        return
+    with fmt.atomic_target(current) as staged:
+        os.link(previous, staged)
+        with fmt.atomic_target(previous) as tmp:
+            os.link(current, tmp)
+
+
 def check_new(path: str, *, min_recall: float = MIN_RECALL, sample: int = 200) -> dict:
     """Checksums of the main file and every segment, then a held-out recall self-check of the
     default search; raise if either fails."""
@@ -88,17 +105,23 @@ def swap(new: str | os.PathLike, current: str | os.PathLike, *, force: bool = Fa
     if check:
         report["check"] = check_new(new, min_recall=min_recall)
     previous = current + ".prev"
-    with seg.writer_lock(current), seg.writer_lock(new):
+    writes_previous = keep_previous and new != previous and os.path.exists(current)
+    with seg.writer_lock(current), seg.writer_lock(new), \
+            (seg.writer_lock(previous) if writes_previous else contextlib.nullcontext()):
         incoming = open_view(new)
         incoming.close()
         _carry_manifest(new, current, incoming.manifest)
         if keep_previous and os.path.exists(current):
             outgoing = open_view(current)
             outgoing.close()
+            # CURRENT.prev and its segments are complete before anything CURRENT serves changes
             _carry_manifest(current, previous, outgoing.manifest)
-            with fmt.atomic_target(previous) as tmp:  # NEW may be CURRENT.prev itself (a rollback)
-                os.link(current, tmp)
-                os.replace(new, current)
+            if new == previous:  # a rollback: CURRENT and CURRENT.prev trade places
+                _exchange(previous, current)
+            else:
+                with fmt.atomic_target(previous) as tmp:
+                    os.link(current, tmp)
+                os.replace(new, current)  # the one step that changes what CURRENT serves
             report["previous"] = previous
         else:
             os.replace(new, current)

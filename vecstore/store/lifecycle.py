@@ -85,7 +85,8 @@ def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=No
                         prepared_chunks(source, base.metric), progress=progress_enabled(progress),
                         description=f"append to {os.path.basename(path)}")
             manifest = _manifest_for_change(view)
-            manifest.segments.append(seg.SegmentEntry(name, contents.store_id, n))
+            columns = tuple(c for c, col in zip(seg.STRING_COLUMNS, (contents.keys, contents.metadata)) if col is not None)
+            manifest.segments.append(seg.SegmentEntry(name, contents.store_id, n, columns))
             manifest.next_id = max(first, int(new_ids.max()) + 1)
             seg.publish(path, manifest)
             seg.collect_garbage(path, seg.manifest_files(manifest))

@@ -8,6 +8,7 @@ with; the old view's mappings are released when the last query using it returns.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -133,7 +134,7 @@ def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest, untrusted
     digests = {name: codec_digest(t.codec) for name, t in base.tiers.items()}
     segments: list[StoreFile] = []
     try:
-        for entry in manifest.segments:
+        for i, entry in enumerate(manifest.segments):
             part = _open_file(os.path.join(seg.sidecar_dir(path), entry.file), untrusted)
             segments.append(part)
             where = f"segment {entry.file} of {path!r}"
@@ -146,6 +147,13 @@ def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest, untrusted
                                                          for n, t in part.tiers.items()):
                 raise FormatError(f"{where} was not encoded with the store's tiers and parameters; "
                                   "the store is damaged")
+            columns = tuple(c for c, col in zip(seg.STRING_COLUMNS, (part.keys_column, part.metadata_column))
+                            if col is not None)
+            if entry.columns is None:  # a manifest of version 1: record what the file holds
+                manifest.segments[i] = dataclasses.replace(entry, columns=columns)
+            elif columns != entry.columns:
+                raise FormatError(f"{where} holds the string columns {list(columns)} but its manifest records "
+                                  f"{list(entry.columns)}; the store is damaged")
     except BaseException:
         for part in segments:
             part.close()
