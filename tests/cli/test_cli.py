@@ -91,6 +91,29 @@ def test_search_without_metadata_has_no_metadata_field(runner, built):
     assert "metadata" not in runner.invoke(cli, ["search", store, "--vector", vec, "-k", "2"]).stdout
 
 
+@pytest.mark.parametrize("kind, warning", [("gauss", None), ("unit", "unit-normalised"), ("integer", "integer values")])
+def test_build_without_metric_states_it_and_warns(runner, tmp_path, rng, kind, warning):
+    x = rng.standard_normal((50, 6))
+    if kind == "unit":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    elif kind == "integer":
+        x = rng.integers(0, 3, (50, 6))
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    result = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), str(tmp_path / "s.vs"), "--quiet"])
+    assert result.exit_code == 0
+    assert "metric ip (the default: no --metric given)" in result.stdout
+    if warning is None:
+        assert result.stderr == ""
+    else:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("warning: ") and warning in lines[0]
+    given = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), str(tmp_path / "s.vs"), "--force", "--quiet",
+                                "--metric", "ip"])
+    assert given.stderr == "" and "metric ip," in given.stdout
+    hinted = runner.invoke(cli, ["build", SMALL_REAL, str(tmp_path / "r.vs"), "--quiet"])
+    assert "metric cosine (the input file's distance" in hinted.stdout and hinted.stderr == ""
+
+
 def test_compress_export_and_reuse_params(runner, built, tmp_path):
     store, x = built
     assert runner.invoke(cli, ["compress", store, "--codec", "pq4", "--train-size", "400", "--quiet"]).exit_code == 0

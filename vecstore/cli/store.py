@@ -6,6 +6,7 @@ import json
 import time
 
 import click
+import numpy as np
 
 import vecstore
 from vecstore.errors import InvalidInputError
@@ -15,6 +16,26 @@ from .group import cli
 from .options import echo_results, human_bytes, parse_vector, progress_option, results_json, stored_metadata
 
 TRAIN_SIZE = vecstore.compress.__kwdefaults__["train_size"]
+
+
+HINT_ROWS = 4096
+
+
+def metric_hint(source) -> str | None:
+    """One line saying why the default metric (ip) may not be meant, from the first rows of
+    ``source``: rows of unit length (cosine likely) or integer values (counts, ids, one-hot codes)."""
+    rows = np.asarray(source.reader(0, min(HINT_ROWS, source.shape[0])), dtype=np.float64)
+    if rows.size == 0 or not np.isfinite(rows).all():
+        return None  # build refuses non-finite rows with its own message
+    if np.array_equal(rows, np.round(rows)):
+        return ("the vectors hold only integer values (counts? ids?); metric ip ranks them by raw dot "
+                "products: pass --metric l2 or --metric cosine if you meant a distance or an angle")
+    norms = np.linalg.norm(rows, axis=1)
+    if np.abs(norms - 1.0).max() < 1e-3:
+        return ("the vectors look unit-normalised, so cosine is likely meant: metric ip ranks these rows as "
+                "cosine would, but does not normalise queries or appended vectors; pass --metric cosine "
+                "to store the metric")
+    return None
 
 
 @cli.command()
@@ -34,12 +55,20 @@ def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, 
           quiet) -> None:
     """Build STORE from INPUT (.npy, .fvecs, FILE.h5:/DATASET or an ann-benchmarks .hdf5)."""
     t0 = time.perf_counter()
+    chosen = ""
+    if metric is None:
+        source = open_vectors(input_path)
+        chosen = (" (the input file's distance; no --metric given)" if source.metric_hint
+                  else " (the default: no --metric given)")
+        hint = None if source.metric_hint else metric_hint(source)
+        if hint:
+            click.echo(f"warning: {hint}", err=True)
     params = vecstore.load_model_params(model_params_path) if model_params_path else None
     store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path, metadata=metadata_path,
                            model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet))
     with store:
         info = store.info()
-    click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}, "
+    click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}{chosen}, "
                f"{human_bytes(info['file_bytes'])} in {time.perf_counter() - t0:.1f} s")
 
 
