@@ -3,16 +3,23 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.installed-test-stamp
 DATA   := data/wordnet-minilm-384-small.hdf5
 DEMO   := out/demo.vs
 
 .PHONY: demo test install clean clean-cache bench
 
+# `make demo` needs vecstore alone; `make test` adds the test extra (pytest, matplotlib and dask, so
+# the Dask-backed shard tests run too).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -29,10 +36,10 @@ demo: $(STAMP)
 	@echo "--- the 48-byte pq48 tier alone, no rescoring"
 	$(VENV)/bin/vecstore search $(DEMO) $(DATA):/test --limit 2 -k 5 --tier pq48
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/bench_exact.py
 
 # numba caches compiled kernels beside their source; an edit to kernels/topk.py is not seen by the

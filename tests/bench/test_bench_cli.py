@@ -15,8 +15,8 @@ from click.testing import CliRunner
 import vecstore
 from conftest import SMALL_REAL
 from vecstore.bench import configs, inputs, report
-from vecstore.bench.plot import pareto_front
-from vecstore.bench.recommend import parse_budget, recommend, resident_per_vector
+from vecstore.bench.plot import pareto_front, plot_recall_vs_bytes
+from vecstore.bench.recommend import faiss_fastest, parse_budget, recommend, resident_per_vector
 from vecstore.cli import cli
 from vecstore.ingest import from_array
 
@@ -96,6 +96,69 @@ def test_budget_recommendation_is_within_budget(real_run):
     assert rec["codec"] == row["codec"] and rec["codec"] in ("pq16",)
     assert any(c.startswith("vecstore compress") and "--codec pq16" in c for c in rec["commands"])
     assert rec["commands"][-1].startswith("vecstore search") and f"--tier {rec['codec']}" in rec["commands"][-1]
+
+
+def test_table_and_advice_count_bytes_alike(real_run):
+    # 1,950 database rows measured, 10,000 input rows: parameters are spread over the 10,000 in both
+    doc, _ = real_run
+    ours = [r for r in doc["rows"] if r["system"] == "vecstore"]
+    for row in ours:
+        assert row["resident_bytes_per_vector"] == pytest.approx(resident_per_vector(row))
+    assert ours[0]["n"] != ours[0]["corpus_rows"]
+    rec = doc["recommendation"]
+    table = report.format_table(doc)
+    if rec["found"]:
+        shown = f"{resident_per_vector(rec['row']):.1f}"
+        assert f"resident {shown} B/vector" in rec["message"]
+        line = next(l for l in table.splitlines() if l.startswith(rec["row"]["config"] + " "))
+        assert line.split()[len(rec["row"]["config"].split())] == shown
+    assert "parameters / 10,000 input rows" in table
+
+
+def test_faiss_beside_the_advice(real_run):
+    doc, _ = real_run
+    rec = doc["recommendation"]                             # a budget-only run: FAISS within the budget
+    assert rec["faiss"]["message"].startswith("FAISS's fastest within the budget")
+    assert "beside it, FAISS's fastest" in report.format_table(doc)
+    rows = doc["rows"]
+    both = faiss_fastest(rows, budget_bytes_per_vector=64, target_recall=0.9)
+    theirs = [r for r in rows if r["system"] == "faiss" and r["recall_at_k"] >= 0.9]
+    assert both["at_target"]["qps"] == max(r["qps"] for r in theirs)
+    assert both["at_target"]["factory"] in both["message"] and "recall@10 >= 0.9" in both["message"]
+    assert faiss_fastest(rows) is None
+    assert recommend(rows, target_recall=0.9).faiss["at_target"] == both["at_target"]
+
+
+def test_plot_marks_budget_target_recommendation(real_run, tmp_path):
+    doc, _ = real_run
+    rec = recommend(doc["rows"], budget_total=parse_budget("1MB").total, target_recall=0.9,
+                    corpus_rows=doc["workload"]["input_rows"])
+    marked = dict(doc, recommendation=rec.to_dict())
+    path = plot_recall_vs_bytes(marked, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 10_000 and path.endswith("p.png")
+
+
+def test_default_sweep_has_4bit_tiers_and_fast_scan_twins():
+    for dim in (384, 4096, 100):
+        fours = [c for c in configs.default_codecs(dim) if c.endswith("x4")]
+        assert len(fours) == 2
+    assert "pq96x4" in configs.default_codecs(384)
+    assert configs.Config("pq48x4").twin_label() == "PQ48x4fs"
+    assert configs.Config("pq48x4", "raw", 4.0).twin_label() == "PQ48x4fs,RFlat k_factor=4"
+    assert configs.Config("pq48x4", "float16", 2.0).twin_label() == "PQ48x4fs,Refine(SQfp16) k_factor=2"
+
+
+def test_default_sweep_skips_codecs_that_cannot_train(tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.standard_normal((200, 8)).astype(np.float32))  # 180 rows after holdout
+    result = run([str(tmp_path / "x.npy"), "--oversample", "2", "--json", *QUICK])
+    assert result.exit_code == 0, result.stderr + result.output
+    doc = json.loads(result.stdout)
+    assert [s["codec"] for s in doc["skipped"]] == ["pq1"]
+    assert "needs at least 256 training vectors" in doc["skipped"][0]["reason"]
+    assert "skipped pq1: needs at least 256" in result.stderr
+    ran = {r["codec"] for r in doc["rows"]}
+    assert "pq1" not in ran and {"raw", "int8", "pq1x4", "pq2x4"} <= ran
+    assert "skipped pq1" in report.format_table(doc)
 
 
 def test_table_from_rows(real_run):

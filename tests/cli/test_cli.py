@@ -64,6 +64,56 @@ def test_search_k_beyond_count_emits_null_distances(runner, built):
     assert data["results"][0]["ids"][-1] == -1 and data["results"][0]["distances"][-1] is None
 
 
+def test_search_shows_metadata_and_scores(runner, tmp_path, rng):
+    x = rng.standard_normal((20, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "keys.txt").write_text("\n".join(f"doc {i}" for i in range(20)))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"n": i}) if i % 2 else "" for i in range(20)))
+    store = str(tmp_path / "m.vs")
+    assert runner.invoke(cli, ["build", str(tmp_path / "x.npy"), store, "--metric", "cosine", "--keys",
+                               str(tmp_path / "keys.txt"), "--metadata", str(tmp_path / "m.jsonl"),
+                               "--quiet"]).exit_code == 0
+    vec = ",".join(str(v) for v in x[3])
+    text = runner.invoke(cli, ["search", store, "--vector", vec, "-k", "2"]).stdout
+    assert "key    metadata" in text and 'doc 3  {"n":3}' in text
+    data = json.loads(runner.invoke(cli, ["search", store, "--vector", vec, "-k", "21", "--json"]).stdout)
+    hit = data["results"][0]
+    assert hit["ids"][0] == 3 and hit["metadata"][0] == {"n": 3} and hit["metadata"][-1] is None
+    assert hit["scores"] == hit["distances"] and hit["scores"][0] > 0.99 and hit["scores"][-1] is None
+    assert None in hit["metadata"][:20]                   # rows without metadata are null
+
+
+def test_search_without_metadata_has_no_metadata_field(runner, built):
+    store, x = built
+    vec = ",".join(str(v) for v in x[0])
+    data = json.loads(runner.invoke(cli, ["search", store, "--vector", vec, "-k", "2", "--json"]).stdout)
+    assert "metadata" not in data["results"][0] and data["results"][0]["scores"] == data["results"][0]["distances"]
+    assert "metadata" not in runner.invoke(cli, ["search", store, "--vector", vec, "-k", "2"]).stdout
+
+
+@pytest.mark.parametrize("kind, warning", [("gauss", None), ("unit", "unit-normalised"), ("integer", "integer values")])
+def test_build_without_metric_states_it_and_warns(runner, tmp_path, rng, kind, warning):
+    x = rng.standard_normal((50, 6))
+    if kind == "unit":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    elif kind == "integer":
+        x = rng.integers(0, 3, (50, 6))
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    result = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), str(tmp_path / "s.vs"), "--quiet"])
+    assert result.exit_code == 0
+    assert "metric ip (the default: no --metric given)" in result.stdout
+    if warning is None:
+        assert result.stderr == ""
+    else:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("warning: ") and warning in lines[0]
+    given = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), str(tmp_path / "s.vs"), "--force", "--quiet",
+                                "--metric", "ip"])
+    assert given.stderr == "" and "metric ip," in given.stdout
+    hinted = runner.invoke(cli, ["build", SMALL_REAL, str(tmp_path / "r.vs"), "--quiet"])
+    assert "metric cosine (the input file's distance" in hinted.stdout and hinted.stderr == ""
+
+
 def test_compress_export_and_reuse_params(runner, built, tmp_path):
     store, x = built
     assert runner.invoke(cli, ["compress", store, "--codec", "pq4", "--train-size", "400", "--quiet"]).exit_code == 0

@@ -75,6 +75,24 @@ def test_pq_reconstruction_beats_a_random_codebook(rng):
     assert mse < 0.05 * x.var()
 
 
+def test_training_reports_progress_per_sub_quantizer(rng):
+    import threading
+
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    calls = []
+    pq = get_codec("pq8x4", 16).fit(x, seed=3, progress=lambda d, t: calls.append((d, t, threading.get_ident())))
+    assert [(d, t) for d, t, _ in calls] == [(0, 8)] + [(i, 8) for i in range(1, 9)] + [(8, 8)]
+    assert {tid for _, _, tid in calls} == {threading.get_ident()}      # on the caller's thread
+    np.testing.assert_array_equal(pq.encode(x), get_codec("pq8x4", 16).fit(x, seed=3).encode(x))
+    steps = []
+    get_codec("pca8,pq4", 16).fit(x, progress=lambda d, t: steps.append((d, t)))
+    assert steps[0] == (0, 5) and steps[-1] == (5, 5) and [d for d, _ in steps] == sorted(d for d, _ in steps)
+    assert {t for _, t in steps} == {5}                                  # pca: 1 step, pq4: 4 steps
+    plain = []
+    get_codec("int8", 16).fit(x, progress=lambda d, t: plain.append((d, t)))
+    assert plain == [(0, 1), (1, 1)]
+
+
 def test_params_json_round_trip_gives_identical_codes(rng):
     x = rng.standard_normal((600, 24)).astype(np.float32)
     codec = get_codec("pca12,pq6x4", 24).fit(x)

@@ -63,6 +63,14 @@ def test_the_smallest_oversample_meeting_the_target_is_chosen(store):
         assert record["recall_by_oversample"] == {f: full[f] for f in list(full)[:list(full).index(expected) + 1]}
 
 
+def test_calibration_reports_progress_per_oversampling_step(store):
+    calls = []
+    record = _calibrate(store, target=1.0, progress=lambda d, t: calls.append((d, t)))
+    total = 1 + len(OVERSAMPLES)
+    tried = len(record["recall_by_oversample"])
+    assert calls == [(d, total) for d in range(tried + 2)] + [(total, total)]
+
+
 def test_an_unreachable_target_reports_the_best_factor(store):
     # rescoring from a lossy tier caps recall below 1 whatever the oversampling
     record = _calibrate(store, fine="pca4,int8", target=1.0)

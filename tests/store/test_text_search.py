@@ -61,6 +61,52 @@ def test_cli_text_query_and_errors(titles_store):
     assert empty.exit_code == 1
 
 
+def test_search_text_on_empty_error_or_skip(titles_store):
+    texts = ["sailing ship", "qqq zzz", "", "small dog"]
+    with vecstore.open(titles_store) as store:
+        with pytest.raises(vecstore.InvalidInputError, match=r"text 1 \('qqq zzz'\).*on_empty='skip'"):
+            store.search_text(texts, k=3)
+        D, I, unknown = store.search_text(texts, k=3, on_empty="skip")
+        alone = store.search_text([texts[0], texts[3]], k=3)
+        assert store.search_text(["qqq", ""], k=2, on_empty="skip").ids.tolist() == [[-1, -1], [-1, -1]]
+        with pytest.raises(vecstore.InvalidInputError, match="on_empty"):
+            store.search_text(texts, k=3, on_empty="zero")
+        with pytest.raises(vecstore.InvalidInputError, match="k must be"):
+            store.search_text(["qqq"], k=0, on_empty="skip")
+    assert unknown == [[], ["qqq", "zzz"], [], []]
+    assert (I[1] == -1).all() and (I[2] == -1).all() and np.isneginf(D[[1, 2]]).all()
+    np.testing.assert_array_equal(I[[0, 3]], alone.ids)
+    np.testing.assert_array_equal(D[[0, 3]], alone.distances)
+
+
+def test_cli_several_texts_encoder_and_on_empty(titles_store, tmp_path):
+    runner = CliRunner()
+    args = ["search", str(titles_store), "--text", "sailing ship", "--text", "qqq zzz", "-k", "2"]
+    bad = runner.invoke(cli, args)
+    assert bad.exit_code == 1 and "--on-empty skip" in bad.stderr
+    result = runner.invoke(cli, [*args, "--on-empty", "skip", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    first, second = data["results"]
+    assert first["skipped"] is False and first["text"] == "sailing ship" and first["ids"][0] >= 0
+    assert second["skipped"] is True and second["ids"] == [-1, -1] and second["unknown_words"] == ["qqq", "zzz"]
+    assert "unknown_words" not in data                     # several texts: per result only
+    assert "text 1: no known word" in result.stderr
+    text = runner.invoke(cli, [*args, "--on-empty", "skip"])
+    assert text.exit_code == 0 and "(no known word: skipped)" in text.stdout
+    # a store with two encoders: --encoder picks one, a wrong name is refused
+    two = tmp_path / "two.vs"
+    vecstore.build(two, np.eye(4, dtype=np.float32), metric="cosine", progress=False).close()
+    for name, rows in (("a", np.eye(4)), ("b", np.eye(4)[::-1])):
+        vecstore.add_encoder(two, WordVectorEncoder(["w", "x", "y", "z"], rows.astype(np.float32)), name=name).close()
+    ids = {name: json.loads(runner.invoke(cli, ["search", str(two), "--text", "w", "-k", "1", "--encoder", name,
+                                                "--json"]).stdout)["results"][0]["ids"] for name in "ab"}
+    assert ids == {"a": [0], "b": [3]}
+    assert "no encoder 'c'" in runner.invoke(cli, ["search", str(two), "--text", "w", "--encoder", "c"]).stderr
+    usage = runner.invoke(cli, ["search", str(two), "--vector", "1,0,0,0", "--encoder", "a"])
+    assert usage.exit_code == 2
+
+
 def test_add_encoder_elman_and_dimension_check(tmp_path, rng):
     vocab = ["a", "b", "c"]
     enc = ElmanEncoder(vocab, rng.standard_normal((3, 8)).astype(np.float32),

@@ -24,10 +24,11 @@ FINE_TIERS = ("raw", "float16")
 DEFAULT_OVERSAMPLES = (2.0, 4.0, 8.0, 16.0)
 DEFAULT_RESCORE = ("raw",)
 
-#: default sweeps for the two dimensions the project measures; other dimensions use a rule
+#: default sweeps for the two dimensions the project measures; other dimensions use a rule. 4-bit
+#: product quantizers (twins: FAISS's fast-scan PQ<m>x4fs) take half a byte per sub-quantizer
 DEFAULT_CODECS = {
-    384: ["raw", "float16", "int8", "pca128,int8", "pq16", "pq32", "pq64"],
-    4096: ["raw", "float16", "int8", "pca512,int8", "pq64", "pq128", "pca512,pq64"],
+    384: ["raw", "float16", "int8", "pca128,int8", "pq16", "pq32", "pq64", "pq48x4", "pq96x4"],
+    4096: ["raw", "float16", "int8", "pca512,int8", "pq64", "pq128", "pca512,pq64", "pq256x4", "pq512x4"],
 }
 
 
@@ -38,8 +39,9 @@ def _divisor_near(dim: int, target: float) -> int:
 def default_codecs(dim: int) -> list[str]:
     """A sweep from exact to ~1/100 of float32, sized for ``dim``.
 
-    Exact, float16 and int8; PCA to about a third of the dimension then int8; and product
-    quantizers of about dim/24, dim/12 and dim/6 bytes (m must divide dim).
+    Exact, float16 and int8; PCA to about a third of the dimension then int8; 8-bit product
+    quantizers of about dim/24, dim/12 and dim/6 bytes and 4-bit ones of about dim/16 and dim/8
+    bytes (m must divide dim).
     """
     if dim in DEFAULT_CODECS:
         return list(DEFAULT_CODECS[dim])
@@ -49,6 +51,10 @@ def default_codecs(dim: int) -> list[str]:
         out.append(f"pca{p},int8")
     for target in (dim / 24, dim / 12, dim / 6):
         codec = f"pq{_divisor_near(dim, max(1.0, target))}"
+        if codec not in out:
+            out.append(codec)
+    for target in (dim / 8, dim / 4):  # sub-quantizers, two a byte
+        codec = f"pq{_divisor_near(dim, max(1.0, target))}x4"
         if codec not in out:
             out.append(codec)
     return out

@@ -12,6 +12,10 @@ user builds from the recommendation holds them all (a PQ codebook of 400 KB is 2
 2,000 rows but 4 B over 100,000).
 
 "Fastest" is the highest batch throughput (QPS), ties broken by single-query p50.
+
+Beside the advice stands FAISS's fastest twin configuration reaching the recall target (whatever its
+memory: a FAISS refine stage keeps its vectors in RAM, so it is often far above a budget that
+vecstore meets with a mapped fine tier), and its fastest within the budget too when one is given.
 """
 
 from __future__ import annotations
@@ -99,11 +103,13 @@ def reproduce_commands(*, codec: str, rescore: str | None, oversample: float | N
 
 @dataclass
 class Recommendation:
-    """The chosen row (None when nothing fits) and a sentence saying what and why."""
+    """The chosen row (None when nothing fits) and a sentence saying what and why; ``faiss`` holds
+    FAISS's fastest configurations for the same constraints (see :func:`faiss_fastest`)."""
 
     row: dict | None
     message: str
     constraints: dict
+    faiss: dict | None = None
 
     @property
     def found(self) -> bool:
@@ -123,7 +129,7 @@ class Recommendation:
         return {"found": self.found, "message": self.message, "constraints": self.constraints,
                 "config": r.get("config"), "codec": r.get("codec"), "rescore": r.get("rescore"),
                 "oversample": r.get("oversample"), "commands": r.get("commands", []),
-                "row": self.row}
+                "row": self.row, "faiss": self.faiss}
 
 
 def total_resident(row: dict, corpus_rows: int | None = None) -> float:
@@ -140,8 +146,55 @@ def resident_per_vector(row: dict, corpus_rows: int | None = None) -> float:
 
 
 def _summary(row: dict, k: int, corpus_rows: int | None) -> str:
-    return (f"{row['config']} (resident {resident_per_vector(row, corpus_rows):.1f} B/vector, recall@{k} "
+    name = row["factory"] if row.get("system") == "faiss" else row["config"]
+    return (f"{name} (resident {resident_per_vector(row, corpus_rows):.1f} B/vector, recall@{k} "
             f"{row['recall_at_k']:.3f}, {row['qps']:,.0f} QPS, p50 {row['p50_ms']:.2f} ms)")
+
+
+def _fastest(rows: list[dict]) -> dict | None:
+    return max(rows, key=lambda r: (r["qps"], -r["p50_ms"])) if rows else None
+
+
+def _constraints(budget_bytes_per_vector, budget_total, target_recall, corpus_rows):
+    """(fits_memory, fits_recall): the two tests every piece of advice applies to a row."""
+    def fits_memory(r: dict) -> bool:
+        return ((budget_bytes_per_vector is None
+                 or resident_per_vector(r, corpus_rows) <= budget_bytes_per_vector)
+                and (budget_total is None or total_resident(r, corpus_rows) <= budget_total))
+
+    def fits_recall(r: dict) -> bool:
+        return target_recall is None or (r["recall_at_k"] is not None and r["recall_at_k"] >= target_recall)
+
+    return fits_memory, fits_recall
+
+
+def faiss_fastest(rows: list[dict], budget_bytes_per_vector: float | None = None,
+                  budget_total: float | None = None, target_recall: float | None = None, *,
+                  corpus_rows: int | None = None) -> dict | None:
+    """FAISS's answer to the same question, to set beside the advice.
+
+    Returns None without FAISS rows or constraints, else {"at_target": the fastest FAISS row reaching
+    ``target_recall`` whatever its memory (None without a target or when none reaches it),
+    "within_budget": the fastest meeting every constraint (None without a budget), "message"}.
+    """
+    theirs = [r for r in rows if r.get("system") == "faiss" and "error" not in r]
+    has_budget = budget_bytes_per_vector is not None or budget_total is not None
+    if not theirs or (target_recall is None and not has_budget):
+        return None
+    k = theirs[0]["k"]
+    fits_memory, fits_recall = _constraints(budget_bytes_per_vector, budget_total, target_recall, corpus_rows)
+    at_target = _fastest([r for r in theirs if fits_recall(r)]) if target_recall is not None else None
+    within = _fastest([r for r in theirs if fits_memory(r) and fits_recall(r)]) if has_budget else None
+    def say(row: dict | None, none: str) -> str:
+        return _summary(row, k, corpus_rows) if row else none
+
+    if target_recall is None:
+        message = f"FAISS's fastest within the budget: {say(within, 'none of its twins')}"
+    else:
+        message = f"FAISS's fastest reaching recall@{k} >= {target_recall:g}: {say(at_target, 'none of its twins')}"
+        if has_budget and within is not at_target:
+            message += f"; within the budget: {say(within, 'none (its refine stages keep their vectors in RAM)')}"
+    return {"at_target": at_target, "within_budget": within, "message": message}
 
 
 def recommend(rows: list[dict], budget_bytes_per_vector: float | None = None, budget_total: float | None = None,
@@ -174,20 +227,14 @@ def recommend(rows: list[dict], budget_bytes_per_vector: float | None = None, bu
     if target_recall is not None:
         wanted.append(f"recall@{k} >= {target_recall:g}")
     what = " and ".join(wanted) or "no constraint"
-
-    def fits_memory(r: dict) -> bool:
-        return ((budget_bytes_per_vector is None
-                 or resident_per_vector(r, corpus_rows) <= budget_bytes_per_vector)
-                and (budget_total is None or total_resident(r, corpus_rows) <= budget_total))
-
-    def fits_recall(r: dict) -> bool:
-        return target_recall is None or (r["recall_at_k"] is not None and r["recall_at_k"] >= target_recall)
+    fits_memory, fits_recall = _constraints(budget_bytes_per_vector, budget_total, target_recall, corpus_rows)
+    faiss = faiss_fastest(rows, budget_bytes_per_vector, budget_total, target_recall, corpus_rows=corpus_rows)
 
     fitting = [r for r in ours if fits_memory(r) and fits_recall(r)]
     if fitting:
-        best = max(fitting, key=lambda r: (r["qps"], -r["p50_ms"]))
+        best = _fastest(fitting)
         return Recommendation(best, f"fastest configuration with {what}: {_summary(best, k, corpus_rows)}",
-                              constraints)
+                              constraints, faiss)
     in_budget = [r for r in ours if fits_memory(r)]
     reaching = [r for r in ours if fits_recall(r)]
     if not in_budget:
@@ -206,4 +253,4 @@ def recommend(rows: list[dict], budget_bytes_per_vector: float | None = None, bu
                         f"{resident_per_vector(small, corpus_rows):.1f} B/vector")
         else:
             message += "; try larger --oversample values or finer codecs"
-    return Recommendation(None, message, constraints)
+    return Recommendation(None, message, constraints, faiss)

@@ -67,9 +67,9 @@ def format_table(doc: dict) -> str:
         f"queries : {w['queries']}",
         f"truth   : {w['groundtruth']}",
         f"training: {s['train_size']:,} rows (seed {s['seed']}), the same rows for vecstore and FAISS",
-        "memory  : res = bytes/vector kept in RAM (scanned codes + norms + parameters/n; vecstore's rescoring "
-        "tier stays mapped, FAISS keeps its refine vectors in RAM); disk = file bytes/vector (a vecstore file "
-        "always holds the raw float32 tier)",
+        f"memory  : res = bytes/vector kept in RAM (scanned codes + norms + parameters / {w['input_rows']:,} input "
+        "rows, as the recommendation counts them; vecstore's rescoring tier stays mapped, FAISS keeps its refine "
+        "vectors in RAM); disk = file bytes/vector (a vecstore file always holds the raw float32 tier)",
         "",
     ]
     extra = k not in (1, 10, 100)
@@ -103,6 +103,8 @@ def format_table(doc: dict) -> str:
     lines.append(f"R@n = recall@n against the exact top n (strict, by id); the JSON also has a tie-tolerant "
                  f"recall@{k}. Ratios: FAISS's resident bytes over ours (higher is better for vecstore), "
                  "vecstore's QPS over FAISS's, vecstore's p50 over FAISS's (lower is better for vecstore).")
+    for skip in doc.get("skipped", []):
+        lines.append(f"skipped {skip['codec']}: {skip['reason']}")
     lines.append(f"total {doc['total_s']:.0f} s (base store {doc['base_build_s']:.1f} s, ground truth "
                  f"{doc['groundtruth_s']:.1f} s)")
     rec = doc.get("recommendation")
@@ -117,6 +119,8 @@ def format_recommendation(rec: dict) -> str:
         lines.append(f"  codec {rec['codec']}" + (f", rescore from {rec['rescore']} with oversample "
                                                   f"{rec['oversample']:g}" if rec["rescore"] else ""))
         lines += [f"  $ {c}" for c in rec["commands"]]
+    if rec.get("faiss"):
+        lines.append(f"beside it, {rec['faiss']['message']}")
     return "\n".join(lines)
 
 

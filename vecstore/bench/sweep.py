@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, VecstoreError
 from . import configs as cfgs
 from .inputs import Workload, load_workload
 from .measure import System, measure
@@ -60,6 +60,10 @@ class SweepOptions:
     progress: bool = True
 
 
+class CannotRun(Exception):
+    """A codec of the sweep cannot run on this input: it is skipped and reported, not fatal."""
+
+
 def _positive(value, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
@@ -82,14 +86,19 @@ def run_sweep(opts: SweepOptions) -> dict:
     workload = load_workload(opts.input_path, queries=opts.queries, holdout=opts.holdout,
                              ground_truth=opts.ground_truth, n=opts.n, metric=opts.metric, seed=opts.seed)
     codecs = cfgs.parse_codec_list(opts.codecs, workload.dim)
-    plan = cfgs.configurations(codecs, rescore, oversamples, workload.dim)
     train_size = min(opts.train_size, workload.nb)
+    skipped = []
     for codec in codecs:
         need = cfgs.min_training_rows(codec)
         if train_size < need:
-            raise InvalidInputError(f"codec {codec} needs at least {need} training vectors, but only {train_size} "
-                                    f"are available (database {workload.nb} rows, --train-size "
-                                    f"{opts.train_size}): use more rows or a smaller codec")
+            skipped.append({"codec": codec, "reason": f"needs at least {need} training vectors, but only "
+                            f"{train_size} are available (database {workload.nb} rows, --train-size "
+                            f"{opts.train_size})"})
+    codecs = [c for c in codecs if c not in {s["codec"] for s in skipped}]
+    if not codecs:
+        raise InvalidInputError("no codec can run on this input: " + "; ".join(
+            f"codec {s['codec']} {s['reason']}" for s in skipped) + ": use more rows or a smaller codec")
+    plan = cfgs.configurations(codecs, rescore, oversamples, workload.dim)
     if opts.k > workload.nb:
         raise InvalidInputError(f"--k {opts.k} is more than the {workload.nb} database vectors")
 
@@ -107,7 +116,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     threads = faiss_twins.set_threads(opts.threads)
     tmp = tempfile.mkdtemp(prefix="vecstore-bench-", dir=opts.workdir)
     try:
-        return _run(opts, workload, codecs, plan, rescore, oversamples, train_size, threads, tmp)
+        return _run(opts, workload, codecs, plan, rescore, oversamples, train_size, threads, tmp, skipped)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         numba.set_num_threads(before[0])
@@ -122,7 +131,7 @@ def run_sweep(opts: SweepOptions) -> dict:
 
 
 def _run(opts: SweepOptions, workload: Workload, codecs: list[str], plan: dict, rescore: tuple,
-         oversamples: tuple, train_size: int, threads: int, tmp: str) -> dict:
+         oversamples: tuple, train_size: int, threads: int, tmp: str, skipped: list[dict]) -> dict:
     from tqdm import tqdm
 
     import vecstore
@@ -134,6 +143,8 @@ def _run(opts: SweepOptions, workload: Workload, codecs: list[str], plan: dict, 
     metric, k, nb = workload.metric, opts.k, workload.nb
     _log(f"bench: {workload.name}: {nb} x {workload.dim}, metric {metric}, {workload.nq} queries "
          f"({workload.queries_from}); {threads} threads; temporary stores in {tmp}")
+    for skip in skipped:
+        _log(f"skipped {skip['codec']}: {skip['reason']}")
     base = os.path.join(tmp, "base.vs")
     t0 = time.perf_counter()
     vecstore.build(base, workload.database, metric=metric, progress=opts.progress).close()
@@ -157,10 +168,18 @@ def _run(opts: SweepOptions, workload: Workload, codecs: list[str], plan: dict, 
         with tqdm(total=total, desc="bench", unit="config", file=sys.stderr, dynamic_ncols=True,
                   disable=not opts.progress) as bar:
             for i, codec in enumerate(codecs):
-                rows += _run_codec(codec, plan[codec], i, opts, workload, base, base_store, base_build_s,
-                                   raw, sample, xq, xq_f, judge, threads, train_size, tmp, bar)
+                try:
+                    rows += _run_codec(codec, plan[codec], i, opts, workload, base, base_store, base_build_s,
+                                       raw, sample, xq, xq_f, judge, threads, train_size, tmp, bar)
+                except CannotRun as exc:
+                    skipped.append({"codec": codec, "reason": str(exc)})
+                    _log(f"skipped {codec}: {exc}")
+                    bar.update(len(plan[codec]))
     finally:
         base_store.close()
+    if not rows:
+        raise InvalidInputError("no codec could run on this input: " + "; ".join(
+            f"{s['codec']}: {s['reason']}" for s in skipped))
     settings = {"k": k, "batch_queries": workload.nq, "single_queries": min(opts.single, workload.nq),
                 "repeats": opts.repeats, "warmup": 1, "train_size": train_size, "seed": opts.seed,
                 "codecs": codecs, "rescore": list(rescore), "oversample": list(oversamples),
@@ -169,7 +188,7 @@ def _run(opts: SweepOptions, workload: Workload, codecs: list[str], plan: dict, 
                          "rescoring tiers stay memory-mapped (page cache)"}
     return {"tool": "vecstore bench", "options": asdict(opts), "workload": workload.describe(),
             "machine": metrics.machine(), "settings": settings, "base_build_s": base_build_s,
-            "groundtruth_s": gt_s, "rows": rows, "total_s": time.perf_counter() - t_start,
+            "groundtruth_s": gt_s, "rows": rows, "skipped": skipped, "total_s": time.perf_counter() - t_start,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -188,7 +207,10 @@ def _run_codec(codec, configs, index_no, opts, workload, base, base_store, base_
         pipeline = vecstore.get_codec(codec, workload.dim)
         tier = str(pipeline)
         t0 = time.perf_counter()
-        pipeline.fit(sample, seed=opts.seed)                       # what `vecstore compress` trains
+        try:
+            pipeline.fit(sample, seed=opts.seed)                   # what `vecstore compress` trains
+        except VecstoreError as exc:                               # e.g. too few rows for this codec
+            raise CannotRun(f"training failed: {exc}") from None
         train_s = time.perf_counter() - t0
         path = os.path.join(tmp, f"tier{index_no}.vs")
         _link_or_copy(base, path)                                  # compress replaces the link, not base
@@ -227,11 +249,14 @@ def _run_codec(codec, configs, index_no, opts, workload, base, base_store, base_
             common = {"config": cfg.label, "codec": codec, "rescore": cfg.rescore, "oversample": cfg.oversample,
                       "n": nb, "corpus_rows": workload.input_rows, "k": opts.k, "threads": threads}
             ours_code = t.bytes_per_vector
+            # parameters spread over the input's rows, as the advice counts them (recommend.py): the
+            # store a user builds holds them all, not only the database rows measured here
+            corpus = workload.input_rows
             ours = {"system": "vecstore", **common, "tier": tier, "twin": cfg.twin_label(),
                     "code_bytes_per_vector": t.codec.code_size if codec != cfgs.RAW else 4 * workload.dim,
                     "resident_code_bytes_per_vector": ours_code, "param_bytes": t.param_bytes,
-                    "resident_bytes_per_vector": ours_code + t.param_bytes / nb,
-                    "resident_bytes_total": ours_code * nb + t.param_bytes,
+                    "resident_bytes_per_vector": ours_code + t.param_bytes / corpus,
+                    "resident_bytes_total": ours_code * corpus + t.param_bytes,
                     "disk_bytes_per_vector": os.path.getsize(path) / nb,
                     "train_s": train_s, "build_s": build_s + (f16_build_s if cfg.rescore == "float16" else 0.0),
                     **figures["vecstore"]}
@@ -239,9 +264,9 @@ def _run_codec(codec, configs, index_no, opts, workload, base, base_store, base_
             theirs = {"system": "faiss", **common, "factory": cfg.twin_label(),
                       "code_bytes_per_vector": twin["code_size"],
                       "resident_code_bytes_per_vector": theirs_code, "param_bytes": twin["param_bytes"],
-                      "resident_bytes_per_vector": theirs_code + twin["param_bytes"] / nb,
-                      "resident_bytes_total": theirs_code * nb + twin["param_bytes"],
-                      "disk_bytes_per_vector": theirs_code + twin["param_bytes"] / nb,
+                      "resident_bytes_per_vector": theirs_code + twin["param_bytes"] / corpus,
+                      "resident_bytes_total": theirs_code * corpus + twin["param_bytes"],
+                      "disk_bytes_per_vector": theirs_code + twin["param_bytes"] / corpus,
                       "train_s": twin["train_s"], "build_s": twin["add_s"] + (refine["add_s"] if refine else 0.0),
                       **figures["faiss"]}
             ours["vs_faiss"] = _ratios(ours, theirs)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import click
 import numpy as np
 
 from vecstore.errors import InvalidInputError
-
 
 
 def human_bytes(n: float) -> str:
@@ -37,21 +37,50 @@ def progress_option(quiet: bool) -> bool | None:
     return False if quiet else None
 
 
-def echo_results(distances: np.ndarray, ids: np.ndarray, keys: list, metric: str) -> None:
-    """Ranked results of each query as text: rank, id, score (distance for l2), key. Padding (id -1,
-    when k exceeds the documents) is left out."""
+def stored_metadata(store, ids: np.ndarray) -> list | None:
+    """The metadata of each result id (nq lists of k), or None when the store has no metadata
+    (neither its main file nor a segment)."""
+    metadata = store.metadata(ids)
+    if any(m is not None for row in metadata for m in row) or store.info()["has_metadata"]:
+        return metadata
+    return None
+
+
+def echo_results(distances: np.ndarray, ids: np.ndarray, keys: list, metric: str, metadata: list | None = None,
+                 skipped=()) -> None:
+    """Ranked results of each query as text: rank, id, score (distance for l2), key, and the stored
+    metadata as compact JSON when the store has metadata. Padding (id -1, when k exceeds the
+    documents) is left out; a query in ``skipped`` (a text without a known word) says so."""
     label = "distance" if metric == "l2" else "score"
     for q in range(ids.shape[0]):
         click.echo(f"query {q}")
-        click.echo(f"  {'rank':>4}  {'id':>10}  {label:>10}  key")
-        for r in range(ids.shape[1]):
-            if ids[q, r] < 0:
-                break
-            key = keys[q][r] if keys[q][r] is not None else ""
-            click.echo(f"  {r + 1:>4}  {ids[q, r]:>10}  {distances[q, r]:>10.4f}  {key}")
+        if q in skipped:
+            click.echo("  (no known word: skipped)")
+            continue
+        shown = [keys[q][r] or "" for r in range(ids.shape[1]) if ids[q, r] >= 0]
+        width = max([3] + [len(key) for key in shown]) if metadata is not None else 0
+        click.echo(f"  {'rank':>4}  {'id':>10}  {label:>10}  {'key':<{width}}"
+                   + ("  metadata" if metadata is not None else ""))
+        for r, key in enumerate(shown):
+            line = f"  {r + 1:>4}  {ids[q, r]:>10}  {distances[q, r]:>10.4f}  {key:<{width}}"
+            if metadata is not None and metadata[q][r] is not None:
+                line += f"  {json.dumps(metadata[q][r], ensure_ascii=False, separators=(',', ':'))}"
+            click.echo(line.rstrip())
 
 
-def results_json(distances: np.ndarray, ids: np.ndarray, keys: list) -> list[dict]:
-    """Ranked results of each query as JSON-safe dicts (infinite padding distances become null)."""
-    return [{"query": q, "ids": ids[q].tolist(), "distances": [json_number(x) for x in distances[q]],
-             "keys": keys[q]} for q in range(ids.shape[0])]
+def results_json(distances: np.ndarray, ids: np.ndarray, keys: list, metadata: list | None = None) -> list[dict]:
+    """Ranked results of each query as JSON-safe dicts (infinite padding values become null).
+
+    ``scores`` are the values the text output prints: similarities for ip/cosine (higher is better),
+    squared L2 distances for l2 (lower is better). ``distances`` holds the same numbers under the
+    library's name (``SearchResult.distances``) and is kept so that scripts written for it still work.
+    ``metadata`` (one object or null per hit) is there when the store has metadata.
+    """
+    out = []
+    for q in range(ids.shape[0]):
+        values = [json_number(x) for x in distances[q]]
+        entry = {"query": q, "ids": ids[q].tolist(), "scores": values, "distances": values, "keys": keys[q]}
+        if metadata is not None:
+            entry["metadata"] = metadata[q]
+        out.append(entry)
+    return out

@@ -6,15 +6,36 @@ import json
 import time
 
 import click
+import numpy as np
 
 import vecstore
 from vecstore.errors import InvalidInputError
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import echo_results, human_bytes, parse_vector, progress_option, results_json
+from .options import echo_results, human_bytes, parse_vector, progress_option, results_json, stored_metadata
 
 TRAIN_SIZE = vecstore.compress.__kwdefaults__["train_size"]
+
+
+HINT_ROWS = 4096
+
+
+def metric_hint(source) -> str | None:
+    """One line saying why the default metric (ip) may not be meant, from the first rows of
+    ``source``: rows of unit length (cosine likely) or integer values (counts, ids, one-hot codes)."""
+    rows = np.asarray(source.reader(0, min(HINT_ROWS, source.shape[0])), dtype=np.float64)
+    if rows.size == 0 or not np.isfinite(rows).all():
+        return None  # build refuses non-finite rows with its own message
+    if np.array_equal(rows, np.round(rows)):
+        return ("the vectors hold only integer values (counts? ids?); metric ip ranks them by raw dot "
+                "products: pass --metric l2 or --metric cosine if you meant a distance or an angle")
+    norms = np.linalg.norm(rows, axis=1)
+    if np.abs(norms - 1.0).max() < 1e-3:
+        return ("the vectors look unit-normalised, so cosine is likely meant: metric ip ranks these rows as "
+                "cosine would, but does not normalise queries or appended vectors; pass --metric cosine "
+                "to store the metric")
+    return None
 
 
 @cli.command()
@@ -34,12 +55,20 @@ def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, 
           quiet) -> None:
     """Build STORE from INPUT (.npy, .fvecs, FILE.h5:/DATASET or an ann-benchmarks .hdf5)."""
     t0 = time.perf_counter()
+    chosen = ""
+    if metric is None:
+        source = open_vectors(input_path)
+        chosen = (" (the input file's distance; no --metric given)" if source.metric_hint
+                  else " (the default: no --metric given)")
+        hint = None if source.metric_hint else metric_hint(source)
+        if hint:
+            click.echo(f"warning: {hint}", err=True)
     params = vecstore.load_model_params(model_params_path) if model_params_path else None
     store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path, metadata=metadata_path,
                            model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet))
     with store:
         info = store.info()
-    click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}, "
+    click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}{chosen}, "
                f"{human_bytes(info['file_bytes'])} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -88,7 +117,12 @@ def info(store_path, as_json, untrusted) -> None:
 @click.argument("store_path", metavar="STORE")
 @click.argument("queries_path", metavar="[QUERIES]", required=False)
 @click.option("--vector", "vector_text", default=None, help="One query as comma-separated numbers.")
-@click.option("--text", "query_text", default=None, help="One query as text, encoded by the store's text encoder.")
+@click.option("--text", "query_texts", multiple=True,
+              help="A query as text, encoded by the store's text encoder; repeat for several queries.")
+@click.option("--encoder", "encoder_name", default=None, metavar="NAME",
+              help="With --text: the stored encoder to use (default: the only one).")
+@click.option("--on-empty", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="With --text: a text without a known word fails the command, or gets no results.")
 @click.option("-k", "--k", "k", default=10, show_default=True, type=int, help="Results per query.")
 @click.option("--tier", default=None,
               help="Tier to scan. Default: the store's calibrated two-stage plan (see `info`), else raw.")
@@ -99,38 +133,56 @@ def info(store_path, as_json, untrusted) -> None:
 @click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
               help="The model that made the queries: refused if the store's vectors come from another.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, oversample, limit,
-           model_spec, as_json) -> None:
-    """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set) or --vector."""
-    if sum(x is not None for x in (queries_path, vector_text, query_text)) != 1:
+def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_empty, k, tier, rescore,
+           oversample, limit, model_spec, as_json) -> None:
+    """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set),
+    --vector or --text."""
+    texts = list(query_texts) or None
+    if sum(x is not None for x in (queries_path, vector_text, texts)) != 1:
         raise click.UsageError("give exactly one of a QUERIES file, --vector or --text")
+    if texts is None and (encoder_name is not None or on_empty != "error"):
+        raise click.UsageError("--encoder and --on-empty apply to --text queries only")
     unknown = None
-    if query_text is not None:
-        with vecstore.open(store_path) as store:
-            queries, unknown = store.encoder().encode([query_text])
-        if unknown[0]:
-            click.echo(f"skipped unknown words: {', '.join(unknown[0])}", err=True)
-    elif vector_text is not None:
-        queries = parse_vector(vector_text)
-    else:
-        source = open_vectors(queries_path, prefer="test")
-        queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
     with vecstore.open(store_path) as store:
         tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
-        distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
-                                      model=model_spec)
+        if texts is not None:
+            distances, ids, unknown = store.search_text(
+                texts[:limit], k, encoder=encoder_name, model=model_spec, on_empty=on_empty, tier=tier,
+                rescore=rescore, oversample=oversample)
+        else:
+            if vector_text is not None:
+                queries = parse_vector(vector_text)
+            else:
+                source = open_vectors(queries_path, prefer="test")
+                queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
+            distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
+                                          model=model_spec)
         keys = store.keys(ids)
+        metadata = stored_metadata(store, ids)
         metric = store.metric
+    skipped = set()
+    if unknown is not None:
+        skipped = {q for q in range(ids.shape[0]) if (ids[q] < 0).all()}
+        for q, words in enumerate(unknown):
+            where = f"text {q}: " if len(unknown) > 1 else ""
+            if q in skipped:
+                click.echo(f"{where}no known word, no results (--on-empty skip)", err=True)
+            elif words:
+                click.echo(f"{where}skipped unknown words: {', '.join(words)}", err=True)
     if as_json:
-        doc = {"k": k, "metric": metric, "tier": tier, "rescore": rescore, "oversample": oversample,
-               "results": results_json(distances, ids, keys)}
+        results = results_json(distances, ids, keys, metadata)
         if unknown is not None:
-            doc["unknown_words"] = unknown[0]
+            for q, entry in enumerate(results):
+                entry.update(text=texts[q], unknown_words=unknown[q], skipped=q in skipped)
+        doc = {"k": k, "metric": metric, "tier": tier, "rescore": rescore, "oversample": oversample,
+               "results": results}
+        if unknown is not None and len(unknown) == 1:
+            doc["unknown_words"] = unknown[0]  # kept for scripts written for one --text; see results[0]
         click.echo(json.dumps(doc))
         return
     plan = f"tier {tier}" + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else "")
     click.echo(f"# {plan}")
-    echo_results(distances, ids, keys, metric)
+    echo_results(distances, ids, keys, metric, metadata, skipped=skipped)
 
 
 @cli.command()

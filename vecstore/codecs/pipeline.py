@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..errors import FormatError, InvalidInputError
@@ -86,10 +88,27 @@ class Pipeline(Codec):
 
     # -- the transform --------------------------------------------------------------------------
 
-    def fit(self, sample: np.ndarray, *, seed: int = 0) -> Pipeline:
+    def fit(self, sample: np.ndarray, *, seed: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> Pipeline:
+        """Fit the stages in order, each on the previous one's output.
+
+        ``progress(done, total)``, if given, is called as training advances: a stage with
+        ``fit_steps`` (a product quantizer: one step per sub-quantizer) reports each step, any
+        other stage counts as one step when it is fitted.
+        """
         x = np.asarray(sample, dtype=np.float32)
-        for stage in self.stages:
-            stage.fit(x, seed=seed)
+        steps = [getattr(stage, "fit_steps", 1) for stage in self.stages]
+        total, done = sum(steps), 0
+        if progress is not None:
+            progress(0, total)
+        for stage, n in zip(self.stages, steps):
+            if progress is not None and hasattr(stage, "fit_steps"):
+                stage.fit(x, seed=seed, progress=lambda d, _n, before=done: progress(before + d, total))
+            else:
+                stage.fit(x, seed=seed)
+            done += n
+            if progress is not None:
+                progress(done, total)
             if stage is not self.terminal:
                 x = stage.encode(x)
         return self

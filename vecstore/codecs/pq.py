@@ -11,7 +11,8 @@ fit: faiss k-means per sub-space (25 iterations, the given seed).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numba
 import numpy as np
@@ -87,7 +88,15 @@ class PQ(Codec):
     def expected_param_shapes(self):
         return {"codebooks": ((self.m, self.ksub, self.dsub), np.dtype("<f4"))}
 
-    def fit(self, sample: np.ndarray, *, seed: int = 0) -> PQ:
+    @property
+    def fit_steps(self) -> int:
+        """Steps :meth:`fit` reports to its ``progress`` callback: one k-means per sub-quantizer."""
+        return self.m
+
+    def fit(self, sample: np.ndarray, *, seed: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> PQ:
+        """Train the m codebooks; ``progress(done, m)``, if given, is called on the calling thread
+        each time a sub-quantizer's k-means finishes."""
         import faiss
 
         if sample.shape[0] < self.ksub:
@@ -108,7 +117,10 @@ class PQ(Codec):
             books[j] = km.centroids
 
         with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
-            list(pool.map(train, range(self.m)))
+            for done, future in enumerate(as_completed([pool.submit(train, j) for j in range(self.m)]), 1):
+                future.result()
+                if progress is not None:
+                    progress(done, self.m)
         self.codebooks_ = books
         return self
 

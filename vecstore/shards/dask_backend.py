@@ -105,8 +105,20 @@ def _probe(address: str, timeout: float) -> None:
         pool.submit(asyncio.run, probe()).result()
 
 
+def require_distributed() -> None:
+    """Dask is an extra (``pip install 'vecstore[dask]'``): say so, instead of an ImportError."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise ClusterUnavailableError(
+            f"a Dask cluster was requested but Dask is not installed ({exc}): pip install 'vecstore[dask]' "
+            "(or search the shards in this process: no client/--scheduler)"
+        ) from None
+
+
 def get_client(client, timeout: float):
     """(client, owned): a given Client as is, or a new one connected to an address within ``timeout``."""
+    require_distributed()
     if not isinstance(client, (str, os.PathLike)):
         return client, False
     from distributed import Client
@@ -304,11 +316,10 @@ def build_on_cluster(client, input_path: str, jobs: list, metric: str, tiers: li
                      seed: int, target: float, show: bool, timeout: float) -> dict:
     """Build each job (start, stop, path, keys) as a Dask task, then calibrate shard 0 as one more.
     The learned parameters are scattered to the workers once."""
-    from distributed import as_completed
     from tqdm import tqdm
 
-
     client, owned = get_client(client, timeout)
+    from distributed import as_completed
     futures = []
     try:
         [shared] = client.scatter([tiers], broadcast=True, hash=False)

@@ -158,9 +158,8 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
         else:
             if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
                 raise InvalidInputError(f"train_size must be a positive integer, got {train_size!r}")
-            with tqdm(total=1, desc=f"train {codec_string(pipeline)}", disable=not show) as bar:
-                pipeline.fit(sample_rows(store, train_size, seed), seed=seed)
-                bar.update(1)
+            with tqdm(total=1, desc=f"train {codec_string(pipeline)}", unit="step", disable=not show) as bar:
+                pipeline.fit(sample_rows(store, train_size, seed), seed=seed, progress=_advance(bar))
         plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration)
                  for t in store.tiers.values() if t.name != name]
         raw = store.tier(fmt.RAW_TIER).codes
@@ -175,14 +174,23 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
             # a small tier (a coarse one): encode it in RAM, measure its default oversampling on the
             # store itself, then write it with that record
             tier = _encode_in_memory(store, name, pipeline, source, show)
-            with tqdm(total=1, desc=f"calibrate {name}", disable=not show) as bar:
+            with tqdm(total=1, desc=f"calibrate {name}", unit="step", disable=not show) as bar:
                 new.calibration = run_calibration(tier, store.tier(fmt.RAW_TIER), store.tier(fmt.RAW_TIER),
-                                                  seed=seed, target=target_recall)
-                bar.update(1)
+                                                  seed=seed, target=target_recall, progress=_advance(bar))
             new.copy_from = (tier.codes, tier.sqnorms)
         plans.append(new)
         write_store(path, _contents_of(store), plans, source, progress=show, description=f"write {name}")
     return Store(path)
+
+
+def _advance(bar):
+    """A ``progress(done, total)`` callback that moves a tqdm bar (codecs and calibration report
+    steps through it and never see the bar)."""
+    def advance(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+    return advance
 
 
 @contextlib.contextmanager

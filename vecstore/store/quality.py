@@ -17,6 +17,8 @@ with the exact answer taken from the raw tier.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -32,11 +34,21 @@ K = 10
 
 
 def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
-              queries: int = CALIBRATION_QUERIES, target: float = TARGET_RECALL) -> dict:
+              queries: int = CALIBRATION_QUERIES, target: float = TARGET_RECALL,
+              progress: Callable[[int, int], None] | None = None) -> dict:
     """Measure recall@10 of (scan ``coarse``, rescore from ``fine``) for growing oversampling.
 
-    Returns the JSON-safe record stored as the tier's ``calibration`` attribute.
+    Returns the JSON-safe record stored as the tier's ``calibration`` attribute. ``progress(done,
+    total)``, if given, is called after the exact answer and after each oversampling tried (total:
+    one plus every factor of OVERSAMPLES; the last call says done == total, also when it stops early).
     """
+    total = 1 + len(OVERSAMPLES)
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    step(0)
     count = raw.count
     rng = np.random.default_rng(seed)
     own = np.sort(rng.choice(count, size=min(queries, count), replace=False))
@@ -44,20 +56,23 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     k = min(K, count - 1)
     _, truth = raw.scan(xq, k + 1)
     truth = without(truth, own)[:, :k]
+    step(1)
     recalls = {}
     chosen = None
-    for factor in OVERSAMPLES:
+    for done, factor in enumerate(OVERSAMPLES, 2):
         width = min(count - 1, k * factor)
         _, cand = coarse.scan(xq, width + 1, candidates=True)
         cand = np.ascontiguousarray(without(cand, own)[:, :width])
         _, found = fine.rescore(xq, cand, k)
         recall = float(recall_at_k(found, truth, k).mean())
         recalls[str(factor)] = round(recall, 4)
+        step(done)
         if recall >= target:
             chosen = factor
             break
         if width >= count - 1:
             break
+    step(total)
     best = max(recalls, key=lambda f: recalls[f])
     return {
         "method": "leave-one-out recall@10 on stored documents, exact truth from the raw tier",

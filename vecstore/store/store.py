@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import ClosedStoreError, FormatError, InvalidInputError, ReadOnlyStoreError
 from ..format import schema as fmt
 from ..plan import Plan
-from ..query import SearchResult, TextSearchResult, check_k, drop_ids, merge_results, prepare_queries
+from ..query import (SearchResult, TextSearchResult, check_k, drop_ids, empty_result, merge_results,
+                     prepare_queries)
 from . import lifecycle
 from .closing import ClosesOnExit
 from .file import StoreFile, metadata_object, process_memory
@@ -24,6 +25,8 @@ from .provenance import check_encoder, check_model
 from .view import View, open_view, signature
 
 MODES = ("r", "a")
+#: what Store.search_text does with a text without a known word
+ON_EMPTY = ("error", "skip")
 
 
 class Store(ClosesOnExit):
@@ -182,13 +185,22 @@ class Store(ClosesOnExit):
         return merge_results(results, k, base.metric)
 
     def search_text(self, texts, k: int = 10, *, encoder: str | None = None, model: str | None = None,
-                    **options) -> TextSearchResult:
+                    on_empty: str = "error", **options) -> TextSearchResult:
         """Search with text: encode ``texts`` (a string or a list) with a stored encoder, then search.
 
-        Unknown words are skipped and returned per text in ``unknown_words``; a text with no known
-        word is an error. ``options`` are those of :meth:`search` (tier, rescore, oversample). An
-        encoder that is not the model the store's vectors came from is refused.
+        Unknown words are skipped and returned per text in ``unknown_words``. ``options`` are those
+        of :meth:`search` (tier, rescore, oversample). An encoder that is not the model the store's
+        vectors came from is refused.
+
+        on_empty : "error" (default) or "skip"
+            What to do with a text that has no known word (empty, punctuation only, only unknown
+            words, or known words that sum to the zero vector). "error" raises InvalidInputError
+            naming the text (the first one, by position); "skip" searches the other texts and gives
+            that text a row of padding (ids -1, distances -inf, +inf for l2), its words still listed
+            in ``unknown_words``.
         """
+        if on_empty not in ON_EMPTY:
+            raise InvalidInputError(f"on_empty must be one of {', '.join(map(repr, ON_EMPTY))}, got {on_empty!r}")
         view = self._now()  # one version throughout: the encoder check and the search
         enc = view.base.encoder(encoder)
         name = encoder or view.base.encoder_names[0]
@@ -198,11 +210,31 @@ class Store(ClosesOnExit):
         if enc.dim != view.base.dim:
             raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {view.base.dim}")
         batch = [texts] if isinstance(texts, str) else list(texts)
-        vectors, unknown = enc.encode(batch)
-        distances, ids = self._search_in(view, vectors, k, options.pop("tier", None), options.pop("rescore", None),
-                                         options.pop("oversample", None), model)
+        tier, rescore, oversample = (options.pop(o, None) for o in ("tier", "rescore", "oversample"))
         if options:
-            raise TypeError(f"search() got an unexpected keyword argument {sorted(options)[0]!r}")
+            raise TypeError(f"search_text() got an unexpected keyword argument {sorted(options)[0]!r}")
+        if on_empty == "error":
+            try:
+                vectors, unknown = enc.encode(batch)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{exc}, or pass on_empty='skip' (CLI: --on-empty skip) to search "
+                                        "the other texts") from None
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model)
+            return TextSearchResult(distances, ids, unknown)
+        vectors, unknown = enc.encode(batch, on_empty="zero")
+        live = np.flatnonzero(vectors.any(axis=1))
+        if live.shape[0] == len(batch):
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model)
+            return TextSearchResult(distances, ids, unknown)
+        check_k(k, view.count)
+        distances, ids = empty_result(len(batch), k, view.base.metric)
+        if live.shape[0]:
+            found = self._search_in(view, vectors[live], k, tier, rescore, oversample, model)
+            distances[live], ids[live] = found.distances, found.ids
+        else:  # nothing to search, but the options and the model are still checked
+            view.resolve(tier, rescore, oversample)
+            if model is not None:
+                check_model(view.base.model, model, "queries")
         return TextSearchResult(distances, ids, unknown)
 
     def encoder(self, name: str | None = None):
