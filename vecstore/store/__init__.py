@@ -6,6 +6,7 @@
 - store.py      Store, what users hold: search, text search, documents, memory, reload
 - build.py      build, build_text, compress, add_encoder (a new file, renamed over the old)
 - lifecycle.py  append, delete, compact (new files only, one atomic publish)
+- filtering.py  where= / allow= as row masks per part, filtered search, the fields a write carries
 - quality.py    calibration, recall self-check, drift check (the store measures itself)
 - deploy.py     swap: re-deploy a new version with a rollback
 - provenance.py which model produced the vectors
@@ -13,9 +14,10 @@
 
 from .build import add_encoder, build, build_text, compress
 from .deploy import swap
+from .filtering import add_fields
 from .lifecycle import append, compact, delete
 from .quality import check_drift, self_check
 from .store import Store, open
 
-__all__ = ["Store", "add_encoder", "append", "build", "build_text", "check_drift", "compact", "compress",
+__all__ = ["Store", "add_encoder", "add_fields", "append", "build", "build_text", "check_drift", "compact", "compress",
            "delete", "open", "self_check", "swap"]

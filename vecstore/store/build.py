@@ -22,6 +22,7 @@ from ..ingest import as_ids, open_vectors, prepared_chunks, read_keys, read_meta
 from ..kernels.flat import sqnorms_f32
 from ..progress import progress_enabled
 from .file import StoreFile
+from .filtering import build_fields, field_contents
 from .lifecycle import compact_locked
 from .provenance import model_record
 from .quality import TARGET_RECALL
@@ -41,7 +42,7 @@ def _check_metric(metric: str) -> str:
 
 def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=None, keys=None,
           metadata=None, model: str | dict | None = None, model_params=None, encoders: dict | None = None,
-          overwrite: bool = False, progress: bool | None = None) -> Store:
+          overwrite: bool = False, progress: bool | None = None, fields=None) -> Store:
     """Write a new store holding ``vectors`` as its raw float32 tier, and open it.
 
     Parameters
@@ -60,6 +61,9 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
         without them, a single stored encoder is the fingerprint.
     encoders : name -> text encoder (vecstore.encoders) stored with the vectors, for search_text.
     overwrite : replace an existing file at ``path``.
+    fields : names of metadata keys to make filterable (``search(..., where=...)``), or "a,b,c";
+        stored as typed columns (int, float, bool, string, tags: a list of strings), the type
+        inferred from the values. Needs ``metadata``.
     """
     path = os.fspath(path)
     source = open_vectors(vectors)
@@ -79,6 +83,7 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
     contents = StoreContents(dim=dim, count=n, metric=metric, ids=as_ids(ids, n),
                              keys=read_keys(keys, n) if keys is not None else None,
                              metadata=read_metadata(metadata, n), model=record, encoders=encoders)
+    contents.fields = build_fields(fields, contents.metadata, contents.ids)
     raw = TierPlan(fmt.RAW_TIER, get_codec("float32", dim))
     write_store(path, contents, [raw], prepared_chunks(source, metric),
                 progress=progress_enabled(progress), description=f"build {os.path.basename(path)}")
@@ -200,7 +205,8 @@ def _contents_of(store: StoreFile, **changes) -> StoreContents:
     contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
                              keys=_all_strings(store.keys_column, store.count),
                              metadata=_all_strings(store.metadata_column, store.count), model=store.model,
-                             encoders={name: store.encoder(name) for name in store.encoder_names})
+                             encoders={name: store.encoder(name) for name in store.encoder_names},
+                             fields=field_contents(store.field_columns()) or None)
     for key, value in changes.items():
         setattr(contents, key, value)
     return contents

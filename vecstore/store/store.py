@@ -20,6 +20,7 @@ from ..query import SearchResult, TextSearchResult, check_k, drop_ids, merge_res
 from . import lifecycle
 from .closing import ClosesOnExit
 from .file import StoreFile, metadata_object, process_memory
+from .filtering import part_masks, search_masked
 from .provenance import check_encoder, check_model
 from .view import View, open_view, signature
 
@@ -95,6 +96,7 @@ class Store(ClosesOnExit):
     written_by = property(lambda self: self._base.written_by)
     tiers = property(lambda self: self._base.tiers)
     encoder_names = property(lambda self: self._base.encoder_names)
+    fields = property(lambda self: self._base.field_types, doc="filterable field -> type (see docs/filters.md)")
 
     @property
     def count(self) -> int:
@@ -140,7 +142,8 @@ class Store(ClosesOnExit):
     # -- search -------------------------------------------------------------------------------
 
     def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
-               oversample: float | None = None, model: str | None = None) -> SearchResult:
+               oversample: float | None = None, model: str | None = None, where: str | None = None,
+               allow=None) -> SearchResult:
         """The k nearest live documents to each query.
 
         Parameters
@@ -161,15 +164,24 @@ class Store(ClosesOnExit):
         model : str, optional
             ``"name@version"`` of the model that made the queries: refused (ModelMismatchError) when
             the store's vectors come from another model or version.
+        where : str, optional
+            A filter on the store's filterable fields (docs/filters.md), e.g.
+            ``"lang = 'en' and year >= 2020"``: only documents satisfying it are returned.
+        allow : array-like, optional
+            Allowed document ids, or a boolean mask over ``store.ids`` (one entry per live document);
+            combined with ``where`` by "and". Ids not in the store are ignored.
 
         Returns
         -------
         SearchResult
-            ``(distances, ids)``, each (nq, k), best first. Deleted documents never appear.
+            ``(distances, ids)``, each (nq, k), best first. Deleted documents never appear. With
+            ``where`` or ``allow``, a :class:`~vecstore.query.FilteredSearchResult` that also says
+            the strategy each part was searched with; fewer matching documents than k are padded.
         """
-        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model)
+        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model, where, allow)
 
-    def _search_in(self, view: View, queries, k, tier, rescore, oversample, model) -> SearchResult:
+    def _search_in(self, view: View, queries, k, tier, rescore, oversample, model, where=None,
+                   allow=None) -> SearchResult:
         """:meth:`search` on one given view (so a caller that read the view can stay on it)."""
         base = view.base
         if model is not None:
@@ -177,6 +189,8 @@ class Store(ClosesOnExit):
         plan = resolve_plan(base.tier, base.default_plan(), tier, rescore, oversample)
         xq = prepare_queries(queries, base.dim, base.metric)
         check_k(k, view.count)
+        if where is not None or allow is not None:
+            return search_masked(view, xq, k, plan, part_masks(view, where, allow))
         if view.simple:
             return base.search_plan(xq, k, plan)
         results = [_search_part(part, dead, xq, k, plan, base.metric) for part, dead in zip(view.parts, view.dead)]
@@ -187,7 +201,8 @@ class Store(ClosesOnExit):
         """Search with text: encode ``texts`` (a string or a list) with a stored encoder, then search.
 
         Unknown words are skipped and returned per text in ``unknown_words``; a text with no known
-        word is an error. ``options`` are those of :meth:`search` (tier, rescore, oversample). An
+        word is an error. ``options`` are those of :meth:`search` (tier, rescore, oversample, where,
+        allow). An
         encoder that is not the model the store's vectors came from is refused.
         """
         view = self._now()  # one version throughout: the encoder check and the search
@@ -201,7 +216,8 @@ class Store(ClosesOnExit):
         batch = [texts] if isinstance(texts, str) else list(texts)
         vectors, unknown = enc.encode(batch)
         distances, ids = self._search_in(view, vectors, k, options.pop("tier", None), options.pop("rescore", None),
-                                         options.pop("oversample", None), model)
+                                         options.pop("oversample", None), model, options.pop("where", None),
+                                         options.pop("allow", None))
         if options:
             raise TypeError(f"search() got an unexpected keyword argument {sorted(options)[0]!r}")
         return TextSearchResult(distances, ids, unknown)
@@ -273,12 +289,12 @@ class Store(ClosesOnExit):
             )
 
     def add(self, vectors, ids=None, keys=None, metadata=None, *, model: str | None = None,
-            progress: bool | None = None) -> np.ndarray:
+            progress: bool | None = None, fields=None) -> np.ndarray:
         """Append documents: encoded into every tier with the stored parameters, written as a new
         segment, published atomically. Returns their ids (default: after the largest id so far)."""
         self._check_writable("add documents")
         new_ids = lifecycle.append(self.path, vectors, ids=ids, keys=keys, metadata=metadata, model=model,
-                         progress=progress)
+                                   progress=progress, fields=fields)
         self.reload()
         return new_ids
 
