@@ -28,15 +28,18 @@ TRAIN_SIZE = vecstore.compress.__kwdefaults__["train_size"]
               help="The model that produced the vectors (recorded; other versions are refused later).")
 @click.option("--model-params", "model_params_path", default=None, metavar="FILE",
               help="The model's parameters (.npz, or JSON of number lists) to fingerprint it by.")
+@click.option("--fields", "fields", default=None, metavar="A,B,...",
+              help="Metadata keys to make filterable (search --where); needs --metadata.")
 @click.option("--force", is_flag=True, help="Replace STORE if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, model_params_path, force,
+def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, model_params_path, fields, force,
           quiet) -> None:
     """Build STORE from INPUT (.npy, .fvecs, FILE.h5:/DATASET or an ann-benchmarks .hdf5)."""
     t0 = time.perf_counter()
     params = vecstore.load_model_params(model_params_path) if model_params_path else None
     store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path, metadata=metadata_path,
-                           model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet))
+                           model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet),
+                           fields=fields)
     with store:
         info = store.info()
     click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}, "
@@ -58,6 +61,8 @@ def info(store_path, as_json, untrusted) -> None:
     click.echo(f"format     vecstore v{data['format_version']} (written by vecstore {data['written_by']})")
     click.echo(f"documents  {data['count']} x {data['dim']} dims, metric {data['metric']}")
     click.echo(f"keys       {'yes' if data['has_keys'] else 'no'}; metadata {'yes' if data['has_metadata'] else 'no'}")
+    if data.get("fields"):
+        click.echo("fields     " + ", ".join(f"{n} ({t})" for n, t in data["fields"].items()))
     if data["model"]:
         click.echo(f"model      {vecstore.describe_model(data['model']) if 'name' in data['model'] else json.dumps(data['model'])}")
     click.echo(f"file       {human_bytes(data['file_bytes'])}")
@@ -98,9 +103,11 @@ def info(store_path, as_json, untrusted) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
               help="The model that made the queries: refused if the store's vectors come from another.")
+@click.option("--where", "where", default=None, metavar="FILTER",
+              help="Only documents matching FILTER, e.g. \"lang = 'en' and year >= 2020\" (docs/filters.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, oversample, limit,
-           model_spec, as_json) -> None:
+           model_spec, where, as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set) or --vector."""
     if sum(x is not None for x in (queries_path, vector_text, query_text)) != 1:
         raise click.UsageError("give exactly one of a QUERIES file, --vector or --text")
@@ -117,8 +124,9 @@ def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, 
         queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
     with vecstore.open(store_path) as store:
         tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
-        distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
-                                      model=model_spec)
+        result = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
+                              model=model_spec, where=where)
+        distances, ids = result
         keys = store.keys(ids)
         metric = store.metric
     if as_json:
@@ -126,9 +134,13 @@ def search(store_path, queries_path, vector_text, query_text, k, tier, rescore, 
                "results": results_json(distances, ids, keys)}
         if unknown is not None:
             doc["unknown_words"] = unknown[0]
+        if where is not None:
+            doc.update(where=where, allowed=result.allowed, strategy=result.strategy)
         click.echo(json.dumps(doc))
         return
     plan = f"tier {tier}" + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else "")
+    if where is not None:
+        plan += f"; filter {where!r} admits {result.allowed} documents, searched {result.strategy}"
     click.echo(f"# {plan}")
     echo_results(distances, ids, keys, metric)
 
@@ -232,3 +244,16 @@ def verify(store_path, recall_check, min_recall, as_json, untrusted) -> None:
                        f"{recall['queries']} held-out documents")
     if recall is not None and recall["recall"] < min_recall:
         raise click.ClickException(f"recall@10 {recall['recall']:.3f} is below --min-recall {min_recall}")
+
+
+@cli.command("add-fields")
+@click.argument("store_path", metavar="STORE")
+@click.argument("fields", metavar="A,B,...")
+@click.option("--replace", is_flag=True, help="Recompute fields the store already has.")
+def add_fields(store_path, fields, replace) -> None:
+    """Make metadata keys A,B,... of every document filterable (search --where); STORE is rewritten."""
+    t0 = time.perf_counter()
+    with vecstore.add_fields(store_path, fields, replace=replace) as store:
+        types = store.fields
+    click.echo(f"fields of {store_path}: " + ", ".join(f"{n} ({t})" for n, t in types.items())
+               + f" in {time.perf_counter() - t0:.1f} s")

@@ -63,7 +63,7 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
     overwrite : replace an existing file at ``path``.
     fields : names of metadata keys to make filterable (``search(..., where=...)``), or "a,b,c";
         stored as typed columns (int, float, bool, string, tags: a list of strings), the type
-        inferred from the values. Needs ``metadata``.
+        inferred from the values (or given: ``{"year": "int", ...}``). Needs ``metadata``.
     """
     path = os.fspath(path)
     source = open_vectors(vectors)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import FormatError, InvalidInputError
 from ..filters import Column, check_names, compile_filter, concat, encode_fields, take
+from ..filters.columns import TYPES
 from ..format.writer import TierPlan, write_store
 from ..ingest import int64_ids
 from ..plan import Plan
@@ -107,14 +108,21 @@ def field_contents(columns: dict[str, Column]) -> dict:
 
 
 def build_fields(fields, metadata_texts: list[str] | None, ids: np.ndarray) -> dict | None:
-    """The columns a build writes for ``fields`` (names, or "a,b"), from the documents' metadata."""
+    """The columns a build writes for ``fields`` (names, "a,b", or {name: type} to fix the types
+    instead of inferring them), from the documents' metadata."""
     if fields is None:
         return None
-    names = check_names(fields)
+    types = None
+    if isinstance(fields, dict):
+        types = {name: kind for name, kind in fields.items()}
+        bad = [k for k in types.values() if k not in TYPES]
+        if bad:
+            raise InvalidInputError(f"field type {bad[0]!r} is not one of {', '.join(TYPES)}")
+    names = check_names(list(fields))
     if metadata_texts is None:
         raise InvalidInputError("fields= takes each document's values from its metadata: give metadata= "
                                 "(CLI: --metadata FILE.jsonl) too")
-    return field_contents(encode_fields(names, metadata_dicts(metadata_texts, ids.shape[0]), ids))
+    return field_contents(encode_fields(names, metadata_dicts(metadata_texts, ids.shape[0]), ids, types))
 
 
 def append_fields(base: StoreFile, fields, metadata_texts: list[str] | None, ids: np.ndarray) -> dict | None:
