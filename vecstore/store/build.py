@@ -22,7 +22,8 @@ from ..ingest import as_ids, open_vectors, prepared_chunks, read_keys, read_meta
 from ..kernels.flat import sqnorms_f32
 from ..progress import progress_enabled
 from .file import StoreFile
-from .filtering import build_fields, field_contents
+from ..filters import check_names, encode_fields
+from .filtering import build_fields, field_contents, metadata_dicts
 from .lifecycle import compact_locked
 from .provenance import model_record
 from .quality import TARGET_RECALL
@@ -249,3 +250,27 @@ def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, s
 
 def _all_strings(column, count: int) -> list[str] | None:
     return None if column is None else [column.get(i) for i in range(count)]
+
+
+def add_fields(path, fields, *, replace: bool = False):
+    """Make ``fields`` of every document's metadata filterable in the store at ``path`` (rewritten
+    atomically, segments merged first), and open it. A field the store already has is an error
+    unless ``replace``."""
+    path = os.fspath(path)
+    names = check_names(fields)
+    with _rewriting(path, False) as store:
+        existing = store.field_types
+        twice = [n for n in names if n in existing]
+        if twice and not replace:
+            raise InvalidInputError(f"the store already has field(s) {', '.join(twice)}: pass replace=True "
+                                    "(CLI: --replace) to recompute them")
+        if store.metadata_column is None:
+            raise InvalidInputError("the store has no metadata to take field values from: build it with "
+                                    "metadata= (CLI: --metadata FILE.jsonl) and fields=")
+        dicts = metadata_dicts([store.metadata_column.get(i) for i in range(store.count)], store.count)
+        contents = _contents_of(store)
+        contents.fields = {**(contents.fields or {}),
+                           **field_contents(encode_fields(names, dicts, np.asarray(store.ids)))}
+        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
+        write_store(path, contents, plans, None, description="add fields")
+    return Store(path)

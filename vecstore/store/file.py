@@ -175,7 +175,7 @@ class StoreFile(ClosesOnExit):
         padded."""
         allowed = int(np.count_nonzero(allow)) if self.count else 0
         kk = min(k, allowed)
-        strategy = choose_strategy(allowed, kk, self.dim, plan)
+        strategy = choose_strategy(allowed, kk, self.dim, plan, self.count * self.tier(plan.tier).code_size)
         if kk == 0:
             return empty_result(xq.shape[0], k, self.metric), strategy
         if strategy == "exact":

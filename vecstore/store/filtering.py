@@ -9,14 +9,12 @@ the kernels never see them (no over-asking and dropping as in an unfiltered sear
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
 from ..errors import FormatError, InvalidInputError
 from ..filters import Column, check_names, compile_filter, concat, encode_fields, take
 from ..filters.columns import TYPES
-from ..format.writer import TierPlan, write_store
 from ..ingest import int64_ids
 from ..plan import Plan
 from ..query import FilteredSearchResult, merge_results
@@ -118,7 +116,7 @@ def build_fields(fields, metadata_texts: list[str] | None, ids: np.ndarray) -> d
         bad = [k for k in types.values() if k not in TYPES]
         if bad:
             raise InvalidInputError(f"field type {bad[0]!r} is not one of {', '.join(TYPES)}")
-    names = check_names(list(fields))
+    names = check_names(list(fields) if isinstance(fields, dict) else fields)
     if metadata_texts is None:
         raise InvalidInputError("fields= takes each document's values from its metadata: give metadata= "
                                 "(CLI: --metadata FILE.jsonl) too")
@@ -151,30 +149,3 @@ def compacted_fields(view: View, live: list[np.ndarray | None]) -> dict | None:
             parts.append(take(part.field_columns()[name], rows))
         out[name] = concat(parts)
     return field_contents(out)
-
-
-def add_fields(path, fields, *, replace: bool = False):
-    """Make ``fields`` of every document's metadata filterable in the store at ``path`` (rewritten
-    atomically, segments merged first), and open it. A field the store already has is an error
-    unless ``replace``."""
-    from .build import _contents_of, _rewriting  # build imports this module's siblings: import late
-    from .store import Store
-
-    path = os.fspath(path)
-    names = check_names(fields)
-    with _rewriting(path, False) as store:
-        existing = store.field_types
-        twice = [n for n in names if n in existing]
-        if twice and not replace:
-            raise InvalidInputError(f"the store already has field(s) {', '.join(twice)}: pass replace=True "
-                                    "(CLI: --replace) to recompute them")
-        if store.metadata_column is None:
-            raise InvalidInputError("the store has no metadata to take field values from: build it with "
-                                    "metadata= (CLI: --metadata FILE.jsonl) and fields=")
-        dicts = metadata_dicts([store.metadata_column.get(i) for i in range(store.count)], store.count)
-        contents = _contents_of(store)
-        contents.fields = {**(contents.fields or {}),
-                           **field_contents(encode_fields(names, dicts, np.asarray(store.ids)))}
-        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
-        write_store(path, contents, plans, None, description="add fields")
-    return Store(path)
