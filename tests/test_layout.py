@@ -114,7 +114,7 @@ LAYERS = [
     {"codecs", "encoders"},
     {"format"},
     {"ingest", "progress"},
-    {"query", "plan"},
+    {"query", "plan", "filters"},
     {"store"},
     {"shards"},
     {""},  # vecstore/__init__.py: the public API

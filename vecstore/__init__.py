@@ -31,11 +31,12 @@ from .errors import (
 )
 from .format.verify import verify
 from .plan import Plan
-from .query import SearchResult, ShardedSearchResult, TextSearchResult
+from .query import FilteredSearchResult, SearchResult, ShardedSearchResult, TextSearchResult
 from .shards import ShardedStore, open_sharded, shard_build
 from .store import (
     Store,
     add_encoder,
+    add_fields,
     append,
     build,
     build_text,
@@ -52,10 +53,10 @@ from .store.provenance import load_model_params
 
 __all__ = [
     "ClosedStoreError", "ClusterUnavailableError", "FormatError", "IntegrityError", "InvalidDtypeError",
-    "InvalidInputError", "ModelMismatchError", "NotFittedError", "Plan", "ReadOnlyStoreError", "SearchResult",
+    "FilteredSearchResult", "InvalidInputError", "ModelMismatchError", "NotFittedError", "Plan", "ReadOnlyStoreError", "SearchResult",
     "ShardUnavailableError", "ShardedSearchResult", "ShardedStore", "Store", "StoreNotFoundError",
     "StoreWriteError", "TextSearchResult", "UnknownCodecError", "UnknownTierError", "UnsupportedVersionError",
-    "VecstoreError", "__version__", "add_encoder", "append", "build", "build_text", "check_drift", "compact",
+    "VecstoreError", "__version__", "add_encoder", "add_fields", "append", "build", "build_text", "check_drift", "compact",
     "compress", "delete", "describe_model", "dump_params", "get_codec", "load_model_params", "load_params",
     "open", "open_sharded", "self_check", "shard_build", "swap", "verify",
 ]

@@ -58,6 +58,28 @@ class ShardedSearchResult(SearchResult):
         return not self.missing_shards
 
 
+class FilteredSearchResult(SearchResult):
+    """A :class:`SearchResult` (``D, I = result``) of a search with ``where=`` or ``allow=``.
+
+    ``strategies`` names how each part (the main file, then each segment) was searched (see
+    vecstore.filters.strategy: "exact", "filtered-two-stage", "filtered-scan", "none"); ``allowed``
+    is how many live documents the filter admitted. A filter admitting fewer than k documents
+    returns those, padded with id -1.
+    """
+
+    def __new__(cls, distances, ids, strategies=(), allowed=0):
+        self = super().__new__(cls, distances, ids)
+        self.strategies = tuple(strategies)
+        self.allowed = int(allowed)
+        return self
+
+    @property
+    def strategy(self) -> str:
+        """The one strategy of every part that admitted a row (or "none"), joined by "+" if they differ."""
+        used = [s for s in dict.fromkeys(self.strategies) if s != "none"]
+        return "+".join(used) or "none"
+
+
 # -- validation ------------------------------------------------------------------------------------
 
 

@@ -49,9 +49,11 @@ def metric_hint(source) -> str | None:
               help="The model that produced the vectors (recorded; other versions are refused later).")
 @click.option("--model-params", "model_params_path", default=None, metavar="FILE",
               help="The model's parameters (.npz, or JSON of number lists) to fingerprint it by.")
+@click.option("--fields", "fields", default=None, metavar="A,B,...",
+              help="Metadata keys to make filterable (search --where); needs --metadata.")
 @click.option("--force", is_flag=True, help="Replace STORE if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, model_params_path, force,
+def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, model_params_path, fields, force,
           quiet) -> None:
     """Build STORE from INPUT (.npy, .fvecs, FILE.h5:/DATASET or an ann-benchmarks .hdf5)."""
     t0 = time.perf_counter()
@@ -65,7 +67,8 @@ def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, 
             click.echo(f"warning: {hint}", err=True)
     params = vecstore.load_model_params(model_params_path) if model_params_path else None
     store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path, metadata=metadata_path,
-                           model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet))
+                           model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet),
+                           fields=fields)
     with store:
         info = store.info()
     click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}{chosen}, "
@@ -87,6 +90,8 @@ def info(store_path, as_json, untrusted) -> None:
     click.echo(f"format     vecstore v{data['format_version']} (written by vecstore {data['written_by']})")
     click.echo(f"documents  {data['count']} x {data['dim']} dims, metric {data['metric']}")
     click.echo(f"keys       {'yes' if data['has_keys'] else 'no'}; metadata {'yes' if data['has_metadata'] else 'no'}")
+    if data.get("fields"):
+        click.echo("fields     " + ", ".join(f"{n} ({t})" for n, t in data["fields"].items()))
     if data["model"]:
         click.echo(f"model      {vecstore.describe_model(data['model']) if 'name' in data['model'] else json.dumps(data['model'])}")
     click.echo(f"file       {human_bytes(data['file_bytes'])}")
@@ -132,11 +137,13 @@ def info(store_path, as_json, untrusted) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
               help="The model that made the queries: refused if the store's vectors come from another.")
+@click.option("--where", "where", default=None, metavar="FILTER",
+              help="Only documents matching FILTER, e.g. \"lang = 'en' and year >= 2020\" (docs/filters.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_empty, k, tier, rescore,
-           oversample, limit, model_spec, as_json) -> None:
+           oversample, limit, model_spec, where, as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set),
-    --vector or --text."""
+    --vector or --text; --where keeps only the documents a filter admits."""
     texts = list(query_texts) or None
     if sum(x is not None for x in (queries_path, vector_text, texts)) != 1:
         raise click.UsageError("give exactly one of a QUERIES file, --vector or --text")
@@ -146,17 +153,19 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
     with vecstore.open(store_path) as store:
         tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
         if texts is not None:
-            distances, ids, unknown = store.search_text(
+            result = store.search_text(
                 texts[:limit], k, encoder=encoder_name, model=model_spec, on_empty=on_empty, tier=tier,
-                rescore=rescore, oversample=oversample)
+                rescore=rescore, oversample=oversample, where=where)
+            distances, ids, unknown = result
         else:
             if vector_text is not None:
                 queries = parse_vector(vector_text)
             else:
                 source = open_vectors(queries_path, prefer="test")
                 queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
-            distances, ids = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
-                                          model=model_spec)
+            result = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
+                                  model=model_spec, where=where)
+            distances, ids = result
         keys = store.keys(ids)
         metadata = stored_metadata(store, ids)
         metric = store.metric
@@ -164,11 +173,11 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
     if unknown is not None:
         skipped = {q for q in range(ids.shape[0]) if (ids[q] < 0).all()}
         for q, words in enumerate(unknown):
-            where = f"text {q}: " if len(unknown) > 1 else ""
+            label = f"text {q}: " if len(unknown) > 1 else ""
             if q in skipped:
-                click.echo(f"{where}no known word, no results (--on-empty skip)", err=True)
+                click.echo(f"{label}no known word, no results (--on-empty skip)", err=True)
             elif words:
-                click.echo(f"{where}skipped unknown words: {', '.join(words)}", err=True)
+                click.echo(f"{label}skipped unknown words: {', '.join(words)}", err=True)
     if as_json:
         results = results_json(distances, ids, keys, metadata)
         if unknown is not None:
@@ -178,9 +187,16 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
                "results": results}
         if unknown is not None and len(unknown) == 1:
             doc["unknown_words"] = unknown[0]  # kept for scripts written for one --text; see results[0]
+        if where is not None:
+            doc["where"] = where
+            if hasattr(result, "strategy"):
+                doc.update(allowed=result.allowed, strategy=result.strategy)
         click.echo(json.dumps(doc))
         return
     plan = f"tier {tier}" + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else "")
+    if where is not None:
+        plan += f"; filter {where!r}" + (f" admits {result.allowed} documents, searched {result.strategy}"
+                                         if hasattr(result, "strategy") else "")
     click.echo(f"# {plan}")
     echo_results(distances, ids, keys, metric, metadata, skipped=skipped)
 
@@ -284,3 +300,16 @@ def verify(store_path, recall_check, min_recall, as_json, untrusted) -> None:
                        f"{recall['queries']} held-out documents")
     if recall is not None and recall["recall"] < min_recall:
         raise click.ClickException(f"recall@10 {recall['recall']:.3f} is below --min-recall {min_recall}")
+
+
+@cli.command("add-fields")
+@click.argument("store_path", metavar="STORE")
+@click.argument("fields", metavar="A,B,...")
+@click.option("--replace", is_flag=True, help="Recompute fields the store already has.")
+def add_fields(store_path, fields, replace) -> None:
+    """Make metadata keys A,B,... of every document filterable (search --where); STORE is rewritten."""
+    t0 = time.perf_counter()
+    with vecstore.add_fields(store_path, fields, replace=replace) as store:
+        types = store.fields
+    click.echo(f"fields of {store_path}: " + ", ".join(f"{n} ({t})" for n, t in types.items())
+               + f" in {time.perf_counter() - t0:.1f} s")

@@ -62,6 +62,19 @@ ENCODERS = "encoders"
 ATTR_CONFIG = "config"
 VOCAB = "vocab"
 ARRAYS = "arrays"
+# Filterable fields (docs/format.md, "Fields"): /fields/<name>/..., typed columns over the rows.
+FIELDS = "fields"
+ATTR_FIELD_TYPE = "type"
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# type -> the datasets of its group (a string column "dictionary" is a group of offsets + data)
+FIELD_DATASETS = {
+    "int": ("values", "present"),
+    "float": ("values", "present"),
+    "bool": ("values", "present"),
+    "string": ("codes", "dictionary"),
+    "tags": ("offsets", "codes", "dictionary"),
+}
+DICTIONARY = "dictionary"
 
 # Bounds that keep a hostile header from making us allocate or parse without limit.
 MAX_ATTR_BYTES = 1 << 20
@@ -72,6 +85,7 @@ TIER_NAME = re.compile(r"^[A-Za-z0-9_.,:+\-=]{1,%d}$" % MAX_NAME_LEN)
 ALLOWED_TYPES = {
     np.dtype("<f4"): h5py.h5t.IEEE_F32LE,
     np.dtype("<f2"): h5py.h5t.IEEE_F16LE,
+    np.dtype("<f8"): h5py.h5t.IEEE_F64LE,  # float fields only
     np.dtype("<i8"): h5py.h5t.STD_I64LE,
     np.dtype("<i4"): h5py.h5t.STD_I32LE,
     np.dtype("u1"): h5py.h5t.STD_U8LE,
@@ -316,6 +330,7 @@ class Header:
     datasets: dict[str, DatasetSpan] = field(default_factory=dict)
     tier_attrs: dict[str, dict] = field(default_factory=dict)
     encoder_configs: dict[str, dict] = field(default_factory=dict)
+    field_types: dict[str, str] = field(default_factory=dict)  # filterable field -> its type
 
 
 def _attr_text(attrs: h5py.AttributeManager, name: str, where: str, required: bool = True):
@@ -554,6 +569,7 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
             add(vocab, "offsets", f"{ew}/{VOCAB}")
             add(vocab, "data", f"{ew}/{VOCAB}")
             add_arrays(_hard_child(enc, ARRAYS, ew), f"{ew}/{ARRAYS}")
+    _read_fields(f, header, add)
     if RAW_TIER not in header.tier_attrs:
         raise FormatError(f"{where}: the raw tier /{TIERS}/{RAW_TIER} is missing; the file is damaged")
     raw_stages = (header.tier_attrs[RAW_TIER][ATTR_CODEC] or {}).get("stages") if isinstance(
@@ -562,6 +578,37 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
         raise FormatError(f"{where}: the raw tier must hold float32 vectors (codec [float32]); the file was edited")
     _refuse_overlaps(header)
     return header
+
+
+def _read_fields(f: h5py.File, header: Header, add) -> None:
+    """The optional /fields group: one group per field with a known ``type`` attribute and that
+    type's datasets (validated and mapped like every other). A field of a type this reader does not
+    know is ignored, as the format's rule for additions says."""
+    fields = _hard_child(f, FIELDS, "")
+    if fields is None:
+        return
+    if not isinstance(fields, h5py.Group):
+        raise FormatError(f"/{FIELDS}: expected a group")
+    for name in fields:
+        if not FIELD_NAME.match(name):
+            raise FormatError(f"/{FIELDS}/{name[:64]!r}: not a valid field name")
+        fw = f"/{FIELDS}/{name}"
+        group = _hard_child(fields, name, f"/{FIELDS}")
+        if not isinstance(group, h5py.Group):
+            raise FormatError(f"{fw}: expected a group")
+        kind = _attr_text(group.attrs, ATTR_FIELD_TYPE, fw)
+        if kind not in FIELD_DATASETS:
+            continue
+        for part in FIELD_DATASETS[kind]:
+            if part == DICTIONARY:
+                sub = _hard_child(group, DICTIONARY, fw)
+                if not isinstance(sub, h5py.Group):
+                    raise FormatError(f"{fw}/{DICTIONARY}: the dictionary group is missing")
+                add(sub, "offsets", f"{fw}/{DICTIONARY}")
+                add(sub, "data", f"{fw}/{DICTIONARY}")
+            else:
+                add(group, part, fw)
+        header.field_types[name] = kind
 
 
 def _refuse_overlaps(header: Header) -> None:

@@ -47,6 +47,8 @@ class StoreContents:
     metadata: list[str] | None = None  # JSON text per document ("" for none)
     model: dict | None = None
     encoders: dict | None = None  # name -> encoder (vecstore.encoders): config, vocab, arrays
+    # filterable field -> (type, {dataset: array, "dictionary": list of strings}); docs/format.md "Fields"
+    fields: dict | None = None
     store_id: str = field(default_factory=lambda: secrets.token_hex(16))  # names this file's contents
 
 
@@ -102,6 +104,14 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 arrays = group.create_group(fmt.ARRAYS)
                 for aname, arr in encoder.arrays().items():
                     fmt.write_array(arrays, aname, np.asarray(arr))
+            for name, (kind, datasets) in (contents.fields or {}).items():
+                group = f.require_group(fmt.FIELDS).create_group(name)
+                group.attrs[fmt.ATTR_FIELD_TYPE] = kind
+                for dname, data in datasets.items():
+                    if dname == fmt.DICTIONARY:
+                        fmt.write_strings(group, dname, list(data))
+                    else:
+                        fmt.write_array(group, dname, np.asarray(data))
             tiers_group = f.create_group(fmt.TIERS)
             writers = []
             for plan in tiers:

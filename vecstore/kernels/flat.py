@@ -115,3 +115,52 @@ def project(xq, rows):
                 acc += xq[q, j] * rows[i, j]
             out[q, i] = acc
     return out
+
+
+# -- filtered scans: only the given rows -------------------------------------------------------------
+#
+# Separate kernels, so the unfiltered scans above stay exactly as they are. ``rows`` is sorted and
+# unique (int64): the rows a filter allows (kernels/dispatch.py turns a row mask into it). The
+# same reservoirs, so ties still go to the lower row.
+
+
+def _make_scan_rows(dtype_code: int):
+    """dtype_code 0 float32, 1 int8, 2 float16 given as uint16 bits (widened as in scan_f16)."""
+
+    @nb.njit(parallel=True, **NJIT)
+    def scan_rows(xq, xb, bias, rows, k, nparts):
+        nq = xq.shape[0]
+        n = rows.shape[0]
+        d = xb.shape[1]
+        use_bias = bias.shape[0] > 0
+        part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
+        bits = np.empty((nparts, d if dtype_code == 2 else 0), dtype=np.uint32)
+        widened = bits.view(np.float32)
+        magic = np.float32(5.192296858534828e33)  # 2**112
+        step = (n + nparts - 1) // nparts
+        for p in prange(nparts):
+            for i in range(p * step, min(p * step + step, n)):
+                row = rows[i]
+                if dtype_code == 2:
+                    for j in range(d):
+                        h = np.uint32(xb[row, j])
+                        bits[p, j] = (((h & np.uint32(0x7FFF)) << np.uint32(13))
+                                      | ((h & np.uint32(0x8000)) << np.uint32(16)))
+                for q in range(nq):
+                    if dtype_code == 2:
+                        s = np.float32(0.0)
+                        for j in range(d):
+                            s += xq[q, j] * (widened[p, j] * magic)
+                    else:
+                        s = _row_score(xq, q, xb, row, dtype_code)
+                    if use_bias:
+                        s += bias[row]
+                    offer(part_s, part_i, part_sizes, part_thr, p, q, s, row)
+        return merge_partial(part_s, part_i, part_sizes, k)
+
+    return scan_rows
+
+
+scan_f32_rows = _make_scan_rows(0)
+scan_i8_rows = _make_scan_rows(1)
+scan_f16_rows = _make_scan_rows(2)

@@ -15,6 +15,7 @@ is what the measurement must be made on, and one measurement keeps every shard's
 from __future__ import annotations
 
 import contextlib
+import json
 import glob
 import os
 import secrets
@@ -27,7 +28,8 @@ from tqdm import tqdm
 from ..codecs import codec_string, get_codec
 from ..errors import InvalidInputError, VecstoreError
 from ..format import schema as fmt
-from ..ingest import VectorSource, open_vectors, prepare_rows, read_keys
+from ..filters import check_names, encode_fields
+from ..ingest import VectorSource, open_vectors, prepare_rows, read_keys, read_metadata
 from ..plan import default_plan
 from ..progress import progress_enabled
 from ..store.quality import TARGET_RECALL
@@ -106,10 +108,27 @@ def _remove_build(outdir: str, token: str) -> None:
         remove_shard(path)
 
 
+def _metadata_and_fields(metadata, fields, n: int):
+    """Every document's metadata dict (or None), and the fields' {name: type} over all of them."""
+    if metadata is None:
+        if fields is not None:
+            raise InvalidInputError("fields= takes each document's values from its metadata: give metadata= too")
+        return None, None
+    texts = read_metadata(metadata, n)
+    dicts = [json.loads(t) if t else None for t in texts]
+    if fields is None:
+        return dicts, None
+    names = check_names(list(fields) if isinstance(fields, dict) else fields)
+    columns = encode_fields(names, dicts, np.arange(n, dtype=np.int64),
+                            dict(fields) if isinstance(fields, dict) else None)
+    return dicts, {name: col.kind for name, col in columns.items()}
+
+
 def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequence[str] | str = (),
                 metric: str | None = None, keys=None, train_size: int = DEFAULT_TRAIN_SIZE, seed: int = 0,
                 calibrate: bool = True, target_recall: float = TARGET_RECALL, client=None,
-                overwrite: bool = False, progress: bool | None = None, timeout: float = 10.0) -> ShardManifest:
+                overwrite: bool = False, progress: bool | None = None, timeout: float = 10.0, metadata=None,
+                fields=None) -> ShardManifest:
     """Build a sharded collection in ``outdir``: ``shards`` vecstore files and ``manifest.json``.
 
     Parameters
@@ -125,6 +144,8 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
         every shard with the same learned arrays.
     metric : "ip", "cosine" or "l2" (default: the ann-benchmarks file's distance, else "ip").
     keys : n strings, a text file (one per line) or ``file.h5:/dataset``; each shard keeps its own.
+    metadata, fields : as for :func:`vecstore.build`: each shard keeps its documents' metadata and
+        filterable columns; the fields' types are inferred once over all documents.
     calibrate : measure each coarse tier's oversampling on shard 0 and record the smallest one
         that meets ``target_recall`` as the collection's default search (see docs/shards.md).
     client : a ``distributed.Client`` or a scheduler address: build the shards as Dask tasks.
@@ -167,6 +188,7 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
             old = read_manifest(manifest_path)
     os.makedirs(outdir, exist_ok=True)
     all_keys = read_keys(keys, n) if keys is not None else None
+    all_meta, field_types = _metadata_and_fields(metadata, fields, n)
     show = progress_enabled(progress)
 
     # train every codec once, on one sample of the whole input
@@ -184,13 +206,16 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
     token = secrets.token_hex(4)
     files = [f"shard-{i:05d}-{token}.vs" for i in range(shards)]
     jobs = [(bounds[i], bounds[i + 1], os.path.join(outdir, files[i]),
-             all_keys[bounds[i]:bounds[i + 1]] if all_keys is not None else None) for i in range(shards)]
+             all_keys[bounds[i]:bounds[i + 1]] if all_keys is not None else None,
+             (all_meta[bounds[i]:bounds[i + 1]] if all_meta is not None else None, field_types))
+            for i in range(shards)]
     names = [name for name, _ in pipelines]
     calibrations: dict = {}
     try:
         if client is None:
-            for start, stop, path, shard_keys in tqdm(jobs, desc="build shards", unit="shard", disable=not show):
-                build_one(source, start, stop, path, metric, shard_keys, tiers)
+            for start, stop, path, shard_keys, (shard_meta, types) in tqdm(jobs, desc="build shards", unit="shard",
+                                                                            disable=not show):
+                build_one(source, start, stop, path, metric, shard_keys, tiers, metadata=shard_meta, fields=types)
             if calibrate and names:
                 calibrations = calibrate_shard(jobs[0][2], names, seed, target_recall)
         else:
@@ -200,7 +225,7 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
         entries = [tier_entry(fmt.RAW_TIER, get_codec("float32", dim))]
         entries += [tier_entry(name, pipeline, calibrations.get(name)) for name, pipeline in pipelines]
         manifest = ShardManifest(manifest_path, dim, metric, entries,
-                                 [ShardEntry(files[i], stop - start, start) for i, (start, stop, _, _) in enumerate(jobs)],
+                                 [ShardEntry(files[i], stop - start, start) for i, (start, stop, *_) in enumerate(jobs)],
                                  training={"input": source.description, "sample_rows": min(train_size, n),
                                            "seed": seed, "calibrated_on": files[0] if calibrations else None})
         manifest.default_search = _default_search(manifest)

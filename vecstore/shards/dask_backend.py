@@ -57,8 +57,9 @@ def open_task(spec: ShardSpec, resident: tuple[str, ...]) -> int:
     return _cached_store(spec, resident).count
 
 
-def search_task(spec: ShardSpec, resident: tuple[str, ...], xq: np.ndarray, k: int, plan: tuple):
-    return search_store(_cached_store(spec, resident), xq, k, plan)
+def search_task(spec: ShardSpec, resident: tuple[str, ...], xq: np.ndarray, k: int, plan: tuple,
+                where: str | None = None, allow: np.ndarray | None = None):
+    return search_store(_cached_store(spec, resident), xq, k, plan, where, allow)
 
 
 def keys_task(spec: ShardSpec, resident: tuple[str, ...], ids: np.ndarray) -> list:
@@ -276,7 +277,8 @@ class DaskBackend:
             raise shard_failure(failed, self.specs, what) from next(iter(failed.values()))
         return results, failed
 
-    def search(self, xq: np.ndarray, k: int, plan: tuple, allow_partial: bool):
+    def search(self, xq: np.ndarray, k: int, plan: tuple, allow_partial: bool, where: str | None = None,
+               allows: list | None = None):
         queries = xq
         scattered = None
         if xq.nbytes > INLINE_QUERY_BYTES:
@@ -284,7 +286,8 @@ class DaskBackend:
             queries = scattered
         try:
             results, failed = self._map(list(range(len(self.specs))), search_task,
-                                        lambda spec: (spec, self.resident, queries, k, plan),
+                                        lambda spec: (spec, self.resident, queries, k, plan, where,
+                                                      None if allows is None else allows[self.specs.index(spec)]),
                                         allow_partial=allow_partial, what="searched")
         finally:
             if scattered is not None:
@@ -323,9 +326,9 @@ def build_on_cluster(client, input_path: str, jobs: list, metric: str, tiers: li
     futures = []
     try:
         [shared] = client.scatter([tiers], broadcast=True, hash=False)
-        futures = [client.submit(build_one, input_path, start, stop, path, metric, keys, shared,
+        futures = [client.submit(build_one, input_path, start, stop, path, metric, keys, shared, False, meta, types,
                                  key=f"vecstore-build-{os.path.basename(path)}", pure=False)
-                   for start, stop, path, keys in jobs]
+                   for start, stop, path, keys, (meta, types) in jobs]
         with tqdm(total=len(futures), desc="build shards", unit="shard", disable=not show) as bar:
             for future in as_completed(futures, loop=client.loop):
                 try:

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import ClosedStoreError, InvalidInputError, UnknownTierError, VecstoreError
+from ..filters import parse
+from ..ingest import int64_ids
 from ..plan import EXACT, Plan, resolve_plan
 from ..query import ShardedSearchResult, check_k, merge_results, prepare_queries
 from ..store.closing import ClosesOnExit
@@ -76,9 +78,14 @@ class LocalBackend:
             raise shard_failure(failed, self.specs, what) from next(iter(failed.values()))
         return {i: r for i, r, exc in outcomes if exc is None}, failed
 
-    def search(self, xq, k, plan, allow_partial):
-        results, failed = self._map(list(range(len(self.specs))), lambda s: search_store(s, xq, k, plan),
-                                    allow_partial, "searched")
+    def search(self, xq, k, plan, allow_partial, where=None, allows=None):
+        stores = {id(s): i for i, s in enumerate(self.stores)}
+
+        def one(store):
+            allow = None if allows is None else allows[stores[id(store)]]
+            return search_store(store, xq, k, plan, where, allow)
+
+        results, failed = self._map(list(range(len(self.specs))), one, allow_partial, "searched")
         return [results[i] for i in sorted(results)], sorted(failed)
 
     def keys(self, index: int, ids: np.ndarray) -> list:
@@ -194,7 +201,8 @@ class ShardedStore(ClosesOnExit):
         return self._backend
 
     def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
-               oversample: float | None = None, allow_partial: bool = False) -> ShardedSearchResult:
+               oversample: float | None = None, allow_partial: bool = False, where: str | None = None,
+               allow=None) -> ShardedSearchResult:
         """The k nearest documents of the whole collection to each query.
 
         Parameters are those of :meth:`vecstore.Store.search`; the queries are validated here, once,
@@ -205,6 +213,9 @@ class ShardedStore(ClosesOnExit):
             file vanished or was damaged), return the best k of the shards that answered and name
             the others in ``result.missing_shards``, instead of raising ShardUnavailableError.
             If no shard answers, ShardUnavailableError is raised anyway.
+        where, allow : as for :meth:`vecstore.Store.search`. The filter's text goes to every shard
+            (each evaluates it on its own columns, on its worker); ``allow`` ids go to the shard
+            whose id range holds them (a boolean mask is over the collection's ids in order).
 
         Returns
         -------
@@ -221,9 +232,28 @@ class ShardedStore(ClosesOnExit):
             send = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(prepared.shape))
         else:
             send = prepared
-        parts, failed = backend.search(send, int(k), plan, bool(allow_partial))
+        if where is not None:
+            parse(where)  # a syntax error once, here; unknown fields and types are checked by the shards
+        allows = None if allow is None else self._allow_per_shard(allow)
+        if where is None and allows is None:
+            parts, failed = backend.search(send, int(k), plan, bool(allow_partial))
+        else:
+            parts, failed = backend.search(send, int(k), plan, bool(allow_partial), where, allows)
         merged = merge_results(parts, int(k), self.metric)
         return ShardedSearchResult(merged.distances, merged.ids, tuple(self._specs[i].name for i in failed))
+
+    def _allow_per_shard(self, allow) -> list[np.ndarray]:
+        """allow= ids (or a boolean mask over the collection's ids) split by the shards' id ranges."""
+        arr = np.asarray(allow)
+        shards = self.manifest.shards
+        if arr.dtype == bool:
+            if arr.shape != (self.count,):
+                raise InvalidInputError(f"allow= as a boolean mask needs one entry per document ({self.count}), "
+                                        f"got shape {arr.shape}; or pass the allowed ids")
+            ids = np.concatenate([np.arange(s.id_start, s.id_stop, dtype=np.int64) for s in shards])[arr]
+        else:
+            ids = np.unique(int64_ids(arr.reshape(-1), "allow= ids"))
+        return [ids[(ids >= s.id_start) & (ids < s.id_stop)] for s in shards]
 
     def keys(self, ids) -> list:
         """The key of each id (None for id -1 or a document without a key); keeps the shape of

@@ -61,10 +61,13 @@ def open_shard(spec: ShardSpec, resident: tuple[str, ...] = ()):
     return store
 
 
-def search_store(store, xq: np.ndarray, k: int, plan: tuple) -> SearchResult:
-    """One shard's top-k of validated queries under the collection's resolved plan."""
+def search_store(store, xq: np.ndarray, k: int, plan: tuple, where: str | None = None,
+                 allow: np.ndarray | None = None) -> SearchResult:
+    """One shard's top-k of validated queries under the collection's resolved plan, among the
+    documents that satisfy ``where`` (the filter's text: each shard evaluates it on its own columns)
+    and are in ``allow`` (ids)."""
     tier, rescore, oversample = plan
-    result = store.search(xq, k, tier=tier, rescore=rescore, oversample=oversample)
+    result = store.search(xq, k, tier=tier, rescore=rescore, oversample=oversample, where=where, allow=allow)
     return SearchResult(result.distances, result.ids)
 
 
@@ -97,13 +100,15 @@ def slice_source(source: VectorSource, start: int, stop: int) -> VectorSource:
 
 
 def build_one(vectors, start: int, stop: int, path: str, metric: str, keys: list[str] | None,
-              tiers: list[tuple[str, str, dict]], progress: bool = False) -> dict:
+              tiers: list[tuple[str, str, dict]], progress: bool = False, metadata: list | None = None,
+              fields: dict | None = None) -> dict:
     """Build one shard: rows ``start:stop`` of ``vectors`` (a path, re-opened here, or a source)
     with ids ``start .. stop - 1``, then one tier per (name, codec string, learned arrays), encoded
-    with those arrays (no training, no calibration). Runs in a Dask worker or in this process."""
+    with those arrays (no training, no calibration). Runs in a Dask worker or in this process.
+    ``metadata`` (the shard's dicts) and ``fields`` ({name: type}) make the shard filterable."""
     source = slice_source(open_vectors(vectors), start, stop)
     build(path, source, metric=metric, ids=np.arange(start, stop, dtype=np.int64), keys=keys,
-                   overwrite=True, progress=progress).close()
+          metadata=metadata, fields=fields, overwrite=True, progress=progress).close()
     for name, codec, params in tiers:
         compress(path, codec, name=name, params=params, calibrate=False, progress=progress).close()
     return {"file": os.path.basename(path), "count": stop - start, "bytes": os.path.getsize(path)}

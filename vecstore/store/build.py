@@ -22,6 +22,8 @@ from ..ingest import as_ids, open_vectors, prepared_chunks, read_keys, read_meta
 from ..kernels.flat import sqnorms_f32
 from ..progress import progress_enabled
 from .file import StoreFile
+from ..filters import check_names, encode_fields
+from .filtering import build_fields, field_contents, metadata_dicts
 from .lifecycle import compact_locked
 from .provenance import model_record
 from .quality import TARGET_RECALL
@@ -41,7 +43,7 @@ def _check_metric(metric: str) -> str:
 
 def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=None, keys=None,
           metadata=None, model: str | dict | None = None, model_params=None, encoders: dict | None = None,
-          overwrite: bool = False, progress: bool | None = None) -> Store:
+          overwrite: bool = False, progress: bool | None = None, fields=None) -> Store:
     """Write a new store holding ``vectors`` as its raw float32 tier, and open it.
 
     Parameters
@@ -60,6 +62,9 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
         without them, a single stored encoder is the fingerprint.
     encoders : name -> text encoder (vecstore.encoders) stored with the vectors, for search_text.
     overwrite : replace an existing file at ``path``.
+    fields : names of metadata keys to make filterable (``search(..., where=...)``), or "a,b,c";
+        stored as typed columns (int, float, bool, string, tags: a list of strings), the type
+        inferred from the values (or given: ``{"year": "int", ...}``). Needs ``metadata``.
     """
     path = os.fspath(path)
     source = open_vectors(vectors)
@@ -79,6 +84,7 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
     contents = StoreContents(dim=dim, count=n, metric=metric, ids=as_ids(ids, n),
                              keys=read_keys(keys, n) if keys is not None else None,
                              metadata=read_metadata(metadata, n), model=record, encoders=encoders)
+    contents.fields = build_fields(fields, contents.metadata, contents.ids)
     raw = TierPlan(fmt.RAW_TIER, get_codec("float32", dim))
     # over an existing store, build is one of its writers (and removes what killed writes left)
     with seg.writer_lock(path) if os.path.isfile(path) else contextlib.nullcontext():
@@ -210,7 +216,8 @@ def _contents_of(store: StoreFile, **changes) -> StoreContents:
     contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
                              keys=_all_strings(store.keys_column, store.count),
                              metadata=_all_strings(store.metadata_column, store.count), model=store.model,
-                             encoders={name: store.encoder(name) for name in store.encoder_names})
+                             encoders={name: store.encoder(name) for name in store.encoder_names},
+                             fields=field_contents(store.field_columns()) or None)
     for key, value in changes.items():
         setattr(contents, key, value)
     return contents
@@ -253,3 +260,27 @@ def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, s
 
 def _all_strings(column, count: int) -> list[str] | None:
     return None if column is None else [column.get(i) for i in range(count)]
+
+
+def add_fields(path, fields, *, replace: bool = False):
+    """Make ``fields`` of every document's metadata filterable in the store at ``path`` (rewritten
+    atomically, segments merged first), and open it. A field the store already has is an error
+    unless ``replace``."""
+    path = os.fspath(path)
+    names = check_names(fields)
+    with _rewriting(path, False) as store:
+        existing = store.field_types
+        twice = [n for n in names if n in existing]
+        if twice and not replace:
+            raise InvalidInputError(f"the store already has field(s) {', '.join(twice)}: pass replace=True "
+                                    "(CLI: --replace) to recompute them")
+        if store.metadata_column is None:
+            raise InvalidInputError("the store has no metadata to take field values from: build it with "
+                                    "metadata= (CLI: --metadata FILE.jsonl) and fields=")
+        dicts = metadata_dicts([store.metadata_column.get(i) for i in range(store.count)], store.count)
+        contents = _contents_of(store)
+        contents.fields = {**(contents.fields or {}),
+                           **field_contents(encode_fields(names, dicts, np.asarray(store.ids)))}
+        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
+        write_store(path, contents, plans, None, description="add fields")
+    return Store(path)

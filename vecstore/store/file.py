@@ -20,6 +20,9 @@ from ..encoders import encoder_from_parts
 from ..errors import ClosedStoreError, FormatError, UnknownTierError, VecstoreError
 from ..format import schema as fmt
 from ..kernels import dispatch
+from ..filters import Column
+from ..filters.columns import column_from_arrays
+from ..filters.strategy import choose_strategy
 from ..plan import Plan, default_plan
 from ..query import SearchResult, empty_result
 from .closing import ClosesOnExit
@@ -79,6 +82,7 @@ class StoreFile(ClosesOnExit):
         self._lock = threading.Lock()
         self._id_index: tuple[np.ndarray, np.ndarray] | None = None
         self._encoders: dict = {}
+        self._fields: dict[str, Column] | None = None
         try:
             ids_span = header.datasets[fmt.IDS]
             if ids_span.shape != (self.count,) or ids_span.dtype != np.dtype("<i8"):
@@ -115,6 +119,7 @@ class StoreFile(ClosesOnExit):
         self.ids = None
         self.keys_column = self.metadata_column = None
         self._id_index = None
+        self._fields = None
         self._map.close()
 
     def __repr__(self) -> str:
@@ -161,6 +166,57 @@ class StoreFile(ClosesOnExit):
             _, candidates = coarse.scan(xq, width, candidates=True)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
+
+    def search_allowed(self, xq: np.ndarray, k: int, plan: Plan, allow: np.ndarray) -> tuple[SearchResult, str]:
+        """Top-k of validated queries among the rows the uint8 mask ``allow`` (count,) admits, and
+        the strategy used (vecstore.filters.strategy): few allowed rows are scored exactly on the
+        plan's fine tier; otherwise the plan's tier is scanned with the mask and, for a two-stage
+        plan, its best ``k * oversample`` allowed rows are rescored. Fewer than k allowed: those,
+        padded."""
+        allowed = int(np.count_nonzero(allow)) if self.count else 0
+        kk = min(k, allowed)
+        strategy = choose_strategy(allowed, kk, self.dim, plan, self.count * self.tier(plan.tier).code_size)
+        if kk == 0:
+            return empty_result(xq.shape[0], k, self.metric), strategy
+        if strategy == "exact":
+            scores, rows = self.tier(plan.rescore or plan.tier).scan_allowed(xq, kk, allow, np.flatnonzero(allow))
+        elif plan.rescore is None:
+            scores, rows = self.tier(plan.tier).scan_allowed(xq, kk, allow)
+        else:
+            width = min(allowed, int(np.ceil(kk * plan.oversample)))
+            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow)
+            scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
+        return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq)), strategy
+
+    # -- filterable fields ----------------------------------------------------------------------
+
+    @property
+    def field_types(self) -> dict[str, str]:
+        """Filterable field -> type ("int", "float", "bool", "string", "tags"); docs/format.md "Fields"."""
+        return dict(self.header.field_types)
+
+    def field_columns(self) -> dict[str, Column]:
+        """Every field's column, mapped from the file and checked on first use (one pass each)."""
+        self._check_open()
+        with self._lock:
+            if self._fields is None:
+                self._fields = {name: self._field_column(name, kind) for name, kind in self.header.field_types.items()}
+            return self._fields
+
+    def _field_column(self, name: str, kind: str) -> Column:
+        prefix = f"{fmt.FIELDS}/{name}"
+        arrays = {}
+        for part in fmt.FIELD_DATASETS[kind]:
+            if part == fmt.DICTIONARY:
+                offsets = self._map.array(self.header.datasets[f"{prefix}/{part}/offsets"])
+                if offsets.dtype != np.dtype("<i8") or offsets.ndim != 1 or offsets.shape[0] < 1:
+                    raise FormatError(f"/{prefix}/{part}/offsets: must be <i8 with at least one entry")
+                column = StringColumn(offsets, self._map.array(self.header.datasets[f"{prefix}/{part}/data"]),
+                                      offsets.shape[0] - 1, f"{prefix}/{part}")
+                arrays[part] = [column.get(i) for i in range(offsets.shape[0] - 1)]
+            else:
+                arrays[part] = self._map.array(self.header.datasets[f"{prefix}/{part}"])
+        return column_from_arrays(name, kind, self.count, arrays, f"/{prefix}")
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -254,6 +310,7 @@ class StoreFile(ClosesOnExit):
             "model": self.model,
             "has_keys": self.keys_column is not None,
             "has_metadata": self.metadata_column is not None,
+            "fields": self.field_types,
             "file_bytes": self.header.file_size,
             "tiers": [t.describe() for t in self.tiers.values()],
             "default_search": list(self.default_plan()),

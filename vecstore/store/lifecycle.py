@@ -19,6 +19,7 @@ from ..format import segments as seg
 from ..format.writer import StoreContents, TierPlan, write_store
 from ..ingest import as_ids, int64_ids, open_vectors, prepared_chunks, read_keys, read_metadata
 from ..progress import progress_enabled
+from .filtering import append_fields, compacted_fields
 from .provenance import check_model
 from .view import View, open_view
 
@@ -50,12 +51,13 @@ def _refuse_known_ids(view: View, ids: np.ndarray) -> None:
 
 
 def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=None, model: str | None = None,
-           progress: bool | None = None) -> np.ndarray:
+           progress: bool | None = None, fields=None) -> np.ndarray:
     """Append documents to the store at ``path`` as a new segment; return their ids.
 
     Each vector is encoded into every tier with that tier's stored parameters (nothing is retrained)
     and the segment is published atomically. Cost: proportional to the vectors added; the store's
-    existing tiers are neither read nor copied.
+    existing tiers are neither read nor copied. The segment carries the store's filterable fields,
+    taken from ``metadata`` with the store's types (``fields``, if given, must name the same).
     """
     path = os.path.abspath(os.fspath(path))
     source = open_vectors(vectors)
@@ -78,6 +80,7 @@ def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=No
             contents = StoreContents(dim, n, base.metric, new_ids,
                                      keys=read_keys(keys, n) if keys is not None else None,
                                      metadata=read_metadata(metadata, n), model=base.model)
+            contents.fields = append_fields(base, fields, contents.metadata, new_ids)
             name = seg.new_file_name("segment")
             os.makedirs(seg.sidecar_dir(path), exist_ok=True)
             write_store(os.path.join(seg.sidecar_dir(path), name), contents,
@@ -174,7 +177,8 @@ def compact_locked(path: str, *, progress: bool | None = None) -> dict:
         contents = StoreContents(base.dim, view.count, base.metric, np.asarray(ids, dtype="<i8"),
                                  keys=_strings(view, "keys_column", live), metadata=_strings(view, "metadata_column", live),
                                  model=base.model,
-                                 encoders={name: base.encoder(name) for name in base.encoder_names})
+                                 encoders={name: base.encoder(name) for name in base.encoder_names},
+                                 fields=compacted_fields(view, live))
         plans = []
         for name, tier in base.tiers.items():
             codes = _Gather([p.tiers[name].codes for p in view.parts], live)

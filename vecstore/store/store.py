@@ -21,6 +21,7 @@ from ..query import (SearchResult, TextSearchResult, check_k, drop_ids, empty_re
 from . import lifecycle
 from .closing import ClosesOnExit
 from .file import StoreFile, metadata_object, process_memory
+from .filtering import part_masks, search_masked
 from .provenance import check_encoder, check_model
 from .view import View, open_view, signature
 
@@ -98,6 +99,7 @@ class Store(ClosesOnExit):
     written_by = property(lambda self: self._base.written_by)
     tiers = property(lambda self: self._base.tiers)
     encoder_names = property(lambda self: self._base.encoder_names)
+    fields = property(lambda self: self._base.field_types, doc="filterable field -> type (see docs/filters.md)")
 
     @property
     def count(self) -> int:
@@ -142,7 +144,8 @@ class Store(ClosesOnExit):
     # -- search -------------------------------------------------------------------------------
 
     def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
-               oversample: float | None = None, model: str | None = None) -> SearchResult:
+               oversample: float | None = None, model: str | None = None, where: str | None = None,
+               allow=None) -> SearchResult:
         """The k nearest live documents to each query.
 
         Parameters
@@ -163,15 +166,24 @@ class Store(ClosesOnExit):
         model : str, optional
             ``"name@version"`` of the model that made the queries: refused (ModelMismatchError) when
             the store's vectors come from another model or version.
+        where : str, optional
+            A filter on the store's filterable fields (docs/filters.md), e.g.
+            ``"lang = 'en' and year >= 2020"``: only documents satisfying it are returned.
+        allow : array-like, optional
+            Allowed document ids, or a boolean mask over ``store.ids`` (one entry per live document);
+            combined with ``where`` by "and". Ids not in the store are ignored.
 
         Returns
         -------
         SearchResult
-            ``(distances, ids)``, each (nq, k), best first. Deleted documents never appear.
+            ``(distances, ids)``, each (nq, k), best first. Deleted documents never appear. With
+            ``where`` or ``allow``, a :class:`~vecstore.query.FilteredSearchResult` that also says
+            the strategy each part was searched with; fewer matching documents than k are padded.
         """
-        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model)
+        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model, where, allow)
 
-    def _search_in(self, view: View, queries, k, tier, rescore, oversample, model) -> SearchResult:
+    def _search_in(self, view: View, queries, k, tier, rescore, oversample, model, where=None,
+                   allow=None) -> SearchResult:
         """:meth:`search` on one given view (so a caller that read the view can stay on it)."""
         base = view.base
         if model is not None:
@@ -179,6 +191,8 @@ class Store(ClosesOnExit):
         plan = view.resolve(tier, rescore, oversample)
         xq = prepare_queries(queries, base.dim, base.metric)
         check_k(k, view.count)
+        if where is not None or allow is not None:
+            return search_masked(view, xq, k, plan, part_masks(view, where, allow))
         if view.simple:
             return view.prepared(plan).search(xq, k)
         results = [_search_part(part, dead, xq, k, plan, base.metric) for part, dead in zip(view.parts, view.dead)]
@@ -189,7 +203,7 @@ class Store(ClosesOnExit):
         """Search with text: encode ``texts`` (a string or a list) with a stored encoder, then search.
 
         Unknown words are skipped and returned per text in ``unknown_words``. ``options`` are those
-        of :meth:`search` (tier, rescore, oversample). An encoder that is not the model the store's
+        of :meth:`search` (tier, rescore, oversample, where, allow). An encoder that is not the model the store's
         vectors came from is refused.
 
         on_empty : "error" (default) or "skip"
@@ -210,7 +224,8 @@ class Store(ClosesOnExit):
         if enc.dim != view.base.dim:
             raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {view.base.dim}")
         batch = [texts] if isinstance(texts, str) else list(texts)
-        tier, rescore, oversample = (options.pop(o, None) for o in ("tier", "rescore", "oversample"))
+        tier, rescore, oversample, where, allow = (options.pop(o, None)
+                                                   for o in ("tier", "rescore", "oversample", "where", "allow"))
         if options:
             raise TypeError(f"search_text() got an unexpected keyword argument {sorted(options)[0]!r}")
         if on_empty == "error":
@@ -219,17 +234,17 @@ class Store(ClosesOnExit):
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{exc}, or pass on_empty='skip' (CLI: --on-empty skip) to search "
                                         "the other texts") from None
-            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model)
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow)
             return TextSearchResult(distances, ids, unknown)
         vectors, unknown = enc.encode(batch, on_empty="zero")
         live = np.flatnonzero(vectors.any(axis=1))
         if live.shape[0] == len(batch):
-            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model)
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow)
             return TextSearchResult(distances, ids, unknown)
         check_k(k, view.count)
         distances, ids = empty_result(len(batch), k, view.base.metric)
         if live.shape[0]:
-            found = self._search_in(view, vectors[live], k, tier, rescore, oversample, model)
+            found = self._search_in(view, vectors[live], k, tier, rescore, oversample, model, where, allow)
             distances[live], ids[live] = found.distances, found.ids
         else:  # nothing to search, but the options and the model are still checked
             view.resolve(tier, rescore, oversample)
@@ -304,12 +319,12 @@ class Store(ClosesOnExit):
             )
 
     def add(self, vectors, ids=None, keys=None, metadata=None, *, model: str | None = None,
-            progress: bool | None = None) -> np.ndarray:
+            progress: bool | None = None, fields=None) -> np.ndarray:
         """Append documents: encoded into every tier with the stored parameters, written as a new
         segment, published atomically. Returns their ids (default: after the largest id so far)."""
         self._check_writable("add documents")
         new_ids = lifecycle.append(self.path, vectors, ids=ids, keys=keys, metadata=metadata, model=model,
-                         progress=progress)
+                                   progress=progress, fields=fields)
         self.reload()
         return new_ids
 

@@ -1,0 +1,246 @@
+"""Filtered search on a store: where= and allow= against brute force over the admitted rows, for
+every tier kind and metric; segments, deletions and compaction; the fields in the file (format,
+checksums, identity); shards (local backend); the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import vecstore
+from vecstore.cli import cli
+from vecstore.errors import InvalidInputError
+from vecstore.filters import strategy
+
+N, DIM, K = 1200, 16, 10
+METRICS = ("ip", "cosine", "l2")
+TIERS = ("int8", "float16", "pq8", "pq8x4")
+LANGS = ("en", "de", "fr")
+
+
+def data(seed=1, n=N):
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def docs(n=N, start=0):
+    return [{"lang": LANGS[i % 3], "year": 1990 + i % 40, "tags": ["x"] if i % 4 == 0 else [],
+             "ok": i % 2 == 0} for i in range(start, start + n)]
+
+
+def admitted(meta, where):
+    tests = {"lang = 'en'": lambda d: d["lang"] == "en",
+             "lang = 'en' and year >= 2020": lambda d: d["lang"] == "en" and d["year"] >= 2020,
+             "tags has 'x' and ok = true": lambda d: "x" in d["tags"] and d["ok"],
+             "year = 1995": lambda d: d["year"] == 1995}
+    return np.array([tests[where](d) for d in meta])
+
+
+def brute(x, q, allowed, metric, k=K):
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    scores = -(((q[:, None, :] - x[None]) ** 2).sum(-1)) if metric == "l2" else q @ x.T
+    rows = np.flatnonzero(allowed)
+    order = np.argsort(-scores[:, rows], axis=1, kind="stable")[:, :k]
+    out = np.full((q.shape[0], k), -1)
+    out[:, :min(k, rows.shape[0])] = rows[order]
+    return out
+
+
+def recall(found, truth):
+    return float(np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, (b >= 0).sum())
+                          for a, b in zip(found, truth)]))
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("filtered")
+    out = {}
+    for metric in METRICS:
+        path = str(root / f"{metric}.vs")
+        vecstore.build(path, data(), metric=metric, metadata=docs(), fields=["lang", "year", "tags", "ok"],
+                       progress=False).close()
+        for codec in TIERS:
+            vecstore.compress(path, codec, calibrate=False, progress=False, train_size=1200).close()
+        out[metric] = path
+    return out
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("tier", ("raw",) + TIERS)
+@pytest.mark.parametrize("where", ["lang = 'en' and year >= 2020", "tags has 'x' and ok = true", "year = 1995"])
+@pytest.mark.parametrize("force", ["exact", "filtered"])
+def test_filtered_search_matches_brute_force(stores, metric, tier, where, force, monkeypatch):
+    monkeypatch.setattr(strategy, "EXACT_RATIO", 1e30 if force == "exact" else 0.0)
+    q = np.random.default_rng(5).standard_normal((7, DIM)).astype(np.float32)
+    allowed = admitted(docs(), where)
+    truth = brute(data(), q, allowed, metric)
+    with vecstore.open(stores[metric]) as store:
+        options = {} if tier == "raw" else {"tier": tier, "rescore": "raw", "oversample": 8}
+        result = store.search(q, K, where=where, **options)
+        assert np.isin(result.ids[result.ids >= 0], np.flatnonzero(allowed)).all()
+        assert ((result.ids >= 0).sum(axis=1) == min(K, allowed.sum())).all()
+        if tier == "raw" or force == "exact":
+            np.testing.assert_array_equal(result.ids, truth)
+        else:
+            assert recall(result.ids, truth) >= 0.9
+        expected = "filtered-scan" if tier == "raw" else ("exact" if force == "exact" or allowed.sum() <= K
+                                                         else "filtered-two-stage")
+        assert result.strategy == expected
+        same = store.search(q, K, allow=np.flatnonzero(allowed), **options)
+        np.testing.assert_array_equal(same.ids, result.ids)
+        mask = store.search(q, K, allow=allowed, **options)
+        np.testing.assert_array_equal(mask.ids, result.ids)
+
+
+def test_fewer_than_k_are_padded_and_none_is_empty(stores):
+    q = data(9, 2)
+    with vecstore.open(stores["l2"]) as store:
+        few = store.search(q, K, allow=[3, 5, 999999])
+        assert few.allowed == 2 and (few.ids[:, 2:] == -1).all() and np.isinf(few.distances[:, 2:]).all()
+        assert sorted(few.ids[0, :2]) == [3, 5]
+        none = store.search(q, K, where="lang = 'zz'")
+        assert none.strategy == "none" and (none.ids == -1).all()
+        text = store.search(q, K, where="lang = 'en'", allow=[0, 1, 2, 3])
+        assert set(text.ids[0][text.ids[0] >= 0]) == {0, 3}
+
+
+def test_errors(stores, tmp_path):
+    with vecstore.open(stores["ip"]) as store:
+        with pytest.raises(InvalidInputError, match="unknown field 'lnag'.*lang \\(string\\)"):
+            store.search(data(3, 1), K, where="lnag = 'en'")
+        with pytest.raises(InvalidInputError, match="position 5"):
+            store.search(data(3, 1), K, where="lang 'en'")
+        with pytest.raises(InvalidInputError, match="one entry per live document"):
+            store.search(data(3, 1), K, allow=np.ones(3, bool))
+    plain = str(tmp_path / "plain.vs")
+    vecstore.build(plain, data(), metadata=docs(), progress=False).close()
+    with vecstore.open(plain) as store, pytest.raises(InvalidInputError, match="vecstore.add_fields"):
+        store.search(data(3, 1), K, where="lang = 'en'")
+    with vecstore.add_fields(plain, "lang,year") as store:
+        assert store.fields == {"lang": "string", "year": "int"}
+        assert store.search(data(3, 1), K, where="lang = 'en'").ids.shape == (1, K)
+    with pytest.raises(InvalidInputError, match="document 1 \\(id 1\\), field 'v'"):
+        vecstore.build(str(tmp_path / "bad.vs"), data(n=2), metadata=[{"v": 1}, {"v": "a"}], fields=["v"])
+    with pytest.raises(InvalidInputError, match="give metadata"):
+        vecstore.build(str(tmp_path / "bad.vs"), data(n=2), fields=["v"])
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_segments_deletions_and_compaction(tmp_path, metric):
+    path = str(tmp_path / "s.vs")
+    x, extra = data(1), data(2, 300)
+    meta, extra_meta = docs(), docs(300, start=N)
+    vecstore.build(path, x, metric=metric, metadata=meta, fields=["lang", "year", "tags", "ok"], progress=False).close()
+    vecstore.compress(path, "pq8", calibrate=False, progress=False).close()
+    q = data(4, 6)
+    where = "lang = 'en' and year >= 2020"
+    with vecstore.open(path, mode="a") as store:
+        store.add(extra, metadata=extra_meta)
+        dead = list(range(0, 1500, 7))
+        store.delete(dead)
+        everything = np.concatenate([x, extra])
+        allowed = admitted(meta + extra_meta, where)
+        allowed[dead] = False
+        truth = brute(everything, q, allowed, metric)
+        result = store.search(q, K, where=where)
+        np.testing.assert_array_equal(result.ids, truth)
+        assert len(result.strategies) == 2 and result.allowed == allowed.sum()
+        two = store.search(q, K, where=where, tier="pq8", rescore="raw", oversample=10)
+        assert np.isin(two.ids, np.flatnonzero(allowed)).all() and recall(two.ids, truth) >= 0.9
+        live = np.setdiff1d(np.arange(1500), dead)
+        by_mask = store.search(q, K, allow=np.isin(store.ids, np.flatnonzero(allowed)))
+        np.testing.assert_array_equal(by_mask.ids, truth)
+        assert store.ids.shape == live.shape
+        store.compact()
+        assert store.fields == {"lang": "string", "year": "int", "tags": "tags", "ok": "bool"}
+        np.testing.assert_array_equal(store.search(q, K, where=where).ids, truth)
+        np.testing.assert_array_equal(store.search(q, K, where="tags has 'x' and ok = true").ids,
+                                      brute(everything, q, admitted(meta + extra_meta, "tags has 'x' and ok = true")
+                                            & np.isin(np.arange(1500), live), metric))
+    assert all(c.ok for c in vecstore.verify(path, raise_on_error=False))
+
+
+def test_append_without_metadata_has_missing_values(tmp_path):
+    path = str(tmp_path / "s.vs")
+    vecstore.build(path, data(), metadata=docs(), fields=["lang"], progress=False).close()
+    with vecstore.open(path, mode="a") as store:
+        ids = store.add(data(3, 5))
+        result = store.search(data(3, 5), K, where="not lang = 'en'")
+        assert set(ids) <= set(result.ids.ravel()) or result.allowed == N - N // 3 + 5
+        assert not np.isin(ids, store.search(data(3, 5), 50, where="lang != 'en'").ids).any()
+        with pytest.raises(InvalidInputError, match="fields are lang"):
+            store.add(data(3, 1), metadata=[{"x": 1}], fields=["x"])
+
+
+def test_fields_in_the_file(stores):
+    path = stores["ip"]
+    with h5py.File(path, "r") as f:
+        assert f["fields/lang"].attrs["type"] == "string"
+        assert f["fields/lang/codes"].dtype == np.dtype("<i4")
+        assert [bytes(f["fields/lang/dictionary/data"][()]).decode()] == ["deenfr"]
+        assert f["fields/year/values"].dtype == np.dtype("<i8") and f["fields/year/present"].dtype == np.dtype("u1")
+        assert f["fields/tags/offsets"].shape == (N + 1,) and f["fields/ok/values"].dtype == np.dtype("u1")
+        for name in ("fields/lang/codes", "fields/tags/dictionary/offsets", "fields/year/values"):
+            assert f[name].attrs["xxh3_64"]
+    checks = {c.name: c.ok for c in vecstore.verify(path, raise_on_error=False)}
+    assert checks["fields/year/values"] and checks["fields/tags/codes"]
+    with vecstore.open(path) as store:
+        assert store.info()["fields"] == {"lang": "string", "ok": "bool", "tags": "tags", "year": "int"}
+
+
+def test_search_text_takes_a_filter(tmp_path):
+    from vecstore.encoders import WordVectorEncoder
+    words = [f"w{i}" for i in range(30)]
+    enc = WordVectorEncoder(words, np.random.default_rng(0).standard_normal((30, DIM)).astype(np.float32))
+    texts = [f"w{i % 30} w{(i * 7) % 30}" for i in range(200)]
+    store, _ = vecstore.build_text(str(tmp_path / "t.vs"), texts, enc, progress=False)
+    store.close()
+    with vecstore.open(str(tmp_path / "t.vs")) as store:
+        allowed = list(range(0, 200, 3))
+        result = store.search_text("w1 w2", K, allow=allowed)
+        assert np.isin(result.ids, allowed).all()
+
+
+def test_shards_evaluate_the_same_filter(tmp_path):
+    x = data(1)
+    meta = docs()
+    manifest = vecstore.shard_build(x, str(tmp_path / "c"), shards=3, codecs=["pq4"], metadata=meta,
+                                    fields=["lang", "year"], progress=False, calibrate=False)
+    q = data(6, 4)
+    where = "lang = 'en' and year >= 2020"
+    truth = brute(x, q, admitted(meta, where), "ip")
+    with vecstore.open_sharded(manifest.path) as coll:
+        np.testing.assert_array_equal(coll.search(q, K, where=where, tier="raw").ids, truth)
+        np.testing.assert_array_equal(coll.search(q, K, allow=admitted(meta, where), tier="raw").ids, truth)
+        with pytest.raises(InvalidInputError, match="position"):
+            coll.search(q, K, where="lang =")
+
+
+def test_cli(tmp_path):
+    x = data(1)
+    np.save(tmp_path / "x.npy", x)
+    with open(tmp_path / "meta.jsonl", "w") as fh:
+        fh.writelines(json.dumps(d) + "\n" for d in docs())
+    store = str(tmp_path / "s.vs")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), store, "--metadata", str(tmp_path / "meta.jsonl"),
+                              "--fields", "lang,year", "--quiet"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(cli, ["info", store])
+    assert "fields     lang (string), year (int)" in out.output
+    vector = ",".join(str(v) for v in x[5])
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "--where", "lang = 'fr' and year < 2000", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    ids = doc["results"][0]["ids"]
+    assert doc["strategy"] == "filtered-scan" and ids[0] == 5
+    assert all(docs()[i]["lang"] == "fr" and docs()[i]["year"] < 2000 for i in ids)
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "--where", "lang = "])
+    assert out.exit_code != 0 and "position 7" in out.output
+    out = runner.invoke(cli, ["add-fields", store, "year", "--replace"])
+    assert out.exit_code == 0 and "year (int)" in out.output, out.output
