@@ -25,8 +25,11 @@ class Facts:
         return self.name
 
 
-def calibrated(rescore="raw", oversample=8, meets=True):
-    return {"rescore": rescore, "oversample": oversample, "meets_target": meets}
+def calibrated(rescore="raw", oversample=8, meets=True, latency=None):
+    record = {"rescore": rescore, "oversample": oversample, "meets_target": meets}
+    if latency is not None:
+        record["latency_us"] = latency
+    return record
 
 
 def table(*tiers):
@@ -53,6 +56,26 @@ def test_default_is_the_smallest_tier_that_met_its_target():
     tiers = table(RAW, INT8, Facts("pq8", "pq8", 8, calibrated(oversample=16)),
                   Facts("pq4", "pq4", 4, calibrated(meets=False)), Facts("pq16", "pq8", 16, calibrated()))
     assert default_plan(tiers) == Plan("pq8", "raw", 16.0)
+
+
+def test_default_is_the_fastest_within_the_budget_else_the_smallest():
+    pq8 = Facts("pq8", "pq8", 8, calibrated(oversample=256, latency=1200.0))
+    pq96x4 = Facts("pq96x4", "pq4", 48, calibrated(oversample=4, latency=90.0))
+    int8 = Facts("int8", "i8", 384, calibrated(oversample=1, latency=40.0))
+    tiers = table(Facts("raw", "f32", 1536), pq8, pq96x4, int8)
+    assert default_plan(tiers) == Plan("pq96x4", "raw", 4.0)                # 64 B: int8 (384 B) is out
+    assert default_plan(tiers, 16) == Plan("pq8", "raw", 256.0)             # only pq8 fits
+    assert default_plan(tiers, float("inf")) == Plan("int8", "raw", 1.0)   # no limit: the fastest
+    assert default_plan(tiers, 4) == Plan("pq8", "raw", 256.0)              # none fits: the smallest
+    old = Facts("pq48", "pq8", 48, calibrated(oversample=16))               # no latency recorded
+    assert default_plan(table(RAW, old, pq96x4)) == Plan("pq96x4", "raw", 4.0)
+    assert default_plan(table(RAW, old, Facts("pq32", "pq8", 32, calibrated()))) == Plan("pq32", "raw", 8.0)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), True, "64"])
+def test_a_bad_budget_is_refused(bad):
+    with pytest.raises(InvalidInputError, match="budget must be bytes per vector"):
+        default_plan(table(RAW), bad)
 
 
 def test_default_skips_a_calibration_whose_rescoring_tier_is_gone_or_cannot_rescore():
@@ -93,6 +116,27 @@ def test_resolve_fills_defaults_in_order():
 def test_resolve_refuses_a_bad_oversample(bad):
     with pytest.raises(InvalidInputError, match="oversample must be a number >= 1"):
         resolve_plan(lookup_in(table(RAW, INT8)), EXACT, "int8", "raw", bad)
+
+
+def test_a_store_records_latencies_and_takes_its_budget(tmp_path):
+    x = np.random.default_rng(1).standard_normal((2000, 32)).astype(np.float32)
+    path = str(tmp_path / "b.vs")
+    vecstore.build(path, x, metric="ip", progress=False).close()
+    vecstore.compress(path, "pq4", progress=False).close()
+    vecstore.compress(path, "int8", progress=False).close()
+    with vecstore.open(path) as store:
+        latencies = {t.name: t.calibration["latency_us"] for t in store.tiers.values() if t.calibration}
+        assert set(latencies) == {"pq4", "int8"} and all(v > 0 for v in latencies.values())
+        fastest = min(latencies, key=latencies.get)      # pq4 (4 B) and int8 (32 B) both fit in 64 B
+        assert store.default_plan().tier == fastest == store.default_plan(float("inf")).tier
+        assert store.default_plan(4).tier == "pq4"        # only pq4 fits
+        assert store.info()["budget"] == 64
+    with vecstore.open(path, budget=4) as store:
+        assert store.default_plan().tier == "pq4" and store.info()["default_search"][0] == "pq4"
+        assert store.resolve_plan(budget=float("inf")).tier == fastest
+        assert store.search(x[:2], 5, budget=float("inf")).ids.shape == (2, 5)
+    with pytest.raises(InvalidInputError, match="budget"):
+        vecstore.open(path, budget=-2)
 
 
 def test_a_store_and_its_plan_agree(tmp_path):

@@ -17,6 +17,7 @@ with the exact answer taken from the raw tier.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +30,10 @@ from .tier import Tier
 
 OVERSAMPLES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CALIBRATION_QUERIES = 200
+# Single queries timed for a calibrated plan's latency (after a few untimed ones), which the default
+# plan's choice weighs (vecstore.plan.default_plan): 50 medians agreed within 10% from run to run.
+LATENCY_QUERIES = 50
+LATENCY_WARMUP = 5
 TARGET_RECALL = 0.95
 K = 10
 
@@ -74,17 +79,35 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
             break
     step(total)
     best = max(recalls, key=lambda f: recalls[f])
+    factor = chosen if chosen is not None else int(best)
     return {
         "method": "leave-one-out recall@10 on stored documents, exact truth from the raw tier",
         "rescore": fine.name,
         "target_recall_at_10": target,
-        "oversample": chosen if chosen is not None else int(best),
+        "oversample": factor,
+        "latency_us": round(plan_latency_us(coarse, fine, xq, k, factor), 1),
         "recall_at_10": recalls[str(chosen)] if chosen is not None else recalls[best],
         "meets_target": chosen is not None,
         "recall_by_oversample": recalls,
         "queries": int(own.shape[0]),
         "seed": seed,
     }
+
+
+def plan_latency_us(coarse: Tier, fine: Tier, xq: np.ndarray, k: int, factor: float) -> float:
+    """Median microseconds of one query's two-stage search (scan ``coarse`` for ``k * factor``
+    candidates, rescore them on ``fine``) over the first LATENCY_QUERIES of ``xq``, on this machine
+    now: what makes one calibrated plan faster than another of the same store."""
+    width = min(coarse.count, int(np.ceil(k * factor)))
+    times = []
+    for i in range(min(LATENCY_WARMUP + LATENCY_QUERIES, xq.shape[0])):
+        q = xq[i:i + 1]
+        start = time.perf_counter()
+        _, cand = coarse.scan(q, width, candidates=True)
+        fine.rescore(q, cand, k)
+        if i >= LATENCY_WARMUP:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e6) if times else 0.0
 
 
 # -- self-checks -----------------------------------------------------------------------------------

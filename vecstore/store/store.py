@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ClosedStoreError, FormatError, InvalidInputError, ReadOnlyStoreError
 from ..format import schema as fmt
-from ..plan import Plan
+from ..plan import DEFAULT_BUDGET, Plan, check_budget
 from ..query import (SearchResult, TextSearchResult, check_k, drop_ids, empty_result, merge_results,
                      prepare_queries)
 from . import lifecycle
@@ -43,9 +43,11 @@ class Store(ClosesOnExit):
     """
 
     def __init__(self, path: str | os.PathLike, *, mode: str = "r", auto_reload: bool = False,
-                 untrusted: bool = False):
+                 untrusted: bool = False, budget: float = DEFAULT_BUDGET):
         if mode not in MODES:
             raise InvalidInputError(f"mode must be 'r' (read only) or 'a' (append and delete), got {mode!r}")
+        check_budget(budget)
+        self.budget = budget
         self.path = os.path.abspath(os.fspath(path))
         self.mode = mode
         self.auto_reload = bool(auto_reload)
@@ -123,15 +125,23 @@ class Store(ClosesOnExit):
         """The tier called ``name`` (default: the raw float32 tier)."""
         return self._base.tier(name)
 
-    def default_plan(self) -> Plan:
-        """``(tier, rescore, oversample)`` of a search given no tier options: the smallest tier whose
-        calibration met its recall target, rescored as calibrated; exact search on raw when none."""
-        return self._now().default_plan
+    def default_plan(self, budget: float | None = None) -> Plan:
+        """``(tier, rescore, oversample)`` of a search given no tier options: among the tiers whose
+        calibration met its recall target, the fastest whose codes take at most ``budget`` bytes per
+        vector (default: the store's, ``open(..., budget=)``, 64), else the smallest; exact search on
+        raw when none (vecstore.plan.default_plan)."""
+        return self._now().default_plan(self._budget(budget))
 
     def resolve_plan(self, tier: str | None = None, rescore: str | None = None,
-                     oversample: float | None = None) -> Plan:
+                     oversample: float | None = None, budget: float | None = None) -> Plan:
         """The validated ``(tier, rescore, oversample)`` that :meth:`search` uses for these options."""
-        return self._now().resolve(tier, rescore, oversample)
+        return self._now().resolve(tier, rescore, oversample, self._budget(budget))
+
+    def _budget(self, budget: float | None) -> float:
+        if budget is None:
+            return self.budget
+        check_budget(budget)
+        return budget
 
     def __repr__(self) -> str:
         view = self._view
@@ -145,7 +155,7 @@ class Store(ClosesOnExit):
 
     def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
                oversample: float | None = None, model: str | None = None, where: str | None = None,
-               allow=None) -> SearchResult:
+               allow=None, budget: float | None = None) -> SearchResult:
         """The k nearest live documents to each query.
 
         Parameters
@@ -172,6 +182,9 @@ class Store(ClosesOnExit):
         allow : array-like, optional
             Allowed document ids, or a boolean mask over ``store.ids`` (one entry per live document);
             combined with ``where`` by "and". Ids not in the store are ignored.
+        budget : float, optional
+            Bytes per vector the default plan's scanned tier may take; default: the store's
+            (``vecstore.open(..., budget=)``, 64). Applies only when no tier option is given.
 
         Returns
         -------
@@ -180,15 +193,15 @@ class Store(ClosesOnExit):
             ``where`` or ``allow``, a :class:`~vecstore.query.FilteredSearchResult` that also says
             the strategy each part was searched with; fewer matching documents than k are padded.
         """
-        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model, where, allow)
+        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model, where, allow, budget)
 
     def _search_in(self, view: View, queries, k, tier, rescore, oversample, model, where=None,
-                   allow=None) -> SearchResult:
+                   allow=None, budget=None) -> SearchResult:
         """:meth:`search` on one given view (so a caller that read the view can stay on it)."""
         base = view.base
         if model is not None:
             check_model(base.model, model, "queries")
-        plan = view.resolve(tier, rescore, oversample)
+        plan = view.resolve(tier, rescore, oversample, self._budget(budget))
         xq = prepare_queries(queries, base.dim, base.metric)
         check_k(k, view.count)
         if where is not None or allow is not None:
@@ -224,8 +237,8 @@ class Store(ClosesOnExit):
         if enc.dim != view.base.dim:
             raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {view.base.dim}")
         batch = [texts] if isinstance(texts, str) else list(texts)
-        tier, rescore, oversample, where, allow = (options.pop(o, None)
-                                                   for o in ("tier", "rescore", "oversample", "where", "allow"))
+        tier, rescore, oversample, where, allow, budget = (
+            options.pop(o, None) for o in ("tier", "rescore", "oversample", "where", "allow", "budget"))
         if options:
             raise TypeError(f"search_text() got an unexpected keyword argument {sorted(options)[0]!r}")
         if on_empty == "error":
@@ -234,20 +247,20 @@ class Store(ClosesOnExit):
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{exc}, or pass on_empty='skip' (CLI: --on-empty skip) to search "
                                         "the other texts") from None
-            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow)
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow, budget)
             return TextSearchResult(distances, ids, unknown)
         vectors, unknown = enc.encode(batch, on_empty="zero")
         live = np.flatnonzero(vectors.any(axis=1))
         if live.shape[0] == len(batch):
-            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow)
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow, budget)
             return TextSearchResult(distances, ids, unknown)
         check_k(k, view.count)
         distances, ids = empty_result(len(batch), k, view.base.metric)
         if live.shape[0]:
-            found = self._search_in(view, vectors[live], k, tier, rescore, oversample, model, where, allow)
+            found = self._search_in(view, vectors[live], k, tier, rescore, oversample, model, where, allow, budget)
             distances[live], ids[live] = found.distances, found.ids
         else:  # nothing to search, but the options and the model are still checked
-            view.resolve(tier, rescore, oversample)
+            view.resolve(tier, rescore, oversample, self._budget(budget))
             if model is not None:
                 check_model(view.base.model, model, "queries")
         return TextSearchResult(distances, ids, unknown)
@@ -379,6 +392,8 @@ class Store(ClosesOnExit):
                              "file_bytes": p.header.file_size} for p in view.segments]
         info["deleted"] = int(view.deleted.shape[0])
         info["file_bytes"] += sum(p.header.file_size for p in view.segments)
+        info["default_search"] = list(view.default_plan(self.budget))
+        info["budget"] = self.budget
         return info
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -408,7 +423,7 @@ def _search_part(part: StoreFile, dead: np.ndarray, xq: np.ndarray, k: int, plan
 
 
 def open(path: str | os.PathLike, *, resident: tuple[str, ...] | list[str] = (), mode: str = "r",  # noqa: A001
-         auto_reload: bool = False, untrusted: bool = False) -> Store:
+         auto_reload: bool = False, untrusted: bool = False, budget: float = DEFAULT_BUDGET) -> Store:
     """Open a store; costs megabytes whatever the store's size (tiers are mapped).
 
     ``resident`` names tiers to copy into private memory at once (e.g. the coarse tier of a
@@ -417,8 +432,10 @@ def open(path: str | os.PathLike, *, resident: tuple[str, ...] | list[str] = (),
     ``auto_reload=True`` moves to a new version of the store (a swap, an append) between queries.
     ``untrusted=True``: for a file from outside, validate its header in a time- and memory-limited
     child process first (libhdf5 can hang or allocate gigabytes on crafted files; ~1 s per open).
+    ``budget``: bytes per vector the default plan's scanned tier may take (see :meth:`Store.default_plan`;
+    ``float("inf")``: no limit); a search can override it.
     """
-    store = Store(path, mode=mode, auto_reload=auto_reload, untrusted=untrusted)
+    store = Store(path, mode=mode, auto_reload=auto_reload, untrusted=untrusted, budget=budget)
     try:
         for name in resident:
             store.load(name)

@@ -18,7 +18,7 @@ from ..format import schema as fmt
 from ..format import segments as seg
 from ..format.digest import codec_digest
 from ..format.untrusted import check_header_in_child
-from ..plan import Plan, resolve_plan
+from ..plan import DEFAULT_BUDGET, Plan, default_plan, resolve_plan
 from .file import StoreFile
 from .prepared import PreparedPlan
 
@@ -51,19 +51,26 @@ class View:
             self.dead = [deleted] * len(self.parts)
         self.count = sum(p.count for p in self.parts) - int(deleted.shape[0])
         self._live_ids: np.ndarray | None = None
-        self.default_plan = base.default_plan()
+        self._defaults: dict[float, Plan] = {}
         self._plans: dict[tuple, Plan] = {}
         self._prepared: dict[Plan, PreparedPlan] = {}
 
-    def resolve(self, tier=None, rescore=None, oversample=None) -> Plan:
+    def default_plan(self, budget: float = DEFAULT_BUDGET) -> Plan:
+        """The main file's default plan within ``budget`` (vecstore.plan.default_plan), remembered."""
+        found = self._defaults.get(budget)
+        if found is None:
+            found = self._defaults[budget] = default_plan(self.base.tiers, budget)
+        return found
+
+    def resolve(self, tier=None, rescore=None, oversample=None, budget: float = DEFAULT_BUDGET) -> Plan:
         """The plan for these search options (vecstore.plan.resolve_plan on the main file's tiers),
         remembered: a view's tiers never change, and resolving cost microseconds a query."""
-        key = (tier, rescore, oversample)
+        key = (tier, rescore, oversample, budget)
         try:
             return self._plans[key]
         except (KeyError, TypeError):  # TypeError: an unhashable option, which resolve_plan refuses
             pass
-        plan = resolve_plan(self.base.tier, self.default_plan, tier, rescore, oversample)
+        plan = resolve_plan(self.base.tier, self.default_plan(budget), tier, rescore, oversample)
         self._plans[key] = plan
         return plan
 
