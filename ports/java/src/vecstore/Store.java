@@ -110,6 +110,13 @@ public final class Store {
         return Arrays.copyOf(order, Math.min(n, order.length));
     }
 
+    private Integer[] quantisedBest(Tier t, float[] q, Integer[] rows, int n) {
+        float[] keys = t.quantisedScores(q, metric.equals("l2"));
+        Integer[] order = rows.clone();
+        Arrays.sort(order, (a, b) -> keys[a] != keys[b] ? Float.compare(keys[b], keys[a]) : Integer.compare(a, b));
+        return Arrays.copyOf(order, Math.min(n, order.length));
+    }
+
     public Result search(float[] query, int k, String tierName, String rescore, double oversample) throws IOException {
         float[] q = prepare(query);
         Tier coarse = tier(tierName);
@@ -123,7 +130,10 @@ public final class Store {
         } else {
             int w = (int) Math.min(count, Math.ceil(kk * oversample));
             scored = tier(rescore);
-            top = best(scored, q, best(coarse, q, all, w), kk);
+            // a 4-bit PQ tier's candidates: the best w by its quantised scores (docs/format.md,
+            // "Candidates of a 4-bit PQ tier"), ties to the lower row
+            Integer[] candidates = coarse.isPq4() ? quantisedBest(coarse, q, all, w) : best(coarse, q, all, w);
+            top = best(scored, q, candidates, kk);
         }
         long[] outIds = new long[k];
         double[] outScores = new double[k];

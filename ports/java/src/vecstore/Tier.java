@@ -145,6 +145,74 @@ public final class Tier {
         return x;
     }
 
+    /** Whether the code stage is 4-bit PQ (two-stage searches rank its candidates by quantised scores). */
+    public boolean isPq4() {
+        return "pq".equals(codeStage) && nbits == 4;
+    }
+
+    /**
+     * The quantised scores of every row (docs/format.md, "Candidates of a 4-bit PQ tier"), for the
+     * query as the store uses it (float32; cosine: normalised): folded into code space (l2: times 2;
+     * a pca stage: projected, its constant q . mean left out, as it moves every row alike), float32
+     * lookup tables, levels 0..127 with one scale for all sub-quantizers, then per row
+     * float32(base + S / scale) and, for l2, minus sqnorms[row] in float32.
+     */
+    public float[] quantisedScores(float[] query, boolean l2) {
+        float[] q = new float[width];
+        if (mean == null) {
+            for (int j = 0; j < width; j++) q[j] = l2 ? query[j] * 2.0f : query[j];
+        } else {
+            for (int i = 0; i < width; i++) {
+                double v = 0.0;
+                for (int j = 0; j < dim; j++) v += (double) (l2 ? query[j] * 2.0f : query[j]) * components[i * dim + j];
+                q[i] = (float) v;
+            }
+        }
+        // float32 tables t[j][c] = q_j . codebooks[j, c] (summation order is unspecified: here in
+        // double, rounded once to float32)
+        float[] t = new float[m * 16];
+        for (int j = 0; j < m; j++) {
+            for (int c = 0; c < 16; c++) {
+                double v = 0.0;
+                for (int s = 0; s < dsub; s++) v += (double) q[j * dsub + s] * codebooks[(j * 16 + c) * dsub + s];
+                t[j * 16 + c] = (float) v;
+            }
+        }
+        // quantisation, in double
+        double[] lo = new double[m];
+        double base = 0.0, widest = 0.0;
+        for (int j = 0; j < m; j++) {
+            double l = t[j * 16], h = l;
+            for (int c = 1; c < 16; c++) {
+                l = Math.min(l, t[j * 16 + c]);
+                h = Math.max(h, t[j * 16 + c]);
+            }
+            lo[j] = l;
+            base += l;
+            widest = Math.max(widest, h - l);
+        }
+        double scale = widest > 0 ? 127.0 / widest : 1.0;
+        int[] level = new int[m * 16];
+        for (int j = 0; j < m; j++) {
+            for (int c = 0; c < 16; c++) {
+                // (t - lo) * scale + 0.5 rounded once (a fused multiply-add), as vecstore computes it
+                level[j * 16 + c] = (int) Math.min(127.0, Math.floor(Math.fma(t[j * 16 + c] - lo[j], scale, 0.5)));
+            }
+        }
+        int n = count();
+        float[] out = new float[n];
+        for (int r = 0; r < n; r++) {
+            long sum = 0;
+            for (int j = 0; j < m; j++) {
+                int b = codes.get(r * codeBytes + j / 2) & 0xFF;
+                sum += level[j * 16 + ((j % 2 == 0) ? (b & 0x0F) : (b >> 4))];
+            }
+            float s = (float) (base + sum / scale);
+            out[r] = l2 ? s - sqnorms[r] : s;
+        }
+        return out;
+    }
+
     /** IEEE 754 binary16 to float (Java 17 has no Float.float16ToFloat). */
     static float halfToFloat(short h) {
         int bits = h & 0xFFFF;
