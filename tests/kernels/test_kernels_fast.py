@@ -118,6 +118,30 @@ def test_candidate_scan_ranks_by_the_quantised_scores(rng, n, m, nq, k, with_bia
     assert all(len(set(r)) == len(r) for r in rows.tolist())
 
 
+@pytest.mark.parametrize("n, m, nq, k", [(1000, 8, 3, 5), (5000, 96, 2, 40), (3000, 301, 2, 50), (37, 6, 2, 40)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_quantised_scan_without_simd_selects_the_fast_scans_candidates(rng, n, m, nq, k, with_bias):
+    """A CPU without the fast scan ranks a two-stage search's candidates by the same quantised
+    scores (docs/format.md): the row-by-row kernel against the fast scan, row for row and bit for bit."""
+    codes = rng.integers(0, 16, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = rng.standard_normal((nq, m, 16)).astype(np.float32)
+    bias = (-3 * rng.random(n)).astype(np.float32) if with_bias else EMPTY
+    kk = min(k, n)
+    lut8, base, scale, _ = fastscan.quantize_tables(lut)
+    slow = fastscan.scan_pq4_quantised(lut8, base, scale, packed, m, bias, kk, 3)
+    table8 = lut8.reshape(nq, -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
+    sums = sum(table8[:, j, codes[:, j]] for j in range(m))
+    approx = (base[:, None] + sums / scale[:, None]).astype(np.float32) + (bias if with_bias else 0)
+    want = np.argsort(-approx, axis=1, kind="stable")[:, :kk]
+    np.testing.assert_array_equal(slow[1], want)
+    np.testing.assert_array_equal(slow[0], np.take_along_axis(approx, want, axis=1))
+    if fastscan.LAYOUT:
+        fast = fast_scan(lut, packed, bias, kk, 3, exact=False)
+        np.testing.assert_array_equal(fast[1], slow[1])
+        np.testing.assert_array_equal(fast[0], slow[0])
+
+
 @needs_simd
 @pytest.mark.parametrize("k", [1, 10, 300])
 def test_fast_scan_keeps_the_lower_row_on_ties(k):

@@ -57,14 +57,12 @@ def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, 
           quiet) -> None:
     """Build STORE from INPUT (.npy, .fvecs, FILE.h5:/DATASET or an ann-benchmarks .hdf5)."""
     t0 = time.perf_counter()
-    chosen = ""
+    chosen, hint = "", None
     if metric is None:
         source = open_vectors(input_path)
         chosen = (" (the input file's distance; no --metric given)" if source.metric_hint
                   else " (the default: no --metric given)")
         hint = None if source.metric_hint else metric_hint(source)
-        if hint:
-            click.echo(f"warning: {hint}", err=True)
     params = vecstore.load_model_params(model_params_path) if model_params_path else None
     store = vecstore.build(store_path, input_path, metric=metric, keys=keys_path, metadata=metadata_path,
                            model=model_spec, model_params=params, overwrite=force, progress=progress_option(quiet),
@@ -73,6 +71,8 @@ def build(input_path, store_path, metric, keys_path, metadata_path, model_spec, 
         info = store.info()
     click.echo(f"built {store_path}: {info['count']} vectors x {info['dim']} dims, metric {info['metric']}{chosen}, "
                f"{human_bytes(info['file_bytes'])} in {time.perf_counter() - t0:.1f} s")
+    if hint:  # after the build: a build that fails prints its one error line and nothing else
+        click.echo(f"warning: {hint}", err=True)
 
 
 @cli.command()

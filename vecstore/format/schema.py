@@ -385,6 +385,8 @@ def _span(ds: h5py.Dataset, file_size: int) -> DatasetSpan:
     dtype = ds.dtype
     if dtype not in ALLOWED_TYPES or not ds.id.get_type().equal(ALLOWED_TYPES[dtype]):
         raise FormatError(f"{where}: dtype {dtype.str} is not one a store uses (standard little-endian only)")
+    if dtype == np.dtype("<f8") and not where.startswith("/fields/"):
+        raise FormatError(f"{where}: dtype <f8 is used only by float fields (under /fields); the file was edited")
     if ds.is_virtual:
         raise FormatError(f"{where}: virtual datasets are refused")
     plist = ds.id.get_create_plist()

@@ -138,11 +138,16 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
     """
     nq, n = lut.shape[0], codes.shape[0]
     finite = bool(np.isfinite(lut).all())
+    work = nq * n * codes.shape[1]
     if layout == "pq4":
         if FAST_SCAN and finite and blocked is not None:
             return _scan_fast(lut, codes, bias, k, *blocked(), exact)
+        if finite and not exact:  # no fast scan here: the same quantised candidates, row by row
+            lut8, base, scale, _ = fastscan.quantize_tables(lut)
+            with threads_for(work):
+                return fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
+                                                   pq_parts(nq, n, k, 1))
         lut = pq.pair_tables(lut, codes.shape[1])
-    work = nq * n * codes.shape[1]
     if finite and nq >= GROUPED_MIN_QUERIES:
         with threads_for(work // GROUPED_SPEEDUP):
             return pq.scan_pq8_grouped(lut, codes, bias, k, pq_parts(nq, n, k, pq.GROUP))
@@ -237,11 +242,11 @@ def scan_pq_masked(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int,
     """:func:`scan_pq` over the rows the uint8 mask ``allow`` admits (the same kernel choice)."""
     nq, n = lut.shape[0], codes.shape[0]
     finite = bool(np.isfinite(lut).all())
+    work = nq * n * codes.shape[1]
     if layout == "pq4":
         if FAST_SCAN and finite and blocked is not None:
             return _scan_fast_masked(lut, codes, bias, k, allow, *blocked())
         lut = pq.pair_tables(lut, codes.shape[1])
-    work = nq * n * codes.shape[1]
     if finite and nq >= GROUPED_MIN_QUERIES:
         with threads_for(work // GROUPED_SPEEDUP):
             return pq.scan_pq8_grouped_masked(lut, codes, bias, allow, k, pq_parts(nq, n, k, pq.GROUP))

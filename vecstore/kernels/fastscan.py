@@ -545,3 +545,41 @@ def scan_pq4_fast_masked(lut, lut8, base, scale, margin, blocked, packed, bias, 
                 part_sizes[p, q] = size
                 part_thr[p, q] = thr
     return merge_partial(part_s, part_i, part_sizes, k)
+
+
+@nb.njit(parallel=True, **NJIT)
+def scan_pq4_quantised(lut8, base, scale, packed, m, bias, k, nparts):
+    """Best-first (scores, rows), (nq, k), by the quantised scores of :func:`scan_pq4_fast` with
+    ``exact=False``, row by row and without SIMD: a two-stage search's candidates on a CPU that has
+    no fast scan are the same rows (docs/format.md, "Candidates of a 4-bit PQ tier").
+
+    lut8, base, scale from :func:`quantize_tables` (table j's level c at ``lut8[q, j * HALF + c]``);
+    packed the stored (n, ceil(m / 2)) codes; bias (n,) or (0,).
+    """
+    nq = lut8.shape[0]
+    n, width = packed.shape
+    use_bias = bias.shape[0] > 0
+    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
+    step = (n + nparts - 1) // nparts
+    for task in prange(nq * nparts):
+        p = task % nparts
+        q = task // nparts
+        bs = part_s[p, q]
+        bi = part_i[p, q]
+        size = part_sizes[p, q]
+        thr = part_thr[p, q]
+        for row in range(p * step, min(n, p * step + step)):
+            total = 0
+            for i in range(width):
+                b = packed[row, i]
+                total += np.int64(lut8[q, 2 * i * HALF + (b & 15)])
+                if 2 * i + 1 < m:
+                    total += np.int64(lut8[q, (2 * i + 1) * HALF + (b >> 4)])
+            acc = np.float32(base[q] + total / scale[q])
+            if use_bias:
+                acc += bias[row]
+            if size < k or acc > thr:
+                size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
+        part_sizes[p, q] = size
+        part_thr[p, q] = thr
+    return merge_partial(part_s, part_i, part_sizes, k)

@@ -149,14 +149,14 @@ class Tier:
                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`scan` over only the rows the uint8 mask ``allow`` admits (``rows``: its
         np.flatnonzero, if the caller has it); 1 <= k <= their count."""
-        folded, const, bias = self._fold(xq)
+        folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
             scores, found = dispatch.scan_pq_masked(lut, self.codes, bias, k, self.layout, allow,
                                                     lambda: self._fast_layout(bias))
         else:
             rows = np.flatnonzero(allow) if rows is None else rows
-            scores, found = dispatch.scan_dense_rows(folded, self._dense_codes(), bias, k, self.layout, rows)
+            scores, found = dispatch.scan_dense_rows(folded, self.dense_codes(), bias, k, self.layout, rows)
         return self._add_const(scores, const), found
 
     def _fast_layout(self, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
