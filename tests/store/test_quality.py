@@ -18,7 +18,7 @@ from vecstore.store.quality import OVERSAMPLES, calibrate, check_drift, self_che
 
 N, DIM = 400, 16
 RECORD_FIELDS = {"method", "rescore", "target_recall_at_10", "oversample", "recall_at_10", "meets_target",
-                 "recall_by_oversample", "queries", "seed"}
+                 "recall_by_oversample", "queries", "seed", "latency_us"}
 
 
 def _data(seed, n=N, dim=DIM):

@@ -86,9 +86,11 @@ def scan_f16(xq, xb_bits, bias, k, nparts):
     return merge_partial(part_s, part_i, part_sizes, k)
 
 
-@nb.njit(parallel=True, **NJIT)
+@nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
 def sqnorms_f32(x):
-    """Squared L2 norm of every row (float32 rows, float32 result)."""
+    """Squared L2 norm of every row (float32 rows, float32 result), in index order with every product
+    and sum rounded to float32 (no fastmath: the stored norms are then the same bits on every CPU,
+    and docs/format.md can say how to recompute them)."""
     out = np.empty(x.shape[0], dtype=np.float32)
     for i in prange(x.shape[0]):
         acc = np.float32(0.0)
