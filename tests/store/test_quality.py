@@ -14,7 +14,7 @@ from conftest import make_store
 
 import vecstore
 from vecstore.errors import InvalidInputError
-from vecstore.store.quality import OVERSAMPLES, calibrate, check_drift, self_check
+from vecstore.store.quality import OVERSAMPLES, calibrate, calibrate_fastest, check_drift, self_check
 
 N, DIM = 400, 16
 RECORD_FIELDS = {"method", "rescore", "target_recall_at_10", "oversample", "recall_at_10", "meets_target",
@@ -49,6 +49,25 @@ def test_the_record_has_the_documented_fields_and_is_json_safe(store):
     assert (record["rescore"], record["queries"], record["seed"], record["target_recall_at_10"]) == ("raw", 60, 4, 0.95)
     assert record["meets_target"] and record["recall_at_10"] >= 0.95
     assert record["recall_by_oversample"][str(record["oversample"])] == record["recall_at_10"]
+
+
+def test_calibrate_fastest_measures_every_rescoring_tier_and_keeps_the_fastest(tmp_path):
+    path = make_store(tmp_path, _data(2), "l2").path
+    for codec in ("float16", "int8", "pq4"):
+        vecstore.compress(path, codec, calibrate=False, progress=False).close()
+    store = vecstore.open(path)
+    tiers = list(store.tiers.values())
+    record = calibrate_fastest(store.tier("pq4"), tiers, store.tier("raw"), queries=60)
+    assert {alt["rescore"] for alt in record["alternatives"]} == {"raw", "float16", "int8"}
+    measured = {alt["rescore"]: alt for alt in record["alternatives"]}
+    assert "raw" in measured and "pq4" not in measured          # only tiers that can rescore pq4
+    meeting = [a for a in measured.values() if a["meets_target"]]
+    assert meeting and record["meets_target"]
+    assert record["latency_us"] == min(a["latency_us"] for a in meeting)
+    assert measured[record["rescore"]]["oversample"] == record["oversample"]
+    alone = calibrate_fastest(store.tier("pq4"), [store.tier("raw")], store.tier("raw"), queries=60)
+    assert "alternatives" not in alone and alone["rescore"] == "raw"
+    store.close()
 
 
 def test_the_smallest_oversample_meeting_the_target_is_chosen(store):

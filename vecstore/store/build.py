@@ -27,7 +27,7 @@ from .filtering import build_fields, field_contents, metadata_dicts
 from .lifecycle import compact_locked
 from .provenance import model_record
 from .quality import TARGET_RECALL
-from .quality import calibrate as run_calibration
+from .quality import calibrate_fastest
 from .store import Store
 from .tier import Tier
 
@@ -181,8 +181,8 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
             # store itself, then write it with that record
             tier = _encode_in_memory(store, name, pipeline, source, show)
             with tqdm(total=1, desc=f"calibrate {name}", unit="step", disable=not show) as bar:
-                new.calibration = run_calibration(tier, store.tier(fmt.RAW_TIER), store.tier(fmt.RAW_TIER),
-                                                  seed=seed, target=target_recall, progress=_advance(bar))
+                new.calibration = calibrate_fastest(tier, list(store.tiers.values()), store.tier(fmt.RAW_TIER),
+                                                    seed=seed, target=target_recall, progress=_advance(bar))
             new.copy_from = (tier.codes, tier.sqnorms)
         plans.append(new)
         write_store(path, _contents_of(store), plans, source, progress=show, description=f"write {name}")

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..format import schema as fmt
+from ..plan import rescore_refusal
 from ..query import recall_at_k, without
 from .store import Store
 from .tier import Tier
@@ -92,6 +93,30 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
         "queries": int(own.shape[0]),
         "seed": seed,
     }
+
+
+def calibrate_fastest(coarse: Tier, fines: list[Tier], raw: Tier, *, seed: int = 0,
+                      queries: int = CALIBRATION_QUERIES, target: float = TARGET_RECALL,
+                      progress: Callable[[int, int], None] | None = None) -> dict:
+    """:func:`calibrate` against each tier of ``fines`` that can rescore ``coarse`` (raw, and any
+    float16 or int8 tier the store holds): the record of the fastest plan that meets the target
+    (else of the best recall), with every plan measured listed under ``alternatives``. Rescoring from
+    a smaller dense tier reads fewer bytes a candidate, which matters most when it is not in the page
+    cache; whether it is faster at the same recall is measured, not assumed."""
+    usable = [f for f in fines if rescore_refusal(f, coarse) is None]
+    records = []
+    for i, fine in enumerate(usable):
+        def step(done: int, total: int, i: int = i) -> None:
+            if progress is not None:
+                progress(i * total + done, len(usable) * total)
+        records.append(calibrate(coarse, fine, raw, seed=seed, queries=queries, target=target, progress=step))
+    meeting = [r for r in records if r["meets_target"]]
+    best = (min(meeting, key=lambda r: (r["latency_us"], -r["recall_at_10"])) if meeting
+            else max(records, key=lambda r: (r["recall_at_10"], -r["latency_us"])))
+    if len(records) > 1:
+        best = dict(best, alternatives=[{key: r[key] for key in ("rescore", "oversample", "recall_at_10",
+                                                                 "meets_target", "latency_us")} for r in records])
+    return best
 
 
 def plan_latency_us(coarse: Tier, fine: Tier, xq: np.ndarray, k: int, factor: float) -> float:
