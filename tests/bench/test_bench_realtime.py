@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("bench_realtime", os.path.join(ROOT, "benchmarks", "bench_realtime.py"))
