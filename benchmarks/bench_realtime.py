@@ -62,8 +62,8 @@ TARGET_RECALL = 0.95
 BUDGET = 64.0
 COARSE = {384: ["pq96x4", "pq48x4", "pq8"], 4096: ["pq128x4", "pq64x4"]}
 FAISS_PQ = {384: [96, 192], 4096: [128, 256]}       # PQ{m}x4fs: m / 2 bytes a vector
-OVERSAMPLE = {384: "1 2 3 4 6 8 16 32 64 128 256", 4096: "1 2 4 8 16 32 64"}
-K_FACTORS = "1 2 4 8 16 32 64"
+OVERSAMPLE = {384: "1 2 3 4 6 8 12 16 24 32 48 64 96 128 192 256", 4096: "1 2 3 4 6 8 12 16 24 32 48 64"}
+K_FACTORS = "1 2 3 4 6 8 12 16 24 32 48 64"
 STOP_AFTER = 0.99   # a sweep stops one step after reaching this recall: more candidates only cost time
 TARGETS = {"twostage_p50": 1.0, "twostage_qps": 1.0, "default": 1.25, "cold": 1.5, "small": 2.0,
            "startup": 1.5, "fresh_install_s": 3.0, "threads": 0.9}
@@ -75,18 +75,18 @@ def parse_args(argv=None):
     ap.add_argument("--data384", default=None, help="ann-benchmarks .hdf5 (default: the real 100K WordNet set)")
     ap.add_argument("--n", type=int, default=100_000, help="rows of the 384-d and 4096-d sets")
     ap.add_argument("--nq", type=int, default=1000, help="queries (batch size of the QPS figures)")
-    ap.add_argument("--single", type=int, default=300, help="single-query calls timed per configuration")
-    ap.add_argument("--repeats", type=int, default=3, help="timed batch runs after a warm-up")
+    ap.add_argument("--single", type=int, default=1000, help="single-query calls timed per configuration")
+    ap.add_argument("--repeats", type=int, default=5, help="timed batch runs after a warm-up")
     ap.add_argument("--oversample384", default=OVERSAMPLE[384])
     ap.add_argument("--oversample4096", default=OVERSAMPLE[4096])
     ap.add_argument("--k-factors", default=K_FACTORS)
     ap.add_argument("--train-size", type=int, default=20_000)
-    ap.add_argument("--cold-queries", type=int, default=30)
+    ap.add_argument("--cold-queries", type=int, default=50)
     ap.add_argument("--cold-plan", default=None, help="TIER:RESCORE:OVERSAMPLE (default: pq128x4's calibration)")
     ap.add_argument("--small-n", type=int, default=1000)
-    ap.add_argument("--startup-runs", type=int, default=5)
-    ap.add_argument("--thread-queries", type=int, default=2000, help="queries a thread-scaling run")
-    ap.add_argument("--thread-repeat", type=int, default=3, help="runs per thread configuration (fastest kept)")
+    ap.add_argument("--startup-runs", type=int, default=9)
+    ap.add_argument("--thread-queries", type=int, default=4000, help="queries a thread-scaling run")
+    ap.add_argument("--thread-repeat", type=int, default=5, help="runs per thread configuration (fastest kept)")
     ap.add_argument("--curve", default="10000,100000,1000000", help="document counts of the cost curve")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -627,19 +627,24 @@ class Bench:
                 parts = dispatch.default_parts(traw.codes.shape[0], K)
                 _loop_text(start, stop, offsets, tok, enc.embedding, enc._weights, tcodes, tbias, K, parts)
 
-        configs = [("store.search pq96x4 > raw x4", lambda q: store.search(q, K, **kw), rows, 1),
-                   ("kernels: fused search_pq4 in a nogil loop", pq_kernels, list(range(nq // chunk or 1)), chunk),
-                   ("store.search_text (word vectors, exact)", lambda t: tstore.search_text(t, K), texts, 1),
+        # (name, one call, its items, queries a call, numba threads set in each Python thread or None)
+        configs = [("store.search pq96x4 > raw x4", lambda q: store.search(q, K, **kw), rows, 1, None),
+                   ("kernels: fused search_pq4 in a nogil loop", pq_kernels, list(range(nq // chunk or 1)), chunk, None),
+                   ("store.search_text (word vectors, exact)", lambda t: tstore.search_text(t, K), texts, 1, None),
                    ("kernels: weighted_mean + scan_f32 in a nogil loop", text_kernels, list(range(nt // chunk or 1)),
-                    chunk)]
-        for _, fn, items, _ in configs:  # compile and warm every kernel before timing
+                    chunk, None),
+                   ("store.search pq96x4 > raw x4, numba 1 thread per Python thread",
+                    lambda q: store.search(q, K, **kw), rows, 1, 1),
+                   ("kernels: fused search_pq4, numba 1 thread per Python thread", pq_kernels,
+                    list(range(nq // chunk or 1)), chunk, 1)]
+        for _, fn, items, _, _ in configs:  # compile and warm every kernel before timing
             fn(items[0])
         best = {}
         for _ in range(a.thread_repeat):   # interleaved: load from elsewhere hits every row alike
-            for name, fn, items, per in configs:
+            for name, fn, items, per, numba_threads in configs:
                 for n in (1, 2):
                     calls = max(2, a.thread_queries // per)
-                    lat, wall, cpu, wait = bench_text.run(n, calls, items, fn, None)
+                    lat, wall, cpu, wait = bench_text.run(n, calls, items, fn, numba_threads)
                     qps = calls * per / wall
                     if (name, n) not in best or qps > best[name, n]["qps"]:
                         best[name, n] = {"qps": qps, "cores_busy": cpu / wall, "wait_for_core": wait / wall,
@@ -650,9 +655,12 @@ class Bench:
                           "scaling": best[name, 2]["qps"] / best[name, 1]["qps"]})
         out = {"rows": table, "search_ratio": table[0]["scaling"] / table[1]["scaling"],
                "text_ratio": table[2]["scaling"] / table[3]["scaling"],
+               "serial_search_ratio": table[4]["scaling"] / table[5]["scaling"],
                "note": "kernel rows: the same compiled kernels with the same numba thread count (dispatch.threads_for) "
                        "and parts as one store.search / search_text call, looping over pre-folded queries "
-                       f"({chunk} a call) in an @njit(nogil=True) function"}
+                       f"({chunk} a call) in an @njit(nogil=True) function. One pq96x4 query over 100,000 rows is enough work "
+                       "for vecstore to scan it on every numba thread, so at 2 Python threads 4 threads share 2 cores: "
+                       "the last two rows set numba to one thread in each Python thread, the setting that could scale 2x"}
         tstore.close()
         os.unlink(tpath)
         for r in table:
@@ -932,6 +940,11 @@ def markdown(r: dict) -> str:
         for row in t["rows"]:
             L.append(f"| {row['name']} | {row['t1']['qps']:,.0f} | {row['t2']['qps']:,.0f} | {row['scaling']:.2f}x | "
                      f"{row['t2']['cores_busy']:.2f} | {row['t2']['wait_for_core']:.2f} |")
+    if "threads" in P and "serial_search_ratio" in P["threads"]:
+        L += ["", f"Scaling of `store.search` over the kernels' with one numba thread per Python thread: "
+              f"{P['threads']['serial_search_ratio']:.2f}x. Runs: --thread-queries queries spread over the "
+              "threads, fastest of --thread-repeat interleaved runs (benchmarks/bench_text.py's runner); cores busy = "
+              "process CPU time / wall time; wait for core = time runnable without a CPU / wall time."]
     if "curve" in P:
         c = P["curve"]
         L += ["", f"## 7. Cost curve: the default plan, {c['dataset']['name']} (seeded clustered generator)", "",
