@@ -632,3 +632,15 @@ def test_the_identity_of_a_file_without_store_id_is_derived_as_specified(tmp_pat
     with vecstore.open(path, mode="a") as store:  # and appending to such a file works
         store.add(_data(2, 3))
         assert os.path.exists(seg.manifest_path(path, h.hexdigest()))
+
+
+def test_a_deleted_ids_file_that_is_a_link_loop_is_refused(tmp_path):
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([0])
+        name = store._now().manifest.deleted_file
+    target = os.path.join(seg.sidecar_dir(path), name)
+    os.unlink(target)
+    os.symlink(target, target)
+    with pytest.raises(FormatError, match="cannot be read"):
+        vecstore.open(path)

@@ -215,6 +215,9 @@ def read_deleted(store_path: str, manifest: Manifest) -> np.ndarray:
             data = fh.read(8 * manifest.deleted_count + 1)
     except FileNotFoundError:
         raise FormatError(f"{path}: named by the segment manifest but missing; the store is damaged") from None
+    except OSError as exc:  # a directory, a link loop, no permission ...
+        raise FormatError(f"{path}: named by the segment manifest but cannot be read ({exc.strerror}); "
+                          "the store is damaged") from None
     if len(data) != 8 * manifest.deleted_count or xxhash.xxh3_64_hexdigest(data) != manifest.deleted_checksum:
         raise FormatError(f"{path}: does not match its size or checksum in the manifest; the store is damaged")
     ids = np.frombuffer(data, dtype="<i8").astype(np.int64)
