@@ -267,6 +267,7 @@ def segment_store(out: str, rng, expected: dict) -> None:
         vecstore.compress(path, tier, params=tier_params(tier, raw, rng), calibrate=False, progress=False).close()
     with h5py.File(path, "r+") as f:                    # as written before store_id existed
         del f.attrs["store_id"]
+        del f.attrs["store_xxh3_64"]  # (and its checksum, written since)
     seg1 = (0.25 * rng.standard_normal((40, DIM))).astype(np.float32)
     seg2 = (0.25 * rng.standard_normal((20, DIM))).astype(np.float32)
     # a query next to main row 0: its 25 nearest main documents get deleted, so the first pass of

@@ -233,12 +233,21 @@ def _expected_tiers(metric_or_odd: str) -> dict:
 # (a) names, types, shapes, storage and checksums, read with h5py alone
 
 
+def _store_checksum(f) -> str:
+    """docs/format.md "Store identity": xxh3_64 of store_id and every dataset's path, dtype, shape."""
+    listing = []
+    f.visititems(lambda name, obj: listing.append((name, obj.dtype.str, obj.shape))
+                 if isinstance(obj, h5py.Dataset) else None)
+    text = f.attrs["store_id"] + "\0" + "".join(f"{p}\0{d}\0{s}\0" for p, d, s in sorted(listing))
+    return xxhash.xxh3_64_hexdigest(text.encode("utf-8"))
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_root_attributes(stores, metric):
     with h5py.File(stores[metric], "r") as f:
         assert set(f.attrs) == {"format", "format_version", "vecstore_version", "dim", "count",
-                                "metric", "model", "store_id"}
-        for name in ("format", "vecstore_version", "metric", "model", "store_id"):
+                                "metric", "model", "store_id", "store_xxh3_64"}
+        for name in ("format", "vecstore_version", "metric", "model", "store_id", "store_xxh3_64"):
             _check_string_attr(f, name)
         for name in ("format_version", "dim", "count"):
             _check_int64_attr(f, name)
@@ -248,6 +257,7 @@ def test_root_attributes(stores, metric):
         assert (f.attrs["dim"], f.attrs["count"], f.attrs["metric"]) == (DIM, N, metric)
         assert json.loads(f.attrs["model"]) == MODEL
         assert re.fullmatch(r"[0-9a-f]{32}", f.attrs["store_id"])
+        assert f.attrs["store_xxh3_64"] == _store_checksum(f)
         assert f.userblock_size == 0
     with open(stores[metric], "rb") as fh:
         assert fh.read(8) == b"\x89HDF\r\n\x1a\n"

@@ -221,39 +221,36 @@ def _dead_pid():
     return proc.pid
 
 
-def test_collect_garbage_removes_only_old_unreferenced_files(tmp_path):
+def test_publish_change_retires_by_record_not_by_age(tmp_path):
     path = str(tmp_path / "s.vs")
     directory = seg.sidecar_dir(path)
     os.makedirs(directory)
-    old, young = seg.GARBAGE_AGE_S + 60, seg.GARBAGE_AGE_S - 60
-    keep = {_touch(directory, seg.new_file_name("segment"), old),
-            _touch(directory, seg.new_file_name("deleted"), old),
-            _touch(directory, seg.manifest_name(BASE), old)}
-    garbage = {_touch(directory, seg.new_file_name("segment"), old),
-               _touch(directory, seg.new_file_name("deleted"), old),
-               _touch(directory, seg.manifest_name("cd" * 16), old),
-               _touch(directory, f".seg-x.vs{fmt.TMP_MARK}{_dead_pid()}-0000", 0)}  # its writer died
-    stays = {_touch(directory, seg.new_file_name("segment"), young),  # a reader may be opening it
-             _touch(directory, f".seg-y.vs{fmt.TMP_MARK}{os.getpid()}-0000", old),  # its writer lives
-             _touch(directory, "notes.txt", old), _touch(directory, "seg-123.vs", old)}  # not ours
-    removed = seg.collect_garbage(path, keep)
-    assert sorted(removed) == sorted(garbage)
-    assert set(os.listdir(directory)) == keep | stays
-    assert seg.collect_garbage(path, keep) == []
+    ancient = 10 ** 6  # mtime: 11 days ago; age must not matter
+    current = seg.Manifest(BASE, segments=[seg.SegmentEntry(_touch(directory, seg.new_file_name("segment"), ancient),
+                                                            "ab" * 16, 1, ())])
+    stale = _touch(directory, seg.new_file_name("deleted"), ancient)
+    expired = _touch(directory, seg.new_file_name("segment"), ancient)
+    old_manifest = _touch(directory, seg.manifest_name("cd" * 16), ancient)
+    now = 1_000_000
+    current.retired = {expired: now - seg.RETIRE_GRACE_S, old_manifest: now - seg.RETIRE_GRACE_S + 1}
+    garbage = {_touch(directory, f".seg-x.vs{fmt.TMP_MARK}{_dead_pid()}-0000", 0)}  # its writer died
+    stays = {_touch(directory, f".seg-y.vs{fmt.TMP_MARK}{os.getpid()}-0000", ancient),  # its writer lives
+             _touch(directory, "notes.txt", ancient), _touch(directory, "seg-123.vs", ancient)}  # not ours
+    new = seg.Manifest(BASE, generation=1, segments=list(current.segments))
+    removed = seg.publish_change(path, new, current, now=now)
+    assert removed == [expired]
+    assert new.retired == {stale: now, old_manifest: now - seg.RETIRE_GRACE_S + 1}
+    assert set(os.listdir(directory)) == (seg.manifest_files(new) | {stale, old_manifest} | stays)
+    assert not garbage & set(os.listdir(directory))
+    assert seg.read_manifest(path, BASE).retired == new.retired
 
 
-def test_collect_garbage_never_removes_what_the_manifest_names(store_path):
+def test_publish_change_never_removes_what_the_manifest_names(store_path, monkeypatch):
     with vecstore.open(store_path, mode="a") as writable:
         writable.add(np.ones((3, DIM), np.float32))
         writable.delete([0])
         manifest = writable._now().manifest
-    directory = seg.sidecar_dir(store_path)
-    for name in os.listdir(directory):
-        os.utime(os.path.join(directory, name), (0, 0))  # as old as can be
-    assert seg.collect_garbage(store_path, seg.manifest_files(manifest), min_age_s=0) == []
+    monkeypatch.setattr(seg, "RETIRE_GRACE_S", 0)
+    assert seg.publish_change(store_path, manifest, manifest) == []
     with vecstore.open(store_path) as reopened:
         assert reopened.count == N + 3 - 1
-
-
-def test_collect_garbage_without_a_segment_directory_is_a_no_op(tmp_path):
-    assert seg.collect_garbage(str(tmp_path / "s.vs"), set()) == []

@@ -171,3 +171,66 @@ def test_the_next_write_of_any_kind_removes_what_killed_writes_left(tmp_path, wr
         vocab = {"a": 0, "b": 1, "c": 2}
         vecstore.add_encoder(path, WordVectorEncoder(vocab, np.ones((3, 8), np.float32)))
     assert [name for name in debris if os.path.exists(name)] == []
+
+
+READER = r"""
+import sys, time
+import numpy as np
+import vecstore
+path, stop, floor_file = sys.argv[1:4]
+q = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+opens = errors = stale = 0
+examples = []
+import os
+while not os.path.exists(stop):
+    with open(floor_file) as fh:
+        floor = int(fh.read() or 0)
+    try:
+        with vecstore.open(path) as store:
+            ids = store.search(q, 5).ids
+            if ((ids >= 0) & (ids < floor)).any():
+                stale += 1
+        opens += 1
+    except Exception as exc:
+        errors += 1
+        examples.append(f"{type(exc).__name__}: {exc}")
+print(opens, errors, stale, repr(examples[:3]), flush=True)
+"""
+
+
+def test_readers_reopening_through_deletes_and_compactions_of_old_files_see_no_errors(tmp_path):
+    """Cleanup cannot race a reader (docs/format.md, "Writing segments"): every file is set two hours
+    into the past before each write, so removal by age would remove what a reader is opening; a
+    reader opening and searching continuously sees no error and no deleted document."""
+    rng = np.random.default_rng(5)
+    path = str(tmp_path / "s.vs")
+    vecstore.build(path, rng.standard_normal((2000, 16)).astype(np.float32), metric="l2").close()
+    stop, floor_file = str(tmp_path / "STOP"), str(tmp_path / "floor")
+    with open(floor_file, "w") as fh:
+        fh.write("0")
+    readers = [subprocess.Popen([sys.executable, "-c", READER, path, stop, floor_file], env=ENV,
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        deadline, deleted, step = time.monotonic() + 8, 0, 0
+        while time.monotonic() < deadline:
+            then = time.time() - 7200
+            for directory in (str(tmp_path), seg.sidecar_dir(path)):
+                for name in os.listdir(directory) if os.path.isdir(directory) else ():
+                    os.utime(os.path.join(directory, name), (then, then))
+            step += 1
+            with vecstore.open(path, mode="a") as store:
+                if step % 10 == 0:
+                    store.compact(progress=False)
+                    continue
+                store.delete([deleted])
+            deleted += 1
+            with open(floor_file + ".tmp", "w") as fh:
+                fh.write(str(deleted))
+            os.replace(floor_file + ".tmp", floor_file)
+    finally:
+        open(stop, "w").close()
+    results = [proc.communicate(timeout=60)[0].split(maxsplit=3) for proc in readers]
+    assert deleted > 20
+    for opens, errors, stale, examples in results:
+        assert int(opens) > 20
+        assert (int(errors), int(stale)) == (0, 0), examples

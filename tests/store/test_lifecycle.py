@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
 
 import vecstore
+from vecstore.format import schema as fmt
 from vecstore.format import segments as seg
 from vecstore.errors import FormatError, InvalidInputError, ReadOnlyStoreError
 
@@ -354,7 +356,7 @@ def test_a_version_1_manifest_without_checksum_still_opens_and_is_upgraded_by_th
         store.delete([2])
     with open(_manifest(path)) as fh:
         doc = json.load(fh)
-    assert doc["version"] == seg.MANIFEST_VERSION == 2 and doc["xxh3_64"] == seg.manifest_checksum(doc)
+    assert doc["version"] == seg.MANIFEST_VERSION == 3 and doc["xxh3_64"] == seg.manifest_checksum(doc)
     assert doc["segments"][0]["columns"] == ["keys"]
     # a version-1 manifest that carries a checksum has it checked (a bit flip 2 -> 1 is no way around it)
     _edit_manifest(path, lambda m: m.update(version=1))
@@ -376,8 +378,16 @@ def test_a_segment_lacking_a_column_its_manifest_records_is_refused(tmp_path):
     assert [e["columns"] for e in entries] == [["keys"], []]
     with vecstore.open(path) as store:
         assert store.keys([N, N + 10]) == ["k0", ""]
-    with h5py.File(os.path.join(seg.sidecar_dir(path), entries[0]["file"]), "r+") as f:
+    segment = os.path.join(seg.sidecar_dir(path), entries[0]["file"])
+    with h5py.File(segment, "r+") as f:
         del f["keys"]
+    with pytest.raises(FormatError, match="store_xxh3_64"):  # the file's list of datasets is checksummed
+        vecstore.open(path)
+    with h5py.File(segment, "r+") as f:  # an edit that also rewrites the checksum: the manifest still tells
+        listing = []
+        f.visititems(lambda name, obj: listing.append((name, obj.dtype.str, obj.shape))
+                     if isinstance(obj, h5py.Dataset) else None)
+        f.attrs["store_xxh3_64"] = fmt.store_checksum(f.attrs["store_id"], listing)
     with pytest.raises(FormatError, match=r"holds the string columns \[\] but its manifest records \['keys'\]"):
         vecstore.open(path)
 
@@ -398,20 +408,158 @@ def test_a_segment_encoded_with_other_parameters_is_refused(tmp_path):
         vecstore.open(path)
 
 
-def test_files_no_manifest_names_are_collected_once_old(tmp_path):
+def _age_everything(path, seconds=7200):
+    """Set every file of the store into the past (their age must not matter: only retirement does)."""
+    then = time.time() - seconds
+    for directory in (os.path.dirname(path), seg.sidecar_dir(path)):
+        for name in os.listdir(directory):
+            os.utime(os.path.join(directory, name), (then, then))
+
+
+def test_replaced_files_are_retired_and_removed_only_after_the_grace_period(tmp_path, monkeypatch):
     path = _store(tmp_path, codec=None)
     with vecstore.open(path, mode="a") as store:
         store.add(_data(2, 5))
-        store.add(_data(3, 5))
-        store.compact(progress=False)
+        store.delete([0])
+        first = store._now().manifest.deleted_file
+        _age_everything(path)
+        store.delete([1])  # replaces the deleted-ids file, whose mtime is two hours old
+        manifest = store._now().manifest
     directory = seg.sidecar_dir(path)
-    leftovers = [e for e in os.listdir(directory) if e != "lock"]
-    assert leftovers  # young garbage stays: a reader may have just read the old manifest
-    with seg.writer_lock(path):
-        removed = seg.collect_garbage(path, set(), min_age_s=0)
-    assert sorted(removed) == sorted(leftovers)
+    assert first in os.listdir(directory) and first in manifest.retired  # retired now, not removed
+    assert abs(manifest.retired[first] - time.time()) < 60
+    with vecstore.open(path, mode="a") as store:
+        _age_everything(path)
+        store.compact(progress=False)
+    names = set(os.listdir(directory))
+    assert first in names and len([n for n in names if n.startswith("manifest-")]) == 2
     with vecstore.open(path) as store:
-        assert store.count == N + 10
+        current = store._now().manifest  # compaction published the new main file's manifest first
+        assert current is not None and not current.segments and current.deleted_file is None
+        assert store.count == N + 5 - 2
+    monkeypatch.setattr(seg, "RETIRE_GRACE_S", 0)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([2])
+        kept = seg.manifest_files(store._now().manifest)
+    assert set(os.listdir(directory)) - {".lock"} == kept  # everything retired is gone now
+
+
+def test_retired_time_is_kept_from_the_previous_manifest(tmp_path):
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([0])
+        old = store._now().manifest.deleted_file
+        store.delete([1])
+        since = store._now().manifest.retired[old]
+    with open(_manifest(path)) as fh:
+        doc = json.load(fh)
+    for entry in doc["retired"]:
+        entry["since"] -= 100
+    doc["xxh3_64"] = seg.manifest_checksum(doc)
+    with open(_manifest(path), "w") as fh:
+        json.dump(doc, fh)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([2])
+        assert store._now().manifest.retired[old] == since - 100
+
+
+def _rename_manifest_to(path, other_id):
+    directory = seg.sidecar_dir(path)
+    [name] = [n for n in os.listdir(directory) if n.startswith("manifest-")]
+    os.rename(os.path.join(directory, name), os.path.join(directory, seg.manifest_name(other_id)))
+
+
+def test_a_segment_directory_whose_manifests_match_no_main_file_is_refused(tmp_path, monkeypatch):
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 5))
+        store.delete([0])
+    _rename_manifest_to(path, "ab" * 16)
+    before = sorted(os.listdir(seg.sidecar_dir(path)))
+    for call in (vecstore.open, vecstore.verify):
+        with pytest.raises(FormatError, match="no segment manifest matches the main file.*move"):
+            call(path)
+    monkeypatch.setattr(seg, "RETIRE_GRACE_S", 0)
+    _age_everything(path)
+    with pytest.raises(FormatError, match="no segment manifest matches"):
+        vecstore.delete(path, [3])  # a writer refuses too: nothing is cleaned up
+    assert sorted(os.listdir(seg.sidecar_dir(path))) == before
+
+
+def test_a_main_file_with_an_edited_identity_is_refused(tmp_path):
+    import h5py
+
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 5))
+    for edit in ("flip", "other", "remove"):
+        copy = str(tmp_path / f"{edit}.vs")
+        shutil.copyfile(path, copy)
+        shutil.copytree(seg.sidecar_dir(path), seg.sidecar_dir(copy))
+        with h5py.File(copy, "r+") as f:
+            if edit == "remove":
+                del f.attrs["store_id"]
+            else:
+                old = f.attrs["store_id"]
+                f.attrs["store_id"] = ("0" if old[0] != "0" else "1") + old[1:] if edit == "flip" else "cd" * 16
+        with pytest.raises(FormatError, match="store_xxh3_64"):
+            vecstore.open(copy)
+        with pytest.raises(FormatError, match="store_xxh3_64"):
+            vecstore.verify(copy)
+
+
+def test_a_removed_or_dangling_manifest_is_refused(tmp_path):
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 5))
+    manifest = _manifest(path)
+    os.rename(manifest, manifest + ".moved")
+    with pytest.raises(FormatError, match="no manifest"):
+        vecstore.open(path)
+    os.symlink(manifest + ".gone", manifest)
+    with pytest.raises(FormatError, match="link to a missing file"):
+        vecstore.open(path)
+
+
+def test_a_leftover_manifest_of_an_older_version_is_ignored(tmp_path):
+    """Older vecstore's compaction replaced the main file first and left the old manifest (version
+    2) behind: such a store opens as its main file, and the next write retires the leftovers."""
+    path = _store(tmp_path, codec=None)
+    directory = seg.sidecar_dir(path)
+    os.makedirs(directory)
+    doc = {"format": "vecstore-segments", "version": 2, "base": "ef" * 16, "generation": 3, "next_id": 7,
+           "segments": [], "deleted": None}
+    doc["xxh3_64"] = seg.manifest_checksum(doc)
+    with open(os.path.join(directory, seg.manifest_name("ef" * 16)), "w") as fh:
+        json.dump(doc, fh)
+    with vecstore.open(path) as store:
+        assert store.count == N
+    vecstore.verify(path)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([0])
+        assert seg.manifest_name("ef" * 16) in store._now().manifest.retired
+
+
+def test_cleanup_keeps_what_another_current_manifest_names(tmp_path, monkeypatch):
+    """A manifest of this version that is neither the main file's nor retired (a swap killed before
+    its rename, or damage) keeps its files whatever their age."""
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 5))
+        manifest = store._now().manifest
+    foreign = seg.Manifest("ab" * 16, segments=list(manifest.segments), next_id=manifest.next_id)
+    seg.publish(path, foreign)
+    with open(_manifest(path)) as fh:
+        doc = json.load(fh)
+    monkeypatch.setattr(seg, "RETIRE_GRACE_S", 0)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([0])
+        store.add(_data(3, 2))
+        store.compact(progress=False)
+        store.delete([1])
+    names = set(os.listdir(seg.sidecar_dir(path)))
+    assert seg.manifest_name("ab" * 16) in names and manifest.segments[0].file in names
+    assert doc["segments"][0]["file"] in names
 
 
 def test_segments_follow_the_spec(tmp_path):
@@ -429,7 +577,7 @@ def test_segments_follow_the_spec(tmp_path):
         main_codec = f["tiers/pq4"].attrs["codec"]
     with open(os.path.join(path + ".segments", f"manifest-{base_id}.json")) as fh:
         doc = json.load(fh)
-    assert doc["format"] == "vecstore-segments" and doc["version"] == 2 and doc["base"] == base_id
+    assert doc["format"] == "vecstore-segments" and doc["version"] == 3 and doc["base"] == base_id
     assert doc["next_id"] == N + 10 and doc["generation"] == 2
     (entry,) = doc["segments"]
     assert entry["columns"] == []  # appended without keys or metadata
@@ -470,6 +618,7 @@ def test_the_identity_of_a_file_without_store_id_is_derived_as_specified(tmp_pat
     path = _store(tmp_path, codec=None)
     with h5py.File(path, "r+") as f:  # as written before store_id existed
         del f.attrs["store_id"]
+        del f.attrs["store_xxh3_64"]  # (and its checksum, written since)
     names = []
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
@@ -483,3 +632,15 @@ def test_the_identity_of_a_file_without_store_id_is_derived_as_specified(tmp_pat
     with vecstore.open(path, mode="a") as store:  # and appending to such a file works
         store.add(_data(2, 3))
         assert os.path.exists(seg.manifest_path(path, h.hexdigest()))
+
+
+def test_a_deleted_ids_file_that_is_a_link_loop_is_refused(tmp_path):
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([0])
+        name = store._now().manifest.deleted_file
+    target = os.path.join(seg.sidecar_dir(path), name)
+    os.unlink(target)
+    os.symlink(target, target)
+    with pytest.raises(FormatError, match="cannot be read"):
+        vecstore.open(path)

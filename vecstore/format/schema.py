@@ -21,7 +21,7 @@ import re
 import secrets
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import h5py
@@ -45,6 +45,7 @@ ATTR_COUNT = "count"
 ATTR_METRIC = "metric"
 ATTR_MODEL = "model"
 ATTR_STORE_ID = "store_id"
+ATTR_STORE_CHECKSUM = "store_xxh3_64"  # xxh3_64 of the store_id and the table of datasets (docs/format.md)
 STORE_ID = re.compile(r"^[0-9a-f]{16,64}$")
 ATTR_CHECKSUM = "xxh3_64"
 ATTR_CODEC = "codec"
@@ -252,8 +253,9 @@ def exchange_paths(a: str, b: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_target(target: str) -> Iterator[str]:
-    """Yield a temporary path beside ``target``; on success, fsync it and rename it into place.
+def atomic_target(target: str, before_rename: Callable[[], None] | None = None) -> Iterator[str]:
+    """Yield a temporary path beside ``target``; on success, fsync it and rename it into place
+    (calling ``before_rename()`` between the two).
 
     A crash at any moment leaves either the old ``target`` (or none) plus a temporary that the
     next write removes; never a half-written file at ``target``.
@@ -269,6 +271,8 @@ def atomic_target(target: str) -> Iterator[str]:
     try:
         yield tmp
         _fsync_path(tmp)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:
         failure = write_failure(target, exc)
@@ -492,6 +496,7 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
         ATTR_METRIC: _attr_text(f.attrs, ATTR_METRIC, where),
         ATTR_MODEL: attr_json(f.attrs, ATTR_MODEL, where, required=False),
         ATTR_STORE_ID: _attr_text(f.attrs, ATTR_STORE_ID, where, required=False),
+        ATTR_STORE_CHECKSUM: _attr_text(f.attrs, ATTR_STORE_CHECKSUM, where, required=False),
     }
     if attrs[ATTR_STORE_ID] is not None and not STORE_ID.match(str(attrs[ATTR_STORE_ID])):
         raise FormatError(f"{where}: attribute {ATTR_STORE_ID!r} must be 16 to 64 lowercase hex digits")
@@ -579,7 +584,36 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
     if raw_stages != [{"id": "float32"}]:
         raise FormatError(f"{where}: the raw tier must hold float32 vectors (codec [float32]); the file was edited")
     _refuse_overlaps(header)
+    _check_store_checksum(header, where)
     return header
+
+
+def store_checksum(store_id: str, datasets) -> str:
+    """xxh3_64 (16 hex digits) of the UTF-8 text ``<store_id>\\0`` followed, for every dataset in
+    order of its path (no leading slash), by ``<path>\\0<dtype>\\0<shape>\\0``: what makes the
+    file's identity and its table of contents verifiable (docs/format.md "Store identity").
+    ``datasets``: (path, numpy dtype string, shape tuple) triples."""
+    hasher = xxhash.xxh3_64()
+    hasher.update(f"{store_id}\0".encode("utf-8"))
+    for path, dtype, shape in sorted(datasets):
+        hasher.update(f"{path}\0{dtype}\0{tuple(shape)}\0".encode("utf-8"))
+    return hasher.hexdigest()
+
+
+def _check_store_checksum(header: Header, where: str) -> None:
+    """Refuse a file whose ``store_id`` or set of datasets differs from what its writer recorded
+    in ``store_xxh3_64``. Files written before the attribute existed have none and are accepted."""
+    recorded = header.attrs.get(ATTR_STORE_CHECKSUM)
+    if recorded is None:
+        return
+    store_id = header.attrs.get(ATTR_STORE_ID)
+    if not store_id:
+        raise FormatError(f"{where}: has {ATTR_STORE_CHECKSUM!r} but no {ATTR_STORE_ID!r}: its identity was "
+                          "removed, so its appended segments and deletions cannot be found; restore the file")
+    computed = store_checksum(str(store_id), [(n, s.dtype.str, s.shape) for n, s in header.datasets.items()])
+    if recorded != computed:
+        raise FormatError(f"{where}: its {ATTR_STORE_ID!r} or its list of datasets does not match its checksum "
+                          f"({ATTR_STORE_CHECKSUM}); the file was damaged or edited: restore it or rebuild the store")
 
 
 def _read_fields(f: h5py.File, header: Header, add) -> None:

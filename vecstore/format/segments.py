@@ -8,8 +8,13 @@ by an atomic rename. The manifest is keyed by the identity of the main file it e
 rename switches the whole store at once: a file with a new identity has no segments yet.
 
 A crash before the rename leaves the previous manifest (the store as before); after it, the new one
-(the store as after). Files that no manifest names are garbage, removed by a later writer once they
-are older than :data:`GARBAGE_AGE_S` (a reader that has just read a manifest may still open them).
+(the store as after). A file the new manifest no longer needs is *retired*: the manifest records it
+with the time it stopped being needed (``retired``), and a later writer removes it only once it has
+been retired for :data:`RETIRE_GRACE_S`, longer than any open takes (a reader that has just read the
+previous manifest may still be opening it). A writer that replaces the main file (compact, compress,
+swap, build over a store) publishes the new file's manifest, retiring the old one, *before* its rename,
+so while the directory exists some manifest always matches the main file: a directory whose manifests
+match none was damaged, and is refused (:func:`check_unmatched`), never silently ignored or cleaned.
 """
 
 from __future__ import annotations
@@ -28,18 +33,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import xxhash
 
-from ..errors import FormatError, ReadOnlyStoreError, StoreWriteError
+from ..errors import FormatError, ReadOnlyStoreError, StoreWriteError, VecstoreError
 from . import schema as fmt
 
 MANIFEST_FORMAT = "vecstore-segments"
-MANIFEST_VERSION = 2  # 2: a checksum of the whole manifest, and each segment's string columns
+MANIFEST_VERSION = 3  # 2: a checksum of the whole manifest, each segment's string columns; 3: retired files
 MANIFEST_FIELDS = ("format", "version", "base", "generation", "next_id", "segments", "deleted")
+MAX_RETIRED = 100_000
 STRING_COLUMNS = (fmt.KEYS, fmt.METADATA)
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_SEGMENTS = 10_000
-GARBAGE_AGE_S = 600.0
+RETIRE_GRACE_S = 600  # a retired file is removed this long after it stopped being needed (docs/format.md)
 SEGMENT_FILE = re.compile(r"^seg-[0-9a-f]{32}\.vs$")
 DELETED_FILE = re.compile(r"^deleted-[0-9a-f]{32}\.i64$")
+MANIFEST_FILE = re.compile(r"^manifest-[0-9a-f]{16,64}\.json$")
 LOCK_TIMEOUT_S = 60.0
 
 
@@ -75,6 +82,8 @@ class Manifest:
     deleted_count: int = 0
     deleted_checksum: str | None = None
     next_id: int = 0
+    retired: dict[str, int] = field(default_factory=dict)  # file -> unix time (s) it stopped being needed
+    version: int = MANIFEST_VERSION  # as read (1 and 2 predate ``retired``)
 
     def to_json(self) -> str:
         doc = {
@@ -87,6 +96,7 @@ class Manifest:
                          for s in self.segments],
             "deleted": None if self.deleted_file is None else {
                 "file": self.deleted_file, "count": self.deleted_count, "xxh3_64": self.deleted_checksum},
+            "retired": [{"file": name, "since": since} for name, since in sorted(self.retired.items())],
         }
         doc["xxh3_64"] = manifest_checksum(doc)
         return json.dumps(doc, indent=1, sort_keys=True)
@@ -105,7 +115,8 @@ def _int(value, where: str, low: int = 0) -> int:
     return value
 
 
-def _parse(text: bytes, where: str, base_id: str) -> Manifest:
+def _parse(text: bytes, where: str, base_id: str | None) -> Manifest:
+    """The manifest in ``text``, validated; ``base_id`` None: of whichever main file it names."""
     try:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
@@ -117,9 +128,9 @@ def _parse(text: bytes, where: str, base_id: str) -> Manifest:
         raise FormatError(f"{where}: manifest version {version}; this vecstore reads up to {MANIFEST_VERSION}: "
                           "upgrade vecstore")
     missing = [name for name in MANIFEST_FIELDS if name not in doc]
-    if missing or (version >= 2 and "xxh3_64" not in doc):
-        raise FormatError(f"{where}: lacks the field(s) {', '.join(missing or ['xxh3_64'])}; "
-                          "the segment manifest is damaged")
+    missing += [name for name, since in (("xxh3_64", 2), ("retired", 3)) if version >= since and name not in doc]
+    if missing:
+        raise FormatError(f"{where}: lacks the field(s) {', '.join(missing)}; the segment manifest is damaged")
     if "xxh3_64" in doc:
         try:
             intact = doc["xxh3_64"] == manifest_checksum(doc)
@@ -127,6 +138,8 @@ def _parse(text: bytes, where: str, base_id: str) -> Manifest:
             intact = False
         if not intact:
             raise FormatError(f"{where}: does not match its checksum (xxh3_64); the segment manifest is damaged")
+    if base_id is None and isinstance(doc.get("base"), str) and fmt.STORE_ID.match(doc["base"]):
+        base_id = doc["base"]
     if doc.get("base") != base_id:
         raise FormatError(f"{where}: names main file {doc.get('base')!r}, not this one ({base_id})")
     entries = doc.get("segments")
@@ -147,7 +160,15 @@ def _parse(text: bytes, where: str, base_id: str) -> Manifest:
     if len({s.file for s in segments}) != len(segments):
         raise FormatError(f"{where}: a segment file is listed twice")
     manifest = Manifest(base_id, _int(doc.get("generation"), f"{where}: generation"), segments,
-                        next_id=_int(doc.get("next_id"), f"{where}: next_id"))
+                        next_id=_int(doc.get("next_id"), f"{where}: next_id"), version=version)
+    retired = doc.get("retired", [])
+    if not isinstance(retired, list) or len(retired) > MAX_RETIRED:
+        raise FormatError(f"{where}: 'retired' must be a list of at most {MAX_RETIRED}")
+    for entry in retired:
+        if (not isinstance(entry, dict) or not isinstance(entry.get("file"), str)
+                or not any(p.match(entry["file"]) for p in (SEGMENT_FILE, DELETED_FILE, MANIFEST_FILE))):
+            raise FormatError(f"{where}: each retired entry must name a segment, deleted-id or manifest file")
+        manifest.retired[entry["file"]] = _int(entry.get("since"), f"{where}: retired since")
     deleted = doc.get("deleted")
     if deleted is not None:
         if (not isinstance(deleted, dict) or not isinstance(deleted.get("file"), str)
@@ -174,6 +195,8 @@ def read_manifest(store_path: str, base_id: str) -> Manifest | None:
         with open(path, "rb") as fh:
             text = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
+        if os.path.lexists(path):  # a dangling link is not "nothing was appended"
+            raise FormatError(f"{path}: a link to a missing file; the segment manifest is damaged") from None
         return None
     except OSError as exc:
         raise FormatError(f"{path}: cannot be read ({exc.strerror})") from None
@@ -192,6 +215,9 @@ def read_deleted(store_path: str, manifest: Manifest) -> np.ndarray:
             data = fh.read(8 * manifest.deleted_count + 1)
     except FileNotFoundError:
         raise FormatError(f"{path}: named by the segment manifest but missing; the store is damaged") from None
+    except OSError as exc:  # a directory, a link loop, no permission ...
+        raise FormatError(f"{path}: named by the segment manifest but cannot be read ({exc.strerror}); "
+                          "the store is damaged") from None
     if len(data) != 8 * manifest.deleted_count or xxhash.xxh3_64_hexdigest(data) != manifest.deleted_checksum:
         raise FormatError(f"{path}: does not match its size or checksum in the manifest; the store is damaged")
     ids = np.frombuffer(data, dtype="<i8").astype(np.int64)
@@ -300,20 +326,143 @@ def clean_temporaries(store_path: str) -> list[str]:
     return removed
 
 
-def collect_garbage(store_path: str, keep: set[str], min_age_s: float = GARBAGE_AGE_S) -> list[str]:
-    """Remove segment, deleted-id and manifest files of ``STORE.segments`` that are not in ``keep``
-    and older than ``min_age_s``, and temporaries whose writer died. Call under :func:`writer_lock`."""
+def _entries(directory: str) -> list[str]:
+    """The segment, deleted-id and manifest files of a segment directory (no temporaries)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if SEGMENT_FILE.match(n) or DELETED_FILE.match(n) or MANIFEST_FILE.match(n))
+
+
+def _read_other(directory: str, name: str) -> Manifest | None:
+    """The manifest ``name`` of whichever main file it names; None when it cannot be read or parsed."""
+    try:
+        with open(os.path.join(directory, name), "rb") as fh:
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(text) > MAX_MANIFEST_BYTES:
+            return None
+        return _parse(text, name, None)
+    except (OSError, FormatError):
+        return None
+
+
+def _retire(directory: str, new: Manifest, current: Manifest | None, now: int) -> list[str]:
+    """Fill ``new.retired``: every file of ``directory`` that ``new`` does not need, with the time it
+    stopped being needed (kept from ``current``'s record, else ``now``). Return those retired for at
+    least :data:`RETIRE_GRACE_S`, which may be removed once ``new`` is published.
+
+    Never retired: what another manifest of version 3 names (one that is neither ``current`` nor
+    retired by it: a swap or compaction killed before its rename, or damage), and everything while
+    such a manifest cannot be read. Manifests of versions 1 and 2 that match neither main file are
+    what older vecstore's compactions left; they and their files are retired."""
+    keep = manifest_files(new)
+    previously = dict(current.retired) if current is not None else {}
+    current_name = manifest_name(current.base_id) if current is not None else None
+    entries = _entries(directory)
+    protected: set[str] = set()
+    for name in entries:
+        if not MANIFEST_FILE.match(name) or name in keep or name == current_name or name in previously:
+            continue
+        other = _read_other(directory, name)
+        if other is None:
+            protected.update(entries)
+            break
+        if other.version >= 3 and (other.segments or other.deleted_file):
+            protected |= manifest_files(other) | {name}
+    retired, expired = {}, []
+    for name in entries:
+        if name in keep or name in protected:
+            continue
+        since = previously.get(name, now)
+        if now - since >= RETIRE_GRACE_S:
+            expired.append(name)
+        else:
+            retired[name] = since
+    new.retired = retired
+    return expired
+
+
+def publish_change(store_path: str, manifest: Manifest, current: Manifest | None, now: int | None = None) -> list[str]:
+    """Publish ``manifest`` (see :func:`publish`) with its ``retired`` list brought up to date, then
+    remove the files retired for longer than :data:`RETIRE_GRACE_S`; return their names.
+
+    ``current``: the manifest of the main file now in place (None: it has none), whose record of
+    retired files carries over. ``manifest`` may extend another main file (a writer about to rename a
+    new main file into place publishes its manifest first). Call under :func:`writer_lock`."""
     directory = sidecar_dir(store_path)
-    removed = fmt.clean_stale_temporaries_in(directory)  # left by killed writers
-    now = time.time()
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.listdir(directory):
-            if entry in keep or not (SEGMENT_FILE.match(entry) or DELETED_FILE.match(entry)
-                                     or (entry.startswith("manifest-") and entry.endswith(".json"))):
-                continue
-            path = os.path.join(directory, entry)
-            with contextlib.suppress(FileNotFoundError):
-                if now - os.stat(path).st_mtime >= min_age_s:
-                    os.unlink(path)
-                    removed.append(entry)
+    os.makedirs(directory, exist_ok=True)
+    fmt.clean_stale_temporaries_in(directory)  # left by killed writers
+    expired = _retire(directory, manifest, current, int(time.time()) if now is None else now)
+    publish(store_path, manifest)
+    removed = []
+    for name in expired:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
+            removed.append(name)
     return removed
+
+
+def ensure_manifest(store_path: str, base_id: str, current: Manifest | None, next_id: int) -> Manifest:
+    """``current``, or (when the main file ``base_id`` has no manifest yet) a newly published empty
+    one: a writer calls this before it puts a file into the segment directory, so that a directory
+    holding segment or deleted-id files always holds a manifest too."""
+    if current is not None:
+        return current
+    manifest = Manifest(base_id, next_id=next_id)
+    publish_change(store_path, manifest, None)
+    return manifest
+
+
+def successor_hook(store_path: str, new_id: str, next_id: int):
+    """What a writer replacing the main file at ``store_path`` by a file of identity ``new_id`` calls
+    just before its rename: when ``STORE.segments`` exists, publish the new file's (empty) manifest,
+    retiring the current one and every file it names. A crash before the rename leaves the old main
+    file with its manifest (the new manifest names nothing and is retired by the next write)."""
+    def before_rename() -> None:
+        if not os.path.isdir(sidecar_dir(store_path)):
+            return
+        current = current_manifest(store_path)
+        publish_change(store_path, Manifest(new_id, next_id=next_id), current)
+    return before_rename
+
+
+def current_manifest(store_path: str) -> Manifest | None:
+    """The manifest of the main file now at ``store_path`` (None: none, or the file cannot be read)."""
+    try:
+        header, file_map = fmt.open_store_file(store_path)
+        file_map.close()
+        return read_manifest(store_path, fmt.store_identity(header))
+    except (OSError, VecstoreError):
+        return None
+
+
+def check_unmatched(store_path: str, base_id: str) -> None:
+    """For a main file without a manifest: refuse (FormatError) when ``STORE.segments`` shows that
+    appended documents or deletions exist that no manifest links to it, which only damage leaves
+    (a writer replacing the main file publishes the new file's manifest before its rename)."""
+    directory = sidecar_dir(store_path)
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise FormatError(f"{directory}: cannot be read ({exc.strerror})") from None
+    manifests = sorted(n for n in names if n.startswith("manifest-") and n.endswith(".json"))
+    data = [n for n in names if SEGMENT_FILE.match(n) or DELETED_FILE.match(n)]
+    advice = (f"restore the main file (or the manifest) from a copy; if {store_path!r} was replaced on purpose "
+              f"and the appended documents and deletions are to be dropped, move {directory!r} away")
+    if not manifests:
+        if data:
+            raise FormatError(f"{store_path!r}: {directory!r} holds {len(data)} segment or deleted-id file(s) but "
+                              f"no manifest, so they cannot be linked to the main file; {advice}")
+        return
+    recent = []
+    for name in manifests:
+        other = _read_other(directory, name)
+        if other is None or other.version >= 3:
+            recent.append(name)
+    if recent:
+        raise FormatError(f"{store_path!r}: no segment manifest matches the main file (identity {base_id}), but "
+                          f"{directory!r} holds {', '.join(recent[:3])}{' ...' if len(recent) > 3 else ''}: the main "
+                          f"file's identity or the manifest's name was damaged or edited; {advice}")

@@ -65,8 +65,11 @@ def verify(path: str | os.PathLike, *, raise_on_error: bool = True, untrusted: b
     checks = _verify_file(path, "", untrusted)
     header, file_map = fmt.open_store_file(path)
     file_map.close()
-    manifest = seg.read_manifest(path, fmt.store_identity(header))
-    if manifest is not None:
+    identity = fmt.store_identity(header)
+    manifest = seg.read_manifest(path, identity)
+    if manifest is None:
+        seg.check_unmatched(path, identity)  # segments or deletions that no manifest links to this file
+    else:
         seg.read_deleted(path, manifest)  # its checksum is in the manifest: a mismatch raises
         for entry in manifest.segments:
             checks += _verify_file(os.path.join(seg.sidecar_dir(path), entry.file), f"{entry.file}:", untrusted)

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import h5py
 import numpy as np
 from tqdm import tqdm
 
@@ -60,14 +61,17 @@ def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray
 
 def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
-                progress: bool = False, description: str = "writing") -> None:
+                progress: bool = False, description: str = "writing",
+                before_rename: Callable[[], None] | None = None) -> None:
     """Write a complete store at ``path`` (atomically). ``source()`` yields (start, float32 rows).
+    ``before_rename()`` runs once the file is complete, just before it is renamed into place.
 
     An operating-system failure (disk full, no permission) becomes a StoreWriteError; the
     temporary file is removed and ``path`` keeps what it held before.
     """
     try:
-        _write_store(path, contents, tiers, source, progress=progress, description=description)
+        _write_store(path, contents, tiers, source, progress=progress, description=description,
+                     before_rename=before_rename)
     except VecstoreError:
         raise
     except OSError as exc:  # the environment's failures are StoreWriteErrors from fmt.atomic_target already
@@ -79,9 +83,9 @@ def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
 
 def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                  source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
-                 progress: bool, description: str) -> None:
+                 progress: bool, description: str, before_rename: Callable[[], None] | None = None) -> None:
     need_source = any(t.copy_from is None for t in tiers)
-    with fmt.atomic_target(path) as tmp:
+    with fmt.atomic_target(path, before_rename) as tmp:
         with fmt.create_file(tmp) as f:
             f.attrs[fmt.ATTR_FORMAT] = fmt.FORMAT_NAME
             f.attrs[fmt.ATTR_VERSION] = np.int64(fmt.FORMAT_VERSION)
@@ -150,6 +154,10 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 codes_w.close()
                 if norms_w is not None:
                     norms_w.close()
+            listing: list[tuple[str, str, tuple]] = []
+            f.visititems(lambda name, obj: listing.append((name, obj.dtype.str, obj.shape))
+                         if isinstance(obj, h5py.Dataset) else None)
+            f.attrs[fmt.ATTR_STORE_CHECKSUM] = fmt.store_checksum(contents.store_id, listing)
 
 
 COPY_ROWS = 65536

@@ -24,7 +24,7 @@ from ..progress import progress_enabled
 from .file import StoreFile
 from ..filters import check_names, encode_fields
 from .filtering import build_fields, field_contents, metadata_dicts
-from .lifecycle import compact_locked
+from .lifecycle import compact_locked, replacing_main
 from .provenance import model_record
 from .quality import TARGET_RECALL
 from .quality import calibrate_fastest
@@ -89,7 +89,8 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
     # over an existing store, build is one of its writers (and removes what killed writes left)
     with seg.writer_lock(path) if os.path.isfile(path) else contextlib.nullcontext():
         write_store(path, contents, [raw], prepared_chunks(source, metric),
-                    progress=progress_enabled(progress), description=f"build {os.path.basename(path)}")
+                    progress=progress_enabled(progress), description=f"build {os.path.basename(path)}",
+                    before_rename=replacing_main(path, contents))
     return Store(path)
 
 
@@ -185,7 +186,9 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
                                                     seed=seed, target=target_recall, progress=_advance(bar))
             new.copy_from = (tier.codes, tier.sqnorms)
         plans.append(new)
-        write_store(path, _contents_of(store), plans, source, progress=show, description=f"write {name}")
+        contents = _contents_of(store)
+        write_store(path, contents, plans, source, progress=show, description=f"write {name}",
+                    before_rename=replacing_main(path, contents))
     return Store(path)
 
 
@@ -239,7 +242,8 @@ def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace
         contents = _contents_of(store)
         contents.encoders = {**contents.encoders, name: encoder}
         plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
-        write_store(path, contents, plans, None, description=f"add encoder {name}")
+        write_store(path, contents, plans, None, description=f"add encoder {name}",
+                    before_rename=replacing_main(path, contents))
     return Store(path)
 
 
@@ -282,5 +286,5 @@ def add_fields(path, fields, *, replace: bool = False):
         contents.fields = {**(contents.fields or {}),
                            **field_contents(encode_fields(names, dicts, np.asarray(store.ids)))}
         plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
-        write_store(path, contents, plans, None, description="add fields")
+        write_store(path, contents, plans, None, description="add fields", before_rename=replacing_main(path, contents))
     return Store(path)

@@ -10,15 +10,17 @@ or the new one whole. Readers holding the old store keep their mappings until th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 
-from ..errors import IntegrityError, InvalidInputError, StoreNotFoundError
+from ..errors import IntegrityError, InvalidInputError, StoreNotFoundError, VecstoreError
 from ..format import schema as fmt
 from ..format import segments as seg
 from ..format.verify import verify
 from .quality import self_check
 from .store import Store
+from .lifecycle import next_id
 from .view import open_view
 
 MIN_RECALL = 0.9
@@ -34,15 +36,53 @@ def _link_or_copy(src: str, dst: str) -> None:
             shutil.copyfile(src, tmp)
 
 
-def _carry_manifest(src_store: str, dst_store: str, manifest: seg.Manifest | None) -> None:
-    """Make ``manifest`` (of the main file now at ``src_store``) valid beside ``dst_store`` too."""
-    if manifest is None:
-        return
-    os.makedirs(seg.sidecar_dir(dst_store), exist_ok=True)
-    names = [s.file for s in manifest.segments] + ([manifest.deleted_file] if manifest.deleted_file else [])
+@dataclasses.dataclass
+class _State:
+    """What a swap needs of a store's current state (its views are closed at once)."""
+
+    base_id: str
+    manifest: seg.Manifest | None
+    next_id: int
+
+
+def _state(path: str) -> _State:
+    view = open_view(path)
+    try:
+        return _State(view.base_id, view.manifest, next_id(view))
+    finally:
+        view.close()
+
+
+def _carry_manifest(src_store: str, src: _State, dst_store: str, dst: _State | None) -> None:
+    """Make the state ``src`` of the main file now at ``src_store`` valid beside ``dst_store`` too:
+    its segment and deleted-id files linked into ``dst_store``'s segment directory, then its manifest
+    (an empty one when it has none) published there as the successor of ``dst``, the state of the
+    main file now at ``dst_store`` (None: there is none), whose files it retires."""
+    directory = seg.sidecar_dir(dst_store)
+    manifest = src.manifest
+    if manifest is None and not os.path.isdir(directory):
+        return  # nothing appended to src, nothing beside dst: the main file alone is the state
+    os.makedirs(directory, exist_ok=True)
+    current = dst.manifest if dst is not None else None
+    names = [] if manifest is None else sorted(seg.manifest_files(manifest) - {seg.manifest_name(manifest.base_id)})
+    if names and dst is not None:  # files go in only beside a manifest (seg.ensure_manifest)
+        current = seg.ensure_manifest(dst_store, dst.base_id, current, dst.next_id)
     for name in names:
-        _link_or_copy(os.path.join(seg.sidecar_dir(src_store), name), os.path.join(seg.sidecar_dir(dst_store), name))
-    seg.publish(dst_store, manifest)
+        _link_or_copy(os.path.join(seg.sidecar_dir(src_store), name), os.path.join(directory, name))
+    carried = (seg.Manifest(src.base_id, next_id=src.next_id) if manifest is None else
+               dataclasses.replace(manifest, segments=list(manifest.segments), retired={}, version=seg.MANIFEST_VERSION))
+    seg.publish_change(dst_store, carried, current)
+
+
+def _state_or_none(path: str) -> _State | None:
+    """The state of the store at ``path``; None when there is none or it cannot be opened (its
+    files are then retired, except what a manifest of this version names: see seg.publish_change)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return _state(path)
+    except VecstoreError:
+        return None
 
 
 def _exchange(previous: str, current: str) -> None:
@@ -108,14 +148,19 @@ def swap(new: str | os.PathLike, current: str | os.PathLike, *, force: bool = Fa
     writes_previous = keep_previous and new != previous and os.path.exists(current)
     with seg.writer_lock(current), seg.writer_lock(new), \
             (seg.writer_lock(previous) if writes_previous else contextlib.nullcontext()):
-        incoming = open_view(new)
-        incoming.close()
-        _carry_manifest(new, current, incoming.manifest)
-        if keep_previous and os.path.exists(current):
-            outgoing = open_view(current)
-            outgoing.close()
+        incoming = _state(new)
+        outgoing = None
+        if os.path.exists(current):
+            try:
+                outgoing = _state(current)
+            except VecstoreError:
+                if keep_previous:  # it cannot be kept for a rollback
+                    raise
+        _carry_manifest(new, incoming, current, outgoing)
+        if keep_previous and outgoing is not None:
+            behind = incoming if new == previous else _state_or_none(previous)
             # CURRENT.prev and its segments are complete before anything CURRENT serves changes
-            _carry_manifest(current, previous, outgoing.manifest)
+            _carry_manifest(current, outgoing, previous, behind)
             if new == previous:  # a rollback: CURRENT and CURRENT.prev trade places
                 _exchange(previous, current)
             else:
@@ -129,7 +174,6 @@ def swap(new: str | os.PathLike, current: str | os.PathLike, *, force: bool = Fa
         if new != previous:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(seg.sidecar_dir(new))
-        seg.collect_garbage(current, seg.manifest_files(incoming.manifest) if incoming.manifest else set())
     if new != previous:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(seg.lock_path(new))

@@ -24,16 +24,26 @@ from .provenance import check_model
 from .view import View, open_view
 
 
-def _next_id(view: View) -> int:
+def next_id(view: View) -> int:
     """The first default id of an append: one past the largest id ever stored."""
     if view.manifest is not None:
         return view.manifest.next_id
     return int(np.max(view.base.ids)) + 1 if view.base.count else 0
 
 
-def _manifest_for_change(view: View) -> seg.Manifest:
-    current = view.manifest or seg.Manifest(view.base_id, next_id=_next_id(view))
-    return dataclasses.replace(current, generation=current.generation + 1, segments=list(current.segments))
+def _manifest_for_change(path: str, view: View) -> tuple[seg.Manifest, seg.Manifest]:
+    """(the current manifest, a copy to change): a main file without one gets an empty manifest
+    first, before any new file goes into the segment directory (see seg.ensure_manifest)."""
+    current = seg.ensure_manifest(path, view.base_id, view.manifest, next_id(view))
+    return current, dataclasses.replace(current, generation=current.generation + 1, segments=list(current.segments),
+                                        retired=dict(current.retired), version=seg.MANIFEST_VERSION)
+
+
+def replacing_main(path: str, contents: StoreContents):
+    """The ``before_rename`` of a write that replaces the main file at ``path`` by ``contents``: it
+    publishes the new file's manifest first, retiring the old state (seg.successor_hook)."""
+    first_free = int(np.max(contents.ids)) + 1 if contents.count else 0
+    return seg.successor_hook(path, contents.store_id, first_free)
 
 
 def _refuse_known_ids(view: View, ids: np.ndarray) -> None:
@@ -74,25 +84,24 @@ def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=No
                 )
             if model is not None:
                 check_model(base.model, model, "the new documents")
-            first = _next_id(view)
+            first = next_id(view)
             new_ids = as_ids(ids, n) if ids is not None else np.arange(first, first + n, dtype="<i8")
             _refuse_known_ids(view, new_ids)
             contents = StoreContents(dim, n, base.metric, new_ids,
                                      keys=read_keys(keys, n) if keys is not None else None,
                                      metadata=read_metadata(metadata, n), model=base.model)
             contents.fields = append_fields(base, fields, contents.metadata, new_ids)
+            current, manifest = _manifest_for_change(path, view)
             name = seg.new_file_name("segment")
             os.makedirs(seg.sidecar_dir(path), exist_ok=True)
             write_store(os.path.join(seg.sidecar_dir(path), name), contents,
                         [TierPlan(t.name, t.codec) for t in base.tiers.values()],
                         prepared_chunks(source, base.metric), progress=progress_enabled(progress),
                         description=f"append to {os.path.basename(path)}")
-            manifest = _manifest_for_change(view)
             columns = tuple(c for c, col in zip(seg.STRING_COLUMNS, (contents.keys, contents.metadata)) if col is not None)
             manifest.segments.append(seg.SegmentEntry(name, contents.store_id, n, columns))
             manifest.next_id = max(first, int(new_ids.max()) + 1)
-            seg.publish(path, manifest)
-            seg.collect_garbage(path, seg.manifest_files(manifest))
+            seg.publish_change(path, manifest, current)
         finally:
             view.close()
     return new_ids
@@ -123,11 +132,10 @@ def delete(path: str | os.PathLike, ids) -> int:
                     f"{missing.shape[0]} id(s) are not in the store ({shown}); nothing was deleted"
                 )
             everything = np.union1d(view.deleted, arr)
-            manifest = _manifest_for_change(view)
+            current, manifest = _manifest_for_change(path, view)
             manifest.deleted_file, manifest.deleted_checksum = seg.write_deleted(path, everything)
             manifest.deleted_count = int(everything.shape[0])
-            seg.publish(path, manifest)
-            seg.collect_garbage(path, seg.manifest_files(manifest))
+            seg.publish_change(path, manifest, current)
         finally:
             view.close()
     return int(arr.shape[0])
@@ -186,12 +194,11 @@ def compact_locked(path: str, *, progress: bool | None = None) -> dict:
                      if tier.sqnorms is not None else None)
             plans.append(TierPlan(name, tier.codec, (codes, norms), tier.calibration))
         write_store(path, contents, plans, None, progress=progress_enabled(progress),
-                    description=f"compact {os.path.basename(path)}")
+                    description=f"compact {os.path.basename(path)}", before_rename=replacing_main(path, contents))
         report = {"documents": view.count, "merged_segments": len(view.segments),
                   "dropped": int(view.deleted.shape[0]), "seconds": time.perf_counter() - started}
     finally:
         view.close()
-    seg.collect_garbage(path, set())
     return report
 
 

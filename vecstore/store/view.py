@@ -22,7 +22,7 @@ from ..plan import DEFAULT_BUDGET, Plan, default_plan, resolve_plan
 from .file import StoreFile
 from .prepared import PreparedPlan
 
-OPEN_RETRIES = 3
+OPEN_RETRIES = 5
 
 
 def signature(path: str, base_id: str | None = None) -> tuple:
@@ -118,23 +118,44 @@ def open_view(path: str, untrusted: bool = False) -> View:
     for attempt in range(OPEN_RETRIES):
         before = signature(path)
         base = _open_file(path, untrusted)
+        last = attempt == OPEN_RETRIES - 1
+        base_id, stamp = None, None
         try:
             base_id = fmt.store_identity(base.header)
+            stamp = signature(path, base_id)
             manifest = seg.read_manifest(path, base_id)
             if manifest is None:
+                if signature(path)[0] != before[0] and not last:
+                    raise _Changed  # a writer renamed a new main file in while this one was opened
+                seg.check_unmatched(path, base_id)
                 return View(base, base_id, [], None, np.empty(0, dtype=np.int64), (before[0], None))
-            stamp = signature(path, base_id)
             segments = _open_segments(path, base, manifest, untrusted)
-            deleted = seg.read_deleted(path, manifest)
+            try:
+                deleted = seg.read_deleted(path, manifest)
+            except BaseException:
+                for part in segments:
+                    part.close()
+                raise
             return View(base, base_id, segments, manifest, deleted, stamp)
-        except StoreNotFoundError:
+        except _Changed:
             base.close()
-            if attempt == OPEN_RETRIES - 1:
-                raise FormatError(f"{path!r}: a segment its manifest names is missing; the store is damaged") from None
+        except (StoreNotFoundError, FormatError) as exc:
+            base.close()
+            # a file named by the manifest vanished: retry if the store changed meanwhile (its writer
+            # retires what it replaces for seg.RETIRE_GRACE_S, so only an open slower than that sees it)
+            changed = (signature(path, base_id) != stamp) if stamp is not None else (signature(path)[0] != before[0])
+            if last or not changed:
+                if isinstance(exc, StoreNotFoundError):
+                    raise FormatError(f"{path!r}: a segment its manifest names is missing; the store is damaged") from None
+                raise
         except BaseException:
             base.close()
             raise
     raise AssertionError("unreachable")
+
+
+class _Changed(Exception):
+    """The main file was replaced while it was being opened."""
 
 
 def _open_segments(path: str, base: StoreFile, manifest: seg.Manifest, untrusted: bool) -> list[StoreFile]:
