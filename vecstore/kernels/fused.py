@@ -19,7 +19,7 @@ import numpy as np
 
 from .fastscan import quantize_tables, scan_pq4_fast
 from .pq import lookup_tables
-from .rescore import rescore_serial
+from .rescore import prefetch_rows, rescore_serial
 from .topk import NJIT, to_results
 
 
@@ -41,6 +41,7 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, npar
     scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, width, nparts,
                                  not two_stage)
     if two_stage:
+        prefetch_rows(fine_codes, rows)  # a fine tier out of the page cache: its rows read at once
         scores, rows = rescore_serial(fine_q, fine_codes, fine_layout, rows, fine_bias, kk)
     for q in range(scores.shape[0]):
         if fine_const[q] != 0:

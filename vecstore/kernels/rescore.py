@@ -10,11 +10,20 @@ parallel region.
 
 from __future__ import annotations
 
+import mmap
+
 import numba as nb
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from .topk import NJIT, heap_push, heap_sort_best_first
+
+# libc, called from compiled code (resolved by name, so the on-disk cache keeps working): telling the
+# kernel which rows a rescoring will read lets it fetch them all at once from storage.
+_madvise = types.ExternalFunction("madvise", types.int32(types.intp, types.uintp, types.int32))
+_mincore = types.ExternalFunction("mincore", types.int32(types.intp, types.uintp, types.intp))
+MADV_WILLNEED = 3
+PAGE = mmap.PAGESIZE
 
 # 2**112: float16 bits shifted into a float32's place, times this, is the float16 value (flat.scan_f16)
 F16_MAGIC = np.float32(5.192296858534828e33)
@@ -76,3 +85,35 @@ def rescore_serial(xq, codes, layout, candidates, bias, k):
     for q in range(nq):
         _rescore_query(xq[q], codes, layout, candidates[q], bias, hs[q], hi[q], bits[q])
     return hs, hi
+
+
+@nb.njit(nogil=True, boundscheck=False, cache=True)
+def prefetch_rows(codes, candidates):
+    """If the first candidate row of ``codes`` is not in memory, ask the kernel to read every
+    candidate row now (MADV_WILLNEED, asynchronous): their reads then overlap instead of one page
+    fault after another as the rescoring loop touches them. One mincore call when the tier is in
+    the page cache (the usual case). Returns whether it asked. Candidates -1 are skipped.
+
+    A hint, not I/O: the rows are read either way; a 4096-d rescoring of 80 rows out of the page
+    cache took 16.6 ms one fault at a time, against 4.5 ms for 80 preads (benchmarks/bench_realtime.py).
+    """
+    first = -1
+    for r in candidates.ravel():
+        if r >= 0:
+            first = r
+            break
+    if first < 0 or codes.shape[0] == 0:
+        return False
+    base = codes.ctypes.data
+    row_bytes = codes.shape[1] * codes.itemsize
+    vec = np.zeros(1, dtype=np.uint8)
+    at = base + first * row_bytes
+    _mincore(at - at % PAGE, PAGE, vec.ctypes.data)
+    if vec[0] & 1:
+        return False
+    for r in candidates.ravel():
+        if r >= 0:
+            at = base + r * row_bytes
+            start = at - at % PAGE
+            _madvise(start, at + row_bytes - start, MADV_WILLNEED)
+    return True

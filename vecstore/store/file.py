@@ -69,7 +69,8 @@ class StoreFile(ClosesOnExit):
 
     def __init__(self, path: str):
         self.path = os.path.abspath(os.fspath(path))
-        header, file_map = fmt.open_store_file(self.path)
+        # the identity checksum last: a damaged dataset is named by the checks of its own kind first
+        header, file_map = fmt.open_store_file(self.path, check_identity=False)
         self.header = header
         attrs = header.attrs
         self.format_version: int = attrs[fmt.ATTR_VERSION]
@@ -82,18 +83,21 @@ class StoreFile(ClosesOnExit):
         self._lock = threading.Lock()
         self._id_index: tuple[np.ndarray, np.ndarray] | None = None
         self._encoders: dict = {}
+        self._random_access: set[str] = set()
         self._fields: dict[str, Column] | None = None
         try:
             ids_span = header.datasets[fmt.IDS]
             if ids_span.shape != (self.count,) or ids_span.dtype != np.dtype("<i8"):
                 raise FormatError(f"/{fmt.IDS}: {ids_span.dtype.str}{ids_span.shape}, expected <i8({self.count},)")
             self.ids = self._map.array(ids_span)
+            self._map.advise_random(ids_span)  # a search reads k ids at scattered rows
             self.keys_column = self._string_column(fmt.KEYS)
             self.metadata_column = self._string_column(fmt.METADATA)
             self.tiers: dict[str, Tier] = {
                 name: open_tier(name, header, self._map, self.dim, self.count, self.metric)
                 for name in header.tier_attrs
             }
+            fmt.check_store_checksum(header, self.path)
         except BaseException:
             self._map.close()
             raise
@@ -151,6 +155,15 @@ class StoreFile(ClosesOnExit):
         self._check_open()
         return default_plan(self.tiers)
 
+    def rescoring_tier(self, name: str) -> Tier:
+        """Tier ``name`` for rescoring: its mapped codes are read a few scattered rows at a time, so the
+        first use turns readahead off for them (FileMap.advise_random)."""
+        tier = self.tier(name)
+        if name not in self._random_access:
+            self._map.advise_random(self.header.datasets[f"{fmt.TIERS}/{name}/{fmt.CODES}"])
+            self._random_access.add(name)
+        return tier
+
     def search_plan(self, xq: np.ndarray, k: int, plan: Plan) -> SearchResult:
         """Top-k of validated queries ``xq`` under a resolved ``plan`` (vecstore.plan.resolve_plan):
         scan the plan's tier, rescore ``k * oversample`` candidates from its rescoring tier if it
@@ -164,7 +177,7 @@ class StoreFile(ClosesOnExit):
         else:
             width = min(self.count, int(np.ceil(kk * plan.oversample)))
             _, candidates = coarse.scan(xq, width, candidates=True)
-            scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
+            scores, rows = self.rescoring_tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
 
     def search_allowed(self, xq: np.ndarray, k: int, plan: Plan, allow: np.ndarray) -> tuple[SearchResult, str]:

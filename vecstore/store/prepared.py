@@ -37,7 +37,7 @@ class PreparedPlan:
     def __init__(self, file: StoreFile, plan: Plan):
         self.file, self.plan = file, plan
         self.coarse = file.tier(plan.tier)
-        self.fine = file.tier(plan.rescore) if plan.rescore is not None else None
+        self.fine = file.rescoring_tier(plan.rescore) if plan.rescore is not None else None
         self.fused = self._can_fuse()
         if self.fused:
             self.blocked, self.bias_max = self.coarse.fast_layout()
