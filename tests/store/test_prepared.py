@@ -45,6 +45,20 @@ def test_fused_equals_the_separate_kernels(store, plan, nq, k):
         assert (fused.ids[:, N:] == -1).all()
 
 
+@pytest.mark.parametrize("tier", ["raw", "int8"])
+@pytest.mark.parametrize("nq, k", [(1, 10), (FUSED_MAX_QUERIES, 7), (2, N + 5)])
+def test_small_exact_scans_equal_the_separate_kernels(store, tier, nq, k):
+    base = store._now().base
+    prepared = PreparedPlan(base, Plan(tier))
+    assert prepared.dense is not None
+    xq = prepare_queries(np.random.default_rng(nq * k).standard_normal((nq, DIM)), DIM, store.metric)
+    assert nq * N * DIM < dispatch.SERIAL_WORK  # the one-thread path is taken
+    fused = prepared.search(xq, k)
+    separate = base.search_plan(xq, k, Plan(tier))
+    np.testing.assert_array_equal(fused.ids, separate.ids)
+    np.testing.assert_array_equal(fused.distances, separate.distances)
+
+
 def test_plans_it_cannot_fuse_take_the_separate_kernels(store, monkeypatch):
     base = store._now().base
     assert not PreparedPlan(base, Plan("pca16,pq8x4", "raw", 4.0)).fused      # a pre-transform

@@ -91,7 +91,7 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
         write_store(path, contents, [raw], prepared_chunks(source, metric),
                     progress=progress_enabled(progress), description=f"build {os.path.basename(path)}",
                     before_rename=replacing_main(path, contents))
-    return Store(path)
+    return _warmed(Store(path))
 
 
 def build_text(path: str | os.PathLike, texts, encoder, *, metric: str = "cosine", name: str = "text",
@@ -189,7 +189,23 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
         contents = _contents_of(store)
         write_store(path, contents, plans, source, progress=show, description=f"write {name}",
                     before_rename=replacing_main(path, contents))
-    return Store(path)
+    return _warmed(Store(path))
+
+
+def _warmed(store: Store) -> Store:
+    """``store`` after one search with its default plan and with exact search: the kernels those
+    compile are cached on disk, so the first search after an install (in a new process, the CLI's
+    `vecstore search`) finds them compiled instead of spending seconds compiling (issue 17). Costs a
+    query once compiled; the compilation, once per install and kernel."""
+    try:
+        query = np.asarray(store.tier(fmt.RAW_TIER).codes[:1], dtype=np.float32)
+        if query.shape[0] and np.isfinite(query).all() and query.any():
+            store.search(query, 10)
+            store.search(query, 10, tier=fmt.RAW_TIER)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _advance(bar):

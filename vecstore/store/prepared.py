@@ -6,8 +6,9 @@ query. A prepared plan is immutable and shared: a view (vecstore.store.view) kee
 any number of threads search through it at once.
 
 One or a few queries over a 4-bit PQ tier with no pre-transform (alone, or rescored from a dense
-tier) take the fused path: one compiled call from tables to ids (kernels/fused.py). Everything else
-goes through :meth:`StoreFile.search_plan`; both give the same results, bit for bit.
+tier) take the fused path: one compiled call from tables to ids (kernels/fused.py); so does an exact
+scan of a float32 or int8 tier small enough for one thread. Everything else goes through
+:meth:`StoreFile.search_plan`; both give the same results, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import dispatch
-from ..kernels.fused import search_pq4
+from ..kernels.fused import SEARCH_DENSE, search_pq4
 from ..plan import Plan
 from ..query import SearchResult, empty_result
 from .file import StoreFile
@@ -39,6 +40,8 @@ class PreparedPlan:
         self.coarse = file.tier(plan.tier)
         self.fine = file.rescoring_tier(plan.rescore) if plan.rescore is not None else None
         self.fused = self._can_fuse()
+        # an exact scan of a float32 / int8 tier small enough for one thread: one call, no parallel region
+        self.dense = SEARCH_DENSE.get(self.coarse.layout) if self.fine is None else None
         if self.fused:
             self.blocked, self.bias_max = self.coarse.fast_layout()
             self.codebooks = self.coarse.codec.terminal.codebooks_
@@ -53,12 +56,15 @@ class PreparedPlan:
 
     def search(self, xq: np.ndarray, k: int) -> SearchResult:
         """Top-k of validated queries ``xq`` (k validated; it may exceed the count)."""
-        if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
-            return self.file.search_plan(xq, k, self.plan)
         count = self.file.count
         kk = min(k, count)
         if kk == 0:
             return empty_result(xq.shape[0], k, self.file.metric)
+        if (self.dense is not None and xq.shape[0] <= FUSED_MAX_QUERIES
+                and xq.shape[0] * count * self.coarse.codes.shape[1] < dispatch.SERIAL_WORK):
+            return self._search_dense(xq, k, kk)
+        if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
+            return self.file.search_plan(xq, k, self.plan)
         coarse_q, const, bias = self.coarse.fold(xq)
         width, fine_q, fine_codes, fine_bias = kk, coarse_q, NO_CODES, NO_BIAS
         if self.fine is not None:  # (codes read now: a tier loaded into RAM since is used from RAM)
@@ -72,4 +78,13 @@ class PreparedPlan:
             distances, ids = search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
                                         self.bias_max, width, parts, fine_q, fine_codes, self.fine_layout,
                                         fine_bias, const, kk, k, self.file.ids, l2, qnorms)
+        return SearchResult(distances, ids)
+
+    def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
+        folded, const, bias = self.coarse.fold(xq)
+        l2 = self.file.metric == "l2"
+        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        with dispatch.threads_for(0):  # small work: one thread (see search)
+            distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
+                                        dispatch.default_parts(self.file.count, kk))
         return SearchResult(distances, ids)
