@@ -97,13 +97,16 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
 
 def calibrate_fastest(coarse: Tier, fines: list[Tier], raw: Tier, *, seed: int = 0,
                       queries: int = CALIBRATION_QUERIES, target: float = TARGET_RECALL,
-                      progress: Callable[[int, int], None] | None = None) -> dict:
+                      progress: Callable[[int, int], None] | None = None) -> dict | None:
     """:func:`calibrate` against each tier of ``fines`` that can rescore ``coarse`` (raw, and any
     float16 or int8 tier the store holds): the record of the fastest plan that meets the target
-    (else of the best recall), with every plan measured listed under ``alternatives``. Rescoring from
+    (else of the best recall), with every plan measured listed under ``alternatives``; None when no
+    tier can rescore ``coarse`` (a tier as large as raw needs no second stage). Rescoring from
     a smaller dense tier reads fewer bytes a candidate, which matters most when it is not in the page
     cache; whether it is faster at the same recall is measured, not assumed."""
     usable = [f for f in fines if rescore_refusal(f, coarse) is None]
+    if not usable:
+        return None
     records = []
     for i, fine in enumerate(usable):
         def step(done: int, total: int, i: int = i) -> None:
