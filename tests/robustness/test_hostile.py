@@ -877,7 +877,9 @@ def test_untrusted_open_refuses_the_global_heap_loop_within_its_timeout(copy_of,
         vecstore.verify(path, untrusted=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(
+    "(not strict: whether the allocation shows in the child's peak RSS depends on whether libhdf5 touches the "
+    "buffer's pages, which varied between runs of the whole suite) "
     "libhdf5 allocates the length that a variable-length string claims (a 4-byte field, up to 4 GiB) before "
     "it finds the heap object does not match; one 4-byte edit makes vecstore.open allocate that much "
     "(fuzz case seed 0 #606 peaked at 4.3 GB RSS). vecstore reads attributes before checking MAX_ATTR_BYTES. "
