@@ -75,10 +75,12 @@ SQ_PER_PASS = 256
 QUERY_GROUP = 8
 SLICE_ROWS = 2048
 # Work units (rows x code bytes) a scan must reach per work unit of the float scan's threshold
-# (search.SERIAL_WORK) before it takes every thread: one query over 100,000 rows x 48 bytes took
-# 0.25-0.30 ms on one thread, 0.18-0.24 on two (and one slice of rows per thread: more slices were
-# slower, 0.22-0.30 with 8).
-SPEEDUP = 2
+# (dispatch.SERIAL_WORK) before it takes every thread. A parallel region must wake the other threads,
+# which sleep between queries that arrive with gaps (OpenMP's passive wait, or any pause longer than
+# its spin): one query of pq96x4 > raw x4 over 100,000 x 384, a FAISS query between each, took
+# 117-121 us on one thread against 201-251 us on two (FAISS's fast scan, single-threaded for one
+# query: 96-103 us). From about 10 M units (a one-thread scan of ~0.35 ms) two threads win.
+SPEEDUP = 5
 
 _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 
