@@ -486,6 +486,37 @@ def test_a_segment_directory_whose_manifests_match_no_main_file_is_refused(tmp_p
     assert sorted(os.listdir(seg.sidecar_dir(path))) == before
 
 
+def test_a_removed_segment_directory_is_noticed_through_the_marker(tmp_path):
+    path = _store(tmp_path, codec=None)
+    marker = seg.marker_path(path)
+    with vecstore.open(path, mode="a") as store:
+        store.delete([0])
+    assert os.path.basename(marker) == ".s.vs.segmented" and os.path.exists(marker)
+    shutil.rmtree(seg.sidecar_dir(path))
+    for call in (vecstore.open, vecstore.verify):
+        with pytest.raises(FormatError, match="appended documents or deletions are missing.*segmented"):
+            call(path)
+    with pytest.raises(FormatError, match="are missing"):
+        vecstore.delete(path, [3])  # and a writer does not start afresh over it
+    os.unlink(marker)  # dropped on purpose, as the message says
+    with vecstore.open(path) as store:
+        assert store.count == N and store.deleted_count == 0
+
+
+def test_the_marker_follows_the_main_file_that_has_segments(tmp_path):
+    path = _store(tmp_path, codec=None)
+    with vecstore.open(path, mode="a") as store:
+        store.add(_data(2, 5))
+        first = store._now().base_id
+        with open(seg.marker_path(path)) as fh:
+            assert fh.read().strip() == first
+        store.compact()  # a new main file with nothing appended: the marker names the old one, ignored
+        assert store._now().base_id != first
+    shutil.rmtree(seg.sidecar_dir(path))
+    with vecstore.open(path) as store:
+        assert store.count == N + 5
+
+
 def test_a_main_file_with_an_edited_identity_is_refused(tmp_path):
     import h5py
 

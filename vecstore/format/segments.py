@@ -253,6 +253,34 @@ def publish(store_path: str, manifest: Manifest) -> None:
             fh.write(manifest.to_json())
 
 
+def marker_path(store_path: str) -> str:
+    """``.STORE.segmented``: the hidden file beside a store naming the identity of the last main
+    file that had appended documents or deletions. It lives outside ``STORE.segments/`` so that a
+    removed segment directory is noticed instead of silently serving the bare main file."""
+    target = os.path.abspath(store_path)
+    return os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".segmented")
+
+
+def _marked(store_path: str) -> str | None:
+    try:
+        with open(marker_path(store_path), "rb") as fh:
+            return fh.read(64).decode("ascii", "replace").strip()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise FormatError(f"{marker_path(store_path)}: cannot be read ({exc.strerror})") from None
+
+
+def _mark(store_path: str, base_id: str) -> None:
+    """Record (after the manifest is published: a crash before leaves no false alarm) that the main
+    file ``base_id`` has appended documents or deletions."""
+    if _marked(store_path) == base_id:
+        return
+    with fmt.atomic_target(marker_path(store_path)) as tmp:
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write(base_id + "\n")
+
+
 def lock_path(store_path: str) -> str:
     """``.STORE.lock``: the hidden file beside a store that its writers lock."""
     target = os.path.abspath(store_path)
@@ -292,9 +320,11 @@ def writer_lock(store_path: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[No
 
 def _temporaries_of(store_path: str) -> list[tuple[str, str]]:
     """(directory, name prefix) of every temporary a write of the store at ``store_path`` makes:
-    its main file's, those in its ``STORE.segments``."""
+    its main file's, its marker's (:func:`marker_path`), those in its ``STORE.segments``."""
     target = os.path.abspath(store_path)
-    return [(os.path.dirname(target), "." + os.path.basename(target) + fmt.TMP_MARK), (sidecar_dir(target), ".")]
+    marker = os.path.basename(marker_path(target))
+    return [(os.path.dirname(target), "." + os.path.basename(target) + fmt.TMP_MARK),
+            (os.path.dirname(target), "." + marker + fmt.TMP_MARK), (sidecar_dir(target), ".")]
 
 
 def clean_temporaries(store_path: str) -> list[str]:
@@ -395,6 +425,8 @@ def publish_change(store_path: str, manifest: Manifest, current: Manifest | None
     fmt.clean_stale_temporaries_in(directory)  # left by killed writers
     expired = _retire(directory, manifest, current, int(time.time()) if now is None else now)
     publish(store_path, manifest)
+    if manifest.segments or manifest.deleted_count:
+        _mark(store_path, manifest.base_id)
     removed = []
     for name in expired:
         with contextlib.suppress(FileNotFoundError):
@@ -437,15 +469,27 @@ def current_manifest(store_path: str) -> Manifest | None:
         return None
 
 
+def _check_marker(store_path: str, base_id: str) -> None:
+    """Refuse a main file that the marker beside it says has appended documents or deletions, when
+    no manifest for it is left (the segment directory, or its manifest, was removed)."""
+    if _marked(store_path) == base_id:
+        directory = sidecar_dir(store_path)
+        raise FormatError(f"{store_path!r}: its appended documents or deletions are missing: no manifest for this "
+                          f"main file in {directory!r}, but {marker_path(store_path)!r} records that it has them; "
+                          f"restore {directory!r} from a copy (to drop them on purpose, delete that file)")
+
+
 def check_unmatched(store_path: str, base_id: str) -> None:
     """For a main file without a manifest: refuse (FormatError) when ``STORE.segments`` shows that
     appended documents or deletions exist that no manifest links to it, which only damage leaves
-    (a writer replacing the main file publishes the new file's manifest before its rename)."""
+    (a writer replacing the main file publishes the new file's manifest before its rename), or when
+    the marker beside the store (:func:`marker_path`) says this main file has some (the directory
+    or its manifest was removed)."""
     directory = sidecar_dir(store_path)
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
-        return
+        names = []
     except OSError as exc:
         raise FormatError(f"{directory}: cannot be read ({exc.strerror})") from None
     manifests = sorted(n for n in names if n.startswith("manifest-") and n.endswith(".json"))
@@ -456,6 +500,7 @@ def check_unmatched(store_path: str, base_id: str) -> None:
         if data:
             raise FormatError(f"{store_path!r}: {directory!r} holds {len(data)} segment or deleted-id file(s) but "
                               f"no manifest, so they cannot be linked to the main file; {advice}")
+        _check_marker(store_path, base_id)
         return
     recent = []
     for name in manifests:
@@ -466,3 +511,4 @@ def check_unmatched(store_path: str, base_id: str) -> None:
         raise FormatError(f"{store_path!r}: no segment manifest matches the main file (identity {base_id}), but "
                           f"{directory!r} holds {', '.join(recent[:3])}{' ...' if len(recent) > 3 else ''}: the main "
                           f"file's identity or the manifest's name was damaged or edited; {advice}")
+    _check_marker(store_path, base_id)

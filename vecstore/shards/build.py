@@ -95,9 +95,10 @@ def _codec_list(codecs, dim: int) -> list[tuple[str, object]]:
 
 def remove_shard(path: str) -> None:
     """Delete a shard file and what vecstore's writers keep beside a store (the hidden ``.NAME.lock``
-    that compress locks, a ``NAME.segments`` directory if anything was appended to it)."""
+    that compress locks, a ``NAME.segments`` directory and its ``.NAME.segmented`` marker if anything
+    was appended to it)."""
     directory, name = os.path.split(path)
-    for victim in (path, os.path.join(directory, f".{name}.lock")):
+    for victim in (path, os.path.join(directory, f".{name}.lock"), os.path.join(directory, f".{name}.segmented")):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(victim)
     shutil.rmtree(path + ".segments", ignore_errors=True)
