@@ -5,15 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecstore.kernels import flat, pq, topk
+from vecstore.kernels import dispatch, flat, pq, topk
 from vecstore.kernels.dispatch import scan_dense
 
 EMPTY = np.empty(0, dtype=np.float32)
 
 
+def scan_pq8(lut, codes, bias, k, parts):
+    return pq.scan_pq8(lut, codes, bias, dispatch.ALL_ROWS, k, parts)
+
+
 def scan_pq4(lut, packed, bias, k, parts):
     """4-bit codes as the fallback scans them (no fast scan): fused pair tables, the 8-bit kernel."""
-    return pq.scan_pq8(pq.pair_tables(lut, packed.shape[1]), packed, bias, k, parts)
+    return pq.scan_pq8(pq.pair_tables(lut, packed.shape[1]), packed, bias, dispatch.ALL_ROWS, k, parts)
 
 
 def stable_topk(scores, k):
@@ -86,7 +90,7 @@ def test_pq_scan_matches_lookup_sum(rng, m, nbits, nq):
     for j in range(m):
         ref += lut[:, j, codes[:, j]]
     ref += bias
-    kernel = pq.scan_pq8 if nbits == 8 else scan_pq4
+    kernel = scan_pq8 if nbits == 8 else scan_pq4
     packed = codes if nbits == 8 else pack_nibbles(codes)
     scores, rows = kernel(lut, packed, bias, k, 3)
     ref_s, ref_i = stable_topk(ref, k)
@@ -140,7 +144,7 @@ def test_reservoir_top_k_equals_a_stable_sort_with_many_ties_and_large_k(k, part
     lut = rng.integers(-3, 4, (nq, 2, 256)).astype(np.float32)
     codes = rng.integers(0, 256, (n, 2)).astype(np.uint8)
     pq_scores = lut[:, 0, codes[:, 0]] + lut[:, 1, codes[:, 1]]
-    _, rows = pq.scan_pq8(lut, codes, np.empty(0, np.float32), kk, parts)
+    _, rows = pq.scan_pq8(lut, codes, np.empty(0, np.float32), dispatch.ALL_ROWS, kk, parts)
     np.testing.assert_array_equal(rows, np.argsort(-pq_scores, axis=1, kind="stable")[:, :kk])
 
 

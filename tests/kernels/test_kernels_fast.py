@@ -16,7 +16,7 @@ import pytest
 
 from vecstore.codecs.pq import pack_nibbles
 from vecstore.kernels import fastscan, pq
-from vecstore.kernels.dispatch import pq_parts
+from vecstore.kernels.dispatch import ALL_ROWS, pq_parts
 
 EMPTY = np.empty(0, dtype=np.float32)
 needs_simd = pytest.mark.skipif(not fastscan.LAYOUT, reason="no AVX2 on this machine: the fast scan is off")
@@ -34,7 +34,8 @@ def fast_scan(lut, packed, bias, k, parts, exact=True):
     blocked = fastscan.to_blocked(packed, lut.shape[1])
     bias_max = fastscan.block_max(bias, packed.shape[0]) if bias.shape[0] else np.empty(0)
     tables = fastscan.quantize_tables(lut)
-    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, k, parts, exact)
+    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, k, parts,
+                                  exact)
 
 
 def test_blocked_layout_follows_the_documented_byte_order(rng):
@@ -180,10 +181,10 @@ def test_grouped_pq8_scan_equals_the_scalar_scan(rng, n, m, nq, k, with_bias):
     lut = rng.standard_normal((nq, m, 256)).astype(np.float32)
     bias = (-3 * rng.random(n)).astype(np.float32) if with_bias else EMPTY
     kk = min(k, n)
-    s_grp, r_grp = pq.scan_pq8_grouped(lut, codes, bias, kk, pq_parts(nq, n, kk, pq.GROUP))
+    s_grp, r_grp = pq.scan_pq8_grouped(lut, codes, bias, ALL_ROWS, kk, pq_parts(nq, n, kk, pq.GROUP))
     ref = sum(lut[:, j, codes[:, j]].astype(np.float64) for j in range(m)) + (bias if with_bias else 0)
     assert_same_top_k(s_grp, r_grp, ref, kk)
-    s_one, r_one = pq.scan_pq8(lut, codes, bias, kk, pq_parts(nq, n, kk, pq.QUERY_GROUP))
+    s_one, r_one = pq.scan_pq8(lut, codes, bias, ALL_ROWS, kk, pq_parts(nq, n, kk, pq.QUERY_GROUP))
     np.testing.assert_array_equal(r_grp, r_one)  # the same additions in the same order: bit-identical
     np.testing.assert_array_equal(s_grp, s_one)
 
@@ -195,7 +196,7 @@ def test_grouped_pq8_scan_keeps_the_lower_row_on_ties(k):
     codes = rng.integers(0, 4, (n, m)).astype(np.uint8)
     lut = rng.integers(-2, 3, (nq, m, 256)).astype(np.float32)
     scores = sum(lut[:, j, codes[:, j]] for j in range(m))
-    _, rows = pq.scan_pq8_grouped(lut, codes, EMPTY, k, 3)
+    _, rows = pq.scan_pq8_grouped(lut, codes, EMPTY, ALL_ROWS, k, 3)
     np.testing.assert_array_equal(rows, np.argsort(-scores, axis=1, kind="stable")[:, :k])
 
 
@@ -223,7 +224,7 @@ for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
     bias = (-rng.random(n)).astype(np.float32) if bias_on else np.empty(0, np.float32)
     bmax = fastscan.block_max(bias, n) if bias_on else np.empty(0)
     got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut), fastscan.to_blocked(codes, m),
-                                 codes, bias, bmax, 20, 3, True)[1]
+                                 codes, bias, bmax, fastscan.ALL_ROWS_ALLOWED, 20, 3, True)[1]
     ref = sum(lut[:, j, raw[:, j]].astype(np.float64) for j in range(m)) + (bias if bias_on else 0)
     expect = -np.sort(-ref, axis=1)[:, :20]
     assert np.allclose(np.take_along_axis(ref, got, axis=1), expect, rtol=1e-5, atol=1e-5), (n, m)

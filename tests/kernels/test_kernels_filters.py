@@ -1,4 +1,4 @@
-"""The filtered kernels (kernels/dispatch.py: scan_dense_rows, scan_pq_masked) against numpy: only
+"""The filtered kernels (kernels/dispatch.py: scan_dense_rows, scan_pq with a mask) against numpy: only
 allowed rows come back, with their exact scores, and they are the best k allowed rows."""
 
 from __future__ import annotations
@@ -91,6 +91,6 @@ def test_pq_masked_scan(nbits, m, nq, fast, monkeypatch):
     for _, allowed in masks(n, rng):
         kk = min(k, int(allowed.sum()))
         layout = "pq4" if nbits == 4 else "pq8"
-        scores, found = dispatch.scan_pq_masked(lut, codes, bias, kk, layout, allowed.view(np.uint8),
-                                                (lambda: blocked) if blocked is not None else None)
+        scores, found = dispatch.scan_pq(lut, codes, bias, kk, layout, (lambda: blocked) if blocked is not None else None,
+                                         allow=allowed.view(np.uint8))
         check_topk(scores, found, reference, allowed, kk)

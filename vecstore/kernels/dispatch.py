@@ -113,6 +113,9 @@ GROUPED_SPEEDUP = 4
 # m = 96: 13 ms on one thread, 7 on two; one query: 13 us serial, 40 us in a parallel region).
 PARALLEL_TABLES_QUERIES = 64
 
+# The uint8 row mask of "every row" that the PQ kernels take when there is no filter.
+ALL_ROWS = np.zeros(0, dtype=np.uint8)
+
 # Whether this machine runs the 4-bit fast scan (AVX-512 VBMI or AVX2); otherwise 4-bit codes are scanned
 # through fused 256-entry tables (kernels/pq.py), with the same results.
 FAST_SCAN = bool(fastscan.LAYOUT)
@@ -127,7 +130,7 @@ def blocked_codes(codes: np.ndarray, m: int, bias: np.ndarray) -> tuple[np.ndarr
 
 
 def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
-            blocked=None, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            blocked=None, exact: bool = True, allow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k over PQ codes given per-query lookup tables ``lut`` (nq, m, ksub).
 
     The fast scan for 4-bit codes where the CPU has it (``blocked``: a callable returning
@@ -135,24 +138,26 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
     tables) scanned a query at a time, or GROUP queries a vector for batches. Non-finite tables (only
     a damaged file makes them) take the scalar kernel, which ranks NaN last. ``exact=False`` lets
     the fast scan rank by its quantised scores (candidates for rescoring; see fastscan.scan_pq4_fast).
+    ``allow``: a uint8 row mask (n,) of the rows that may be returned (k <= their count), or None.
     """
     nq, n = lut.shape[0], codes.shape[0]
     finite = bool(np.isfinite(lut).all())
     work = nq * n * codes.shape[1]
     if layout == "pq4":
         if FAST_SCAN and finite and blocked is not None:
-            return _scan_fast(lut, codes, bias, k, *blocked(), exact)
-        if finite and not exact:  # no fast scan here: the same quantised candidates, row by row
+            return _scan_fast(lut, codes, bias, k, *blocked(), exact, allow)
+        if finite and not exact and allow is None:  # no fast scan here: the same quantised candidates
             lut8, base, scale, _ = fastscan.quantize_tables(lut)
             with threads_for(work):
                 return fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
                                                    pq_parts(nq, n, k, 1))
         lut = pq.pair_tables(lut, codes.shape[1])
+    mask = ALL_ROWS if allow is None else allow
     if finite and nq >= GROUPED_MIN_QUERIES:
         with threads_for(work // GROUPED_SPEEDUP):
-            return pq.scan_pq8_grouped(lut, codes, bias, k, pq_parts(nq, n, k, pq.GROUP))
+            return pq.scan_pq8_grouped(lut, codes, bias, mask, k, pq_parts(nq, n, k, pq.GROUP))
     with threads_for(work):
-        return pq.scan_pq8(lut, codes, bias, k, pq_parts(nq, n, k, pq.QUERY_GROUP))
+        return pq.scan_pq8(lut, codes, bias, mask, k, pq_parts(nq, n, k, pq.QUERY_GROUP))
 
 
 def fast_scan_work(nq: int, codes: np.ndarray) -> int:
@@ -169,13 +174,14 @@ def fast_scan_parts(nq: int, n: int) -> int:
 
 
 def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blocked: np.ndarray,
-               bias_max: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+               bias_max: np.ndarray, exact: bool, allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """4-bit PQ through quantised tables in SIMD registers; the same results as the float scan."""
     nq, n = lut.shape[0], codes.shape[0]
     quantize = fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else fastscan.quantize_tables_parallel
     lut8, base, scale, margin = quantize(lut)
+    allowed = fastscan.ALL_ROWS_ALLOWED if allow is None else fastscan.block_allow(allow, n)
     with threads_for(fast_scan_work(nq, codes)):
-        return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, k,
+        return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, allowed, k,
                                       fast_scan_parts(nq, n), exact)
 
 
@@ -208,8 +214,8 @@ def finish(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int, metric
 # A filter reaches the kernels as a uint8 row mask (n,), nonzero = allowed (deleted rows are already
 # zero in it). Dense layouts scan the list of allowed rows (np.flatnonzero of the mask: ~0.1 ms for
 # 100,000 rows, against milliseconds of dot products); PQ layouts skip masked rows inside the scan
-# (one byte a row), and the 4-bit fast scan skips whole blocks with no allowed row. The unfiltered
-# functions above are untouched: these are separate kernels. Callers pass 1 <= k <= allowed rows.
+# (one byte a row; :func:`scan_pq` with ``allow``, the same kernels with a mask), and the 4-bit fast
+# scan skips whole blocks with no allowed row. Callers pass 1 <= k <= allowed rows.
 
 # Below this many allowed rows a batch is scanned directly too: gathering the rows and one BLAS call
 # cost more (1,000 rows x 384, 50 queries: 17 ms through BLAS and push_block, against about 1.5 ms
@@ -235,33 +241,3 @@ def scan_dense_rows(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int,
         topk.push_block(scores, bias[block] if bias.shape[0] else bias, start, hs, hi, sizes)
     topk.sort_heaps(hs, hi, sizes)
     return hs, np.where(hi >= 0, rows[np.maximum(hi, 0)], -1)
-
-
-def scan_pq_masked(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
-                   allow: np.ndarray, blocked=None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`scan_pq` over the rows the uint8 mask ``allow`` admits (the same kernel choice)."""
-    nq, n = lut.shape[0], codes.shape[0]
-    finite = bool(np.isfinite(lut).all())
-    work = nq * n * codes.shape[1]
-    if layout == "pq4":
-        if FAST_SCAN and finite and blocked is not None:
-            return _scan_fast_masked(lut, codes, bias, k, allow, *blocked())
-        lut = pq.pair_tables(lut, codes.shape[1])
-    if finite and nq >= GROUPED_MIN_QUERIES:
-        with threads_for(work // GROUPED_SPEEDUP):
-            return pq.scan_pq8_grouped_masked(lut, codes, bias, allow, k, pq_parts(nq, n, k, pq.GROUP))
-    with threads_for(work):
-        return pq.scan_pq8_masked(lut, codes, bias, allow, k, pq_parts(nq, n, k, pq.QUERY_GROUP))
-
-
-def _scan_fast_masked(lut, codes, bias, k, allow, blocked, bias_max):
-    nq, n = lut.shape[0], codes.shape[0]
-    quantize = fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else fastscan.quantize_tables_parallel
-    lut8, base, scale, margin = quantize(lut)
-    with threads_for(nq * n * codes.shape[1] // fastscan.SPEEDUP):
-        allowed = fastscan.block_allow(allow, n)
-        threads = numba.get_num_threads()
-        groups = -(-nq // fastscan.QUERY_GROUP)
-        parts = max(1, min(threads, -(-4 * threads // groups), -(-n // fastscan.BLOCK)))
-        return fastscan.scan_pq4_fast_masked(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max,
-                                             allowed, k, parts)

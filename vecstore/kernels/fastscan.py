@@ -385,12 +385,13 @@ def _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
 
 
 @nb.njit(parallel=True, **NJIT)
-def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, k, nparts, exact):
+def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, k, nparts, exact):
     """Best-first (scores, rows), (nq, k), scanned through quantised tables.
 
     lut (nq, m, 16) float32 and its quantisation from :func:`quantize_tables`; blocked from
     :func:`to_blocked`; packed the stored (n, ceil(m / 2)) codes for exact scores; bias (n,) or (0,)
-    and bias_max from :func:`block_max` (or (0,)).
+    and bias_max from :func:`block_max` (or (0,)); allowed from :func:`block_allow` (k <= the
+    allowed count), or (0, 1) for every row.
 
     ``exact``: the float ADC scores (and so the float scan's top k): a row the quantisation bound
     says could beat the k-th best is scored from the stored codes. Otherwise the quantised scores
@@ -403,6 +404,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     msq = padded_subquantizers(m)
     nblocks = (n + BLOCK - 1) // BLOCK
     use_bias = bias.shape[0] > 0
+    use_mask = allowed.shape[0] > 0
     slack = 0.5 * m + 1.0
     flat8 = lut8.reshape(-1)
     part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
@@ -430,13 +432,19 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
                 if size >= k:
                     cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
                 for b in range(s0, s1):
+                    if use_mask:
+                        any_allowed = np.uint64(0)
+                        for w in range(allowed.shape[1]):
+                            any_allowed |= allowed[b, w]
+                        if any_allowed == 0:
+                            continue
                     block_cut = cut
                     if use_bias and size >= k:
                         block_cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, b, True)
                     if not _candidates(blocked, b, msq, flat8, lut_off, block_cut, sums, chunk, masks):
                         continue
                     for w in range(masks.shape[0]):
-                        bits = masks[w]
+                        bits = masks[w] & allowed[b, w] if use_mask else masks[w]
                         while bits != 0:
                             t = w * 64 + trailing_zeros(bits)
                             bits &= bits - np.uint64(1)
@@ -462,11 +470,11 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     return merge_partial(part_s, part_i, part_sizes, k)
 
 
-# -- filtered scan: rows outside a mask are skipped ----------------------------------------------------
+# -- filters: rows outside a mask are skipped ---------------------------------------------------------
 #
-# A separate kernel, so the unfiltered scan above stays exactly as it is. The row mask arrives as
-# one bit per row in block order (:func:`block_allow`): a block no allowed row falls in is skipped
-# unread, and the candidates of the others are AND-ed with the block's bits before any exact score.
+# The row mask arrives as one bit per row in block order (:func:`block_allow`): a block no allowed
+# row falls in is skipped unread, and the candidates of the others are AND-ed with the block's bits
+# before any score.
 
 
 def block_allow(allow, n):
@@ -480,73 +488,6 @@ def block_allow(allow, n):
     if BLOCK >= 64:
         return packed.view("<u8").reshape(nblocks, BLOCK // 64).astype(np.uint64)
     return packed.view("<u4").astype(np.uint64).reshape(nblocks, 1)
-
-
-@nb.njit(parallel=True, **NJIT)
-def scan_pq4_fast_masked(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, k, nparts):
-    """:func:`scan_pq4_fast` over the rows ``allowed`` (from :func:`block_allow`) admits; k <= their count."""
-    nq, m, _ = lut.shape
-    n, width = packed.shape
-    msq = padded_subquantizers(m)
-    nblocks = (n + BLOCK - 1) // BLOCK
-    use_bias = bias.shape[0] > 0
-    slack = 0.5 * m + 1.0
-    flat8 = lut8.reshape(-1)
-    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
-    step = (nblocks + nparts - 1) // nparts
-    slice_blocks = max(1, SLICE_ROWS // BLOCK)
-    ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
-    words = allowed.shape[1]
-    for task in prange(ngroups * nparts):
-        p = task % nparts
-        q0 = (task // nparts) * QUERY_GROUP
-        q1 = min(q0 + QUERY_GROUP, nq)
-        sums = np.empty(BLOCK, dtype=np.int64)
-        chunk = np.empty(BLOCK, dtype=np.uint16)
-        masks = np.zeros(max(1, BLOCK // 64), dtype=np.uint64)
-        stop = min(p * step + step, nblocks)
-        for s0 in range(p * step, stop, slice_blocks):
-            s1 = min(s0 + slice_blocks, stop)
-            for q in range(q0, q1):
-                table = lut[q]
-                bs = part_s[p, q]
-                bi = part_i[p, q]
-                size = part_sizes[p, q]
-                thr = part_thr[p, q]
-                lut_off = q * msq * HALF
-                cut = -1.0
-                if size >= k:
-                    cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
-                for b in range(s0, s1):
-                    any_allowed = np.uint64(0)
-                    for w in range(words):
-                        any_allowed |= allowed[b, w]
-                    if any_allowed == 0:
-                        continue
-                    block_cut = cut
-                    if use_bias and size >= k:
-                        block_cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, b, True)
-                    if not _candidates(blocked, b, msq, flat8, lut_off, block_cut, sums, chunk, masks):
-                        continue
-                    for w in range(masks.shape[0]):
-                        bits = masks[w] & allowed[b, w]
-                        while bits != 0:
-                            t = w * 64 + trailing_zeros(bits)
-                            bits &= bits - np.uint64(1)
-                            row = b * BLOCK + t
-                            if size >= k and sums[t] <= _cut(thr, base[q], margin[q], scale[q], slack, bias_max,
-                                                             b, use_bias):
-                                continue
-                            acc = _exact(table, packed, row, width, m)
-                            if use_bias:
-                                acc += bias[row]
-                            if size < k or acc > thr:
-                                size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
-                                if size >= k:
-                                    cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
-                part_sizes[p, q] = size
-                part_thr[p, q] = thr
-    return merge_partial(part_s, part_i, part_sizes, k)
 
 
 @nb.njit(parallel=True, **NJIT)
@@ -585,3 +526,7 @@ def scan_pq4_quantised(lut8, base, scale, packed, m, bias, k, nparts):
         part_sizes[p, q] = size
         part_thr[p, q] = thr
     return merge_partial(part_s, part_i, part_sizes, k)
+
+
+# every row: the mask :func:`scan_pq4_fast` takes when there is no filter
+ALL_ROWS_ALLOWED = np.zeros((0, 1), dtype=np.uint64)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .fastscan import quantize_tables, scan_pq4_fast
+from .fastscan import ALL_ROWS_ALLOWED, quantize_tables, scan_pq4_fast
 from .flat import scan_f32, scan_i8
 from .pq import lookup_tables
 from .rescore import prefetch_rows, rescore_serial
@@ -39,8 +39,8 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, npar
     lut = lookup_tables(coarse_q, codebooks)
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
-    scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, width, nparts,
-                                 not two_stage)
+    scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, ALL_ROWS_ALLOWED,
+                                 width, nparts, not two_stage)
     if two_stage:
         prefetch_rows(fine_codes, rows)  # a fine tier out of the page cache: its rows read at once
         scores, rows = rescore_serial(fine_q, fine_codes, fine_layout, rows, fine_bias, kk)

@@ -35,8 +35,9 @@ QUERY_GROUP = 4
 
 
 @nb.njit(inline="always", **SCALAR)
-def _scan_rows(table, codes, m, bias, use_bias, start, stop, bs, bi, sizes, thrs, q):
-    """Score rows start..stop against one query's table and keep the best in reservoir (bs, bi).
+def _scan_rows(table, codes, m, bias, use_bias, allow, start, stop, bs, bi, sizes, thrs, q):
+    """Score rows start..stop (those ``allow`` admits, when it has rows) against one query's table
+    and keep the best in reservoir (bs, bi).
 
     One query at a time over a slice of rows: the table and reservoir views are made once per slice
     (a view costs atomic reference counting), and the slice's codes stay in cache for the next
@@ -45,7 +46,10 @@ def _scan_rows(table, codes, m, bias, use_bias, start, stop, bs, bi, sizes, thrs
     size = sizes[q]
     thr = thrs[q]
     k = bs.shape[0] // 2
+    use_mask = allow.shape[0] > 0
     for row in range(start, stop):
+        if use_mask and allow[row] == 0:
+            continue
         acc = _lookup_sum(table, codes, row, m)
         if use_bias:
             acc += bias[row]
@@ -80,10 +84,12 @@ def _lookup_sum(table, codes, row, m):
 
 
 @nb.njit(parallel=True, **SCALAR)
-def scan_pq8(lut, codes, bias, k, nparts):
+def scan_pq8(lut, codes, bias, allow, k, nparts):
     """lut (nq, w, 256) float32, codes (n, w) uint8 -> best-first (scores, rows), (nq, k).
 
     Column j of the codes indexes table j: 8-bit PQ directly, 4-bit PQ through fused pair tables.
+    ``allow``: a uint8 row mask (n,), nonzero = the row may be returned (a skipped row costs one
+    byte read, no lookups; k <= the allowed count), or (0,) for every row.
     """
     nq = lut.shape[0]
     n, width = codes.shape
@@ -95,7 +101,7 @@ def scan_pq8(lut, codes, bias, k, nparts):
         p = t % nparts
         q0 = (t // nparts) * QUERY_GROUP
         for q in range(q0, min(q0 + QUERY_GROUP, nq)):
-            _scan_rows(lut[q], codes, width, bias, use_bias, p * step, min(p * step + step, n),
+            _scan_rows(lut[q], codes, width, bias, use_bias, allow, p * step, min(p * step + step, n),
                        part_s[p, q], part_i[p, q], part_sizes[p], part_thr[p], q)
     return merge_partial(part_s, part_i, part_sizes, k)
 
@@ -182,11 +188,12 @@ def _group_row(typingctx, tables, codes, row_off, m, bias, thr, out):
 
 
 @nb.njit(parallel=True, **SCALAR)
-def scan_pq8_grouped(lut, codes, bias, k, nparts):
+def scan_pq8_grouped(lut, codes, bias, allow, k, nparts):
     """As :func:`scan_pq8` (the same scores and rows), GROUP queries a vector. Tables must be finite."""
     nq = lut.shape[0]
     n, width = codes.shape
     use_bias = bias.shape[0] > 0
+    use_mask = allow.shape[0] > 0
     part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
     step = (n + nparts - 1) // nparts
     ngroups = (nq + GROUP - 1) // GROUP
@@ -206,6 +213,8 @@ def scan_pq8_grouped(lut, codes, bias, k, nparts):
             limit[q - q0] = part_thr[p, q] if part_sizes[p, q] >= k else -np.inf
         scores = np.empty(GROUP, dtype=np.float32)
         for row in range(p * step, min(p * step + step, n)):
+            if use_mask and allow[row] == 0:
+                continue
             b = bias[row] if use_bias else np.float32(0.0)
             mask = _group_row(tables, flat_codes, row * width, width, b, limit, scores)
             if mask == 0:
@@ -241,90 +250,3 @@ def lookup_tables(xq, codebooks):
                     acc += xq[q, j * dsub + t] * codebooks[j, c, t]
                 out[q, j, c] = acc
     return out
-
-
-# -- filtered scans: rows outside a mask are skipped ---------------------------------------------------
-#
-# Separate kernels, so the unfiltered scans above stay exactly as they are. ``allow`` is a uint8 row
-# mask (n,), nonzero = the row may be returned; a skipped row costs one byte read, no lookups.
-
-
-@nb.njit(inline="always", **SCALAR)
-def _scan_rows_masked(table, codes, m, bias, use_bias, allow, start, stop, bs, bi, sizes, thrs, q):
-    """:func:`_scan_rows` over the rows of start..stop that ``allow`` admits."""
-    size = sizes[q]
-    thr = thrs[q]
-    k = bs.shape[0] // 2
-    for row in range(start, stop):
-        if allow[row] == 0:
-            continue
-        acc = _lookup_sum(table, codes, row, m)
-        if use_bias:
-            acc += bias[row]
-        if size < k or acc > thr:
-            size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
-    sizes[q] = size
-    thrs[q] = thr
-
-
-@nb.njit(parallel=True, **SCALAR)
-def scan_pq8_masked(lut, codes, bias, allow, k, nparts):
-    """:func:`scan_pq8` over the rows ``allow`` admits (k <= their count)."""
-    nq = lut.shape[0]
-    n, width = codes.shape
-    use_bias = bias.shape[0] > 0
-    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
-    step = (n + nparts - 1) // nparts
-    ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
-    for t in prange(ngroups * nparts):
-        p = t % nparts
-        q0 = (t // nparts) * QUERY_GROUP
-        for q in range(q0, min(q0 + QUERY_GROUP, nq)):
-            _scan_rows_masked(lut[q], codes, width, bias, use_bias, allow, p * step, min(p * step + step, n),
-                              part_s[p, q], part_i[p, q], part_sizes[p], part_thr[p], q)
-    return merge_partial(part_s, part_i, part_sizes, k)
-
-
-@nb.njit(parallel=True, **SCALAR)
-def scan_pq8_grouped_masked(lut, codes, bias, allow, k, nparts):
-    """:func:`scan_pq8_grouped` over the rows ``allow`` admits. Tables must be finite."""
-    nq = lut.shape[0]
-    n, width = codes.shape
-    use_bias = bias.shape[0] > 0
-    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
-    step = (n + nparts - 1) // nparts
-    ngroups = (nq + GROUP - 1) // GROUP
-    flat_codes = codes.reshape(-1)
-    for task in prange(ngroups * nparts):
-        p = task % nparts
-        q0 = (task // nparts) * GROUP
-        q1 = min(q0 + GROUP, nq)
-        tables = np.zeros(width * 256 * GROUP, dtype=np.float32)
-        for j in range(width):
-            for c in range(256):
-                for q in range(q0, q1):
-                    tables[(j * 256 + c) * GROUP + q - q0] = lut[q, j, c]
-        limit = np.full(GROUP, np.inf, dtype=np.float32)
-        for q in range(q0, q1):
-            limit[q - q0] = part_thr[p, q] if part_sizes[p, q] >= k else -np.inf
-        scores = np.empty(GROUP, dtype=np.float32)
-        for row in range(p * step, min(p * step + step, n)):
-            if allow[row] == 0:
-                continue
-            b = bias[row] if use_bias else np.float32(0.0)
-            mask = _group_row(tables, flat_codes, row * width, width, b, limit, scores)
-            if mask == 0:
-                continue
-            for g in range(q1 - q0):
-                if (mask >> np.uint32(g)) & np.uint32(1):
-                    q = q0 + g
-                    size = part_sizes[p, q]
-                    thr = part_thr[p, q]
-                    acc = scores[g]
-                    if size < k or acc > thr:
-                        size, thr = reservoir_push(part_s[p, q], part_i[p, q], size, thr, k, acc, row)
-                        part_sizes[p, q] = size
-                        part_thr[p, q] = thr
-                        if size >= k:
-                            limit[g] = thr
-    return merge_partial(part_s, part_i, part_sizes, k)

@@ -152,8 +152,8 @@ class Tier:
         folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
-            scores, found = dispatch.scan_pq_masked(lut, self.codes, bias, k, self.layout, allow,
-                                                    lambda: self._fast_layout(bias))
+            scores, found = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias),
+                                             allow=allow)
         else:
             rows = np.flatnonzero(allow) if rows is None else rows
             scores, found = dispatch.scan_dense_rows(folded, self.dense_codes(), bias, k, self.layout, rows)
