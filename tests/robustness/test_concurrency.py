@@ -234,6 +234,9 @@ def test_opens_racing_a_replacement_see_one_complete_store(stores, tmp_path):
     expected = [stores["serial_a"], {i: tuple(r) for i, r in _serial_raw(small).items()}]
     with open(stores["a"], "rb") as src, open(path, "wb") as dst:
         dst.write(src.read())
+    for source in sources:  # compile the search kernels before the race (a fresh numba cache took the
+        with vecstore.open(source) as store:  # whole race to compile them: 14 opens, not 20)
+            store.search(_queries()[8], 10, tier="raw")
     stop = threading.Event()
     outcomes: "queue.Queue[str]" = queue.Queue()
 
