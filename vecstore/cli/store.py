@@ -112,7 +112,8 @@ def info(store_path, as_json, untrusted) -> None:
     tier, rescore, oversample = data["default_search"]
     if rescore:
         cal = next(t["calibration"] for t in data["tiers"] if t["name"] == tier)
-        click.echo(f"default search: scan {tier}, rescore {oversample:g}x candidates from {rescore} "
+        probes = f" ({cal['nprobe']} lists probed)" if "nprobe" in cal else ""
+        click.echo(f"default search: scan {tier}{probes}, rescore {oversample:g}x candidates from {rescore} "
                    f"(calibrated recall@10 {cal['recall_at_10']:.3f} on {cal['queries']} stored documents)")
     else:
         click.echo("default search: exact, on the raw tier (no calibrated compressed tier yet)")
@@ -134,6 +135,8 @@ def info(store_path, as_json, untrusted) -> None:
 @click.option("--rescore", default=None, help="Finer tier that re-scores the candidates (e.g. raw, float16).")
 @click.option("--oversample", type=float, default=None,
               help="Candidates per result taken from --tier for rescoring (default: calibrated, else 4).")
+@click.option("--nprobe", type=int, default=None,
+              help="Lists an inverted-file tier (ivf<nlist>,...) scans (default: calibrated).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
               help="The model that made the queries: refused if the store's vectors come from another.")
@@ -141,7 +144,7 @@ def info(store_path, as_json, untrusted) -> None:
               help="Only documents matching FILTER, e.g. \"lang = 'en' and year >= 2020\" (docs/filters.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_empty, k, tier, rescore,
-           oversample, limit, model_spec, where, as_json) -> None:
+           oversample, nprobe, limit, model_spec, where, as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set),
     --vector or --text; --where keeps only the documents a filter admits."""
     texts = list(query_texts) or None
@@ -155,7 +158,7 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
         if texts is not None:
             result = store.search_text(
                 texts[:limit], k, encoder=encoder_name, model=model_spec, on_empty=on_empty, tier=tier,
-                rescore=rescore, oversample=oversample, where=where)
+                rescore=rescore, oversample=oversample, where=where, nprobe=nprobe)
             distances, ids, unknown = result
         else:
             if vector_text is not None:
@@ -164,7 +167,7 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
                 source = open_vectors(queries_path, prefer="test")
                 queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
             result = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
-                                  model=model_spec, where=where)
+                                  model=model_spec, where=where, nprobe=nprobe)
             distances, ids = result
         keys = store.keys(ids)
         metadata = stored_metadata(store, ids)
@@ -203,7 +206,8 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
 
 @cli.command()
 @click.argument("store_path", metavar="STORE")
-@click.option("--codec", default=None, help="Codec string, e.g. float16, int8, pca256,int8, pq64, pq128x4.")
+@click.option("--codec", default=None,
+              help="Codec string, e.g. float16, int8, pca256,int8, pq64, pq128x4, ivf1024,pq32x4.")
 @click.option("--name", default=None, help="Tier name (default: the codec string).")
 @click.option("--train-size", default=TRAIN_SIZE, show_default=True, type=int,
               help="Vectors sampled from the raw tier to train on.")
@@ -246,7 +250,8 @@ def compress(store_path, codec, name, train_size, seed, params_path, replace, re
         cal = tier.calibration
         if cal:
             verdict = "meets" if cal["meets_target"] else "misses"
-            click.echo(f"calibrated: rescoring from {cal['rescore']} with oversample {cal['oversample']} gives "
+            probes = f"{cal['nprobe']} lists probed and " if "nprobe" in cal else ""
+            click.echo(f"calibrated: {probes}rescoring from {cal['rescore']} with oversample {cal['oversample']} gives "
                        f"recall@10 {cal['recall_at_10']:.3f} on {cal['queries']} stored documents "
                        f"({verdict} the {cal['target_recall_at_10']} target)")
 
