@@ -244,3 +244,46 @@ def test_cli(tmp_path):
     assert out.exit_code != 0 and "position 7" in out.output
     out = runner.invoke(cli, ["add-fields", store, "year", "--replace"])
     assert out.exit_code == 0 and "year (int)" in out.output, out.output
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("fast_scan", [True, False])
+def test_filtered_candidates_of_a_4bit_tier_are_ranked_by_quantised_scores(stores, metric, fast_scan, monkeypatch):
+    """docs/format.md, "Candidates of a 4-bit PQ tier": a filtered two-stage search ranks the
+    admitted rows by the quantised score, as the unfiltered one does (with the fast scan and with
+    the row-by-row kernel of a CPU without it), then rescores them."""
+    from vecstore.codecs.pq import unpack_nibbles
+    from vecstore.kernels import dispatch, fastscan
+
+    if fast_scan and not dispatch.FAST_SCAN:
+        pytest.skip("no fast scan on this CPU")
+    monkeypatch.setattr(dispatch, "FAST_SCAN", fast_scan)
+    monkeypatch.setattr(strategy, "EXACT_RATIO", 0.0)
+    q = np.random.default_rng(8).standard_normal((3, DIM)).astype(np.float32)
+    allowed = admitted(docs(), "lang = 'en'")
+    k, f = K, 4.0
+    width = int(np.ceil(k * f))
+    with vecstore.open(stores[metric]) as store:
+        tier = store.tiers["pq8x4"]
+        prepared = q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q
+        folded, _, bias = tier.fold(prepared)
+        lut = tier.codec.terminal.lookup_tables(folded)
+        lut8, base, scale, _ = fastscan.quantize_tables(lut)
+        m = lut.shape[1]
+        table8 = lut8.reshape(q.shape[0], -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
+        codes = unpack_nibbles(np.asarray(tier.codes), m)
+        sums = sum(table8[:, j, codes[:, j]] for j in range(m))
+        approx = (base[:, None] + sums / scale[:, None]).astype(np.float32)
+        if bias.shape[0]:
+            approx = approx + bias
+        rows = np.flatnonzero(allowed)
+        want = rows[np.argsort(-approx[:, rows], axis=1, kind="stable")[:, :width]]
+        _, got = tier.scan_allowed(prepared, width, allowed.view(np.uint8), candidates=True)
+        for a, b, s in zip(got, want, approx):
+            assert set(a) == set(b) or np.isclose(s[a].min(), s[b].min())   # ties at the cut: either row
+        # oversample 1: the results are the k best admitted rows by quantised score, re-ranked
+        result = store.search(q, k, tier="pq8x4", rescore="raw", oversample=1.0, where="lang = 'en'")
+        assert result.strategy == "filtered-two-stage"
+        ids = np.asarray(store.ids)
+        for a, b, s in zip(result.ids, want[:, :k], approx):
+            assert set(a) == set(ids[b]) or np.isclose(s[a].min(), s[b].min())

@@ -197,7 +197,7 @@ class StoreFile(ClosesOnExit):
             scores, rows = self.tier(plan.tier).scan_allowed(xq, kk, allow)
         else:
             width = min(allowed, int(np.ceil(kk * plan.oversample)))
-            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow)
+            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow, candidates=True)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq)), strategy
 
