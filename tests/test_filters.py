@@ -76,6 +76,9 @@ PREDICATES = [
     "lang = 'en' and year >= 2020", "lang = 'en' or lang = 'de' and year < 2005",
     "(lang = 'en' or lang = 'de') and year < 2005", "not (lang = 'en')", "not not ok = true",
     "NOT (year >= 2000 AND tags HAS 'c') OR score > 1e0", "score > -.5 and score < 5E-1",
+    # beyond every int64 and every binary64: constants, not an OverflowError
+    "year < 1e999", "year = 1e999", "year != -1e999", "year > -1e999", "score < 1e999", "score >= -1e999",
+    "score < " + "9" * 400, "score > -" + "9" * 400, "score = " + "9" * 400,
 ]
 
 
@@ -111,6 +114,7 @@ def test_parse_tree_and_precedence():
     ("lang not = 'x'", "expected 'in' after 'not'", 9),
     ("lang = 'en' & year = 1", "unexpected character '&'", 12),
     ("tags has 3", "'has' takes a string", 9),
+    ("year = \u0663", "unexpected character", 7),           # digits are ASCII digits
 ])
 def test_syntax_errors_point_at_the_position(text, message, position):
     with pytest.raises(InvalidInputError) as info:

@@ -139,15 +139,30 @@ def _compare(col: Column, op: str, value, count: int) -> np.ndarray:
         op, value = test
     elif col.kind == "bool":
         value = np.uint8(value)
+    else:
+        value = _binary64(value)
     hit = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
            ">=": np.greater_equal}[op](values, value)
     return hit & present
 
 
+def _binary64(value) -> float:
+    """A number literal as an IEEE binary64 (an integer rounded to nearest, beyond the range an
+    infinity), what a float field compares with (docs/filters.md)."""
+    if isinstance(value, float):
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _int_comparison(op: str, value):
     """``x op value`` for int64 x and any number value, as (op, int64 value), or a bool when it
     holds for every present row (True) or none (False)."""
-    if isinstance(value, float):
+    if isinstance(value, float) and math.isinf(value):  # 1e999: beyond every int64
+        value = (1 << 64) if value > 0 else -(1 << 64)
+    elif isinstance(value, float):
         if op in ("=", "!="):
             if value != math.floor(value):
                 return op == "!="

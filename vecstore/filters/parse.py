@@ -12,6 +12,9 @@
     NUMBER     = [ "-" ] digits [ "." digits ] [ ( "e" | "E" ) [ "+" | "-" ] digits ]
     FIELD      = letter or "_", then letters, digits, "_"
 
+Letters, digits and white space are ASCII (a "٣" is not a digit here). A NUMBER with a "." or an
+exponent is a binary64 (the nearest to its decimal text); one without is an integer of any size.
+
 Keywords are case-insensitive; field names are not. ``and`` binds tighter than ``or``; ``not``
 tighter than both. Errors are InvalidInputErrors that give the position (0-based character offset).
 """
@@ -74,7 +77,7 @@ _TOKEN = re.compile(r"""
   | (?P<op>!=|<=|>=|=|<|>)
   | (?P<punct>[(),])
   | (?P<unclosed>')
-""", re.VERBOSE)
+""", re.VERBOSE | re.ASCII)   # digits and white space are ASCII, as the grammar says
 KEYWORDS = {"and", "or", "not", "in", "has", "true", "false"}
 
 
