@@ -287,3 +287,60 @@ def test_filtered_candidates_of_a_4bit_tier_are_ranked_by_quantised_scores(store
         ids = np.asarray(store.ids)
         for a, b, s in zip(result.ids, want[:, :k], approx):
             assert set(a) == set(ids[b]) or np.isclose(s[a].min(), s[b].min())
+
+
+def test_cli_allow(tmp_path):
+    """--allow takes ids separated by commas or a file of ids (one per line); ids not in the store
+    are ignored, as allow= does; anything else is one line on stderr and a non-zero exit."""
+    x = data(1)
+    np.save(tmp_path / "x.npy", x)
+    with open(tmp_path / "meta.jsonl", "w") as fh:
+        fh.writelines(json.dumps(d) + "\n" for d in docs())
+    store = str(tmp_path / "s.vs")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), store, "--metadata", str(tmp_path / "meta.jsonl"),
+                              "--fields", "lang", "--quiet"])
+    assert out.exit_code == 0, out.output
+    vector = ",".join(str(v) for v in x[5])
+    allowed = [3, 5, 8, 13, 21, 34]
+    truth = brute(x, x[5:6], np.isin(np.arange(N), allowed), "ip", k=4)[0].tolist()
+
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "-k", "4", "--allow", "3,5,8,13,21,34,99999",
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["results"][0]["ids"] == truth and doc["allowed"] == 6 and doc["allow_ids"] == 7
+    assert doc["strategy"] == "filtered-scan"
+
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("3\n5\n\n8\n13, 21\n34\n99999\n")
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "-k", "4", "--allow", str(ids_file), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["results"][0]["ids"] == truth
+
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "-k", "4", "--allow", str(ids_file),
+                              "--where", "lang = 'de'"])            # 13 and 34 are 'de' (i % 3 == 1)
+    assert out.exit_code == 0, out.output
+    assert "filter \"lang = 'de'\" and 7 allowed ids admits 2 documents" in out.output
+    rows = [line.split() for line in out.output.splitlines() if line.strip()[:1].isdigit()]
+    assert sorted(int(r[1]) for r in rows) == [13, 34]
+
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "--allow", "7"])   # one id
+    assert out.exit_code == 0 and "admits 1 documents" in out.output, out.output
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "--allow", str(empty), "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["strategy"] == "none"
+
+    bad_file = tmp_path / "bad.txt"
+    bad_file.write_text("3\n5\nfive\n")
+    for value, message in [("3,x,5", "is neither ids separated by commas"),
+                           ("no-such-file.txt", "is neither ids separated by commas"),
+                           (str(bad_file), "line 3: 'five' is not an id"),
+                           ("1,99999999999999999999", "does not fit in int64"),
+                           (str(tmp_path), "cannot read the file of ids")]:
+        out = runner.invoke(cli, ["search", store, "--vector", vector, "--allow", value])
+        assert out.exit_code != 0, (value, out.output)
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.output, (value, out.output)
