@@ -215,8 +215,17 @@ def test_shards_evaluate_the_same_filter(tmp_path):
     where = "lang = 'en' and year >= 2020"
     truth = brute(x, q, admitted(meta, where), "ip")
     with vecstore.open_sharded(manifest.path) as coll:
-        np.testing.assert_array_equal(coll.search(q, K, where=where, tier="raw").ids, truth)
+        result = coll.search(q, K, where=where, tier="raw")
+        np.testing.assert_array_equal(result.ids, truth)
+        assert result.strategies == ("filtered-scan",) * 3 and result.strategy == "filtered-scan"
+        assert result.allowed == admitted(meta, where).sum()
         np.testing.assert_array_equal(coll.search(q, K, allow=admitted(meta, where), tier="raw").ids, truth)
+        assert coll.search(q, K, tier="raw").strategy is None                      # unfiltered
+        # ids 0..399 are shard 0's: shard 0 searches exactly (few rows), the others admit none
+        few = coll.search(q, K, allow=[1, 2, 3], tier="pq4", rescore="raw", oversample=4)
+        assert few.strategies == ("exact", "none", "none") and few.strategy == "exact" and few.allowed == 3
+        two = coll.search(q, K, where="year >= 1990", tier="pq4", rescore="raw", oversample=4)
+        assert two.strategies == ("filtered-two-stage",) * 3 and two.allowed == N
         with pytest.raises(InvalidInputError, match="position"):
             coll.search(q, K, where="lang =")
 
