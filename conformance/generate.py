@@ -385,6 +385,8 @@ FILTERS = [
     ("lang = 'zz'", None, "no row: all padding"),
     (None, [100000 - 7 * r for r in range(0, 200, 3)] + [5, -1], "allow= ids only (5 and -1 are not ids)"),
     ("lang = 'fr' or year >= 2015", [100000 - 7 * r for r in range(1, 200, 2)], "where= and allow= together"),
+    ("score is missing or year is not missing and tags is missing", None,
+     "is missing / is not missing (tags: no tags is missing)"),
 ]
 
 

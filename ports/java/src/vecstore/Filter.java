@@ -13,7 +13,8 @@ import java.util.Map;
  * A where= filter (docs/filters.md, "The language") evaluated over a store's field columns
  * (docs/format.md, "Fields") into a row mask. Written from the two documents: a recursive-descent
  * parser of the grammar, then whole-column evaluation per node with the missing-value rules
- * (every comparison, in, not in and has is false on a missing value; not is the plain complement).
+ * (every comparison, in, not in and has is false on a missing value; is missing is true there; not
+ * is the plain complement).
  *
  * Valid filters only: it does not reproduce vecstore's error messages (unknown fields, type
  * mismatches and syntax errors throw IllegalArgumentException).
@@ -313,6 +314,25 @@ public final class Filter {
             String op = (String) take()[1];
             Object value = literal();
             return (cols, n) -> compare(column(cols, field), op, value, n);
+        }
+        if (kind().equals("word") && ((String) tokens.get(at)[1]).equalsIgnoreCase("is")) {   // is [not] missing
+            take();
+            boolean not = false;
+            if (is("keyword", "not")) {
+                take();
+                not = true;
+            }
+            if (!(kind().equals("word") && ((String) tokens.get(at)[1]).equalsIgnoreCase("missing"))) {
+                throw fail("expected 'missing'");
+            }
+            take();
+            boolean present = not;
+            return (cols, n) -> {
+                Column c = column(cols, field);
+                boolean[] out = new boolean[n];
+                for (int i = 0; i < n; i++) out[i] = c.present(i) == present;
+                return out;
+            };
         }
         if (is("keyword", "has")) {
             take();
