@@ -146,11 +146,21 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
     if layout == "pq4":
         if FAST_SCAN and finite and blocked is not None:
             return _scan_fast(lut, codes, bias, k, *blocked(), exact, allow)
-        if finite and not exact and allow is None:  # no fast scan here: the same quantised candidates
+        if finite and not exact:  # no fast scan here: the same quantised candidates
             lut8, base, scale, _ = fastscan.quantize_tables(lut)
-            with threads_for(work):
-                return fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
-                                                   pq_parts(nq, n, k, 1))
+            if allow is None:
+                with threads_for(work):
+                    return fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
+                                                       pq_parts(nq, n, k, 1))
+            # with a mask: the admitted rows' codes (and biases), in row order so ties still go to
+            # the lower row, scanned by the same kernel; a fallback path, so the copy is acceptable
+            rows = np.flatnonzero(allow)
+            sub_bias = bias[rows] if bias.shape[0] else bias
+            with threads_for(nq * rows.shape[0] * codes.shape[1]):
+                scores, found = fastscan.scan_pq4_quantised(lut8, base, scale, np.ascontiguousarray(codes[rows]),
+                                                            lut.shape[1], sub_bias, k,
+                                                            pq_parts(nq, rows.shape[0], k, 1))
+            return scores, rows[found]
         lut = pq.pair_tables(lut, codes.shape[1])
     mask = ALL_ROWS if allow is None else allow
     if finite and nq >= GROUPED_MIN_QUERIES:

@@ -202,7 +202,7 @@ class StoreFile(ClosesOnExit):
             scores, rows = self.tier(plan.tier).scan_allowed(xq, kk, allow, nprobe=nprobe)
         else:
             width = min(allowed, int(np.ceil(kk * plan.oversample)))
-            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow, nprobe=nprobe)
+            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow, candidates=True, nprobe=nprobe)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq)), strategy
 

@@ -180,19 +180,20 @@ class Tier:
             scores, rows = dispatch.scan_dense(folded, self.dense_codes(), bias, k, self.layout)
         return self._add_const(scores, const), rows
 
-    def scan_allowed(self, xq: np.ndarray, k: int, allow: np.ndarray,
-                     rows: np.ndarray | None = None, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def scan_allowed(self, xq: np.ndarray, k: int, allow: np.ndarray, rows: np.ndarray | None = None, *,
+                     candidates: bool = False, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`scan` over only the rows the uint8 mask ``allow`` admits (``rows``: its
-        np.flatnonzero, if the caller has it); 1 <= k <= their count. An inverted-file tier probes
-        ``nprobe`` / (allowed fraction) lists, so that as many allowed rows are scanned as without
-        the filter."""
+        np.flatnonzero, if the caller has it); 1 <= k <= their count. ``candidates=True`` as in
+        :meth:`scan`: a 4-bit tier ranks the admitted rows by its quantised scores (docs/format.md,
+        "Candidates of a 4-bit PQ tier"). An inverted-file tier probes ``nprobe`` / (admitted
+        share) lists, so that about as many admitted rows are scanned as without the filter."""
         if self.lists is not None:
-            return self._scan_lists(xq, k, True, nprobe, allow)
+            return self._scan_lists(xq, k, not candidates, nprobe, allow)
         folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
             scores, found = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias),
-                                             allow=allow)
+                                             exact=not candidates, allow=allow)
         else:
             rows = np.flatnonzero(allow) if rows is None else rows
             scores, found = dispatch.scan_dense_rows(folded, self.dense_codes(), bias, k, self.layout, rows)
