@@ -182,7 +182,8 @@ def test_recall_tolerates_ties_only_when_asked():
     ("pca128,int8", "PCA128,SQ8"), ("pca512,int8", "PCA512,SQ8"), ("pq48", "PQ48np"), ("pq64x8", "PQ64np"),
     ("pca192,pq48", "PCA192,PQ48np"), ("pca512,pq64", "PCA512,PQ64np"), ("pq96x4", "PQ96x4fs"),
     ("pq128x4", "PQ128x4fs"), ("pca256", "PCA256,Flat"), ("pca256,float16", "PCA256,SQfp16"),
-    ("pca256,pq32x4", "PCA256,PQ32x4fs"),
+    ("pca256,pq32x4", "PCA256,PQ32x4fs"), ("ivf1024,pq32x4", "IVF1024,PQ32x4fs"), ("ivf64,int8", "IVF64,SQ8"),
+    ("ivf4096,pca128,pq32", "PCA128,IVF4096,PQ32np"), ("ivf16", "IVF16,Flat"),
 ])
 def test_twin_factory_strings(codec, factory):
     assert faiss_twins.twin_factory_string(codec) == factory

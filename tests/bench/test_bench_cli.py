@@ -315,3 +315,16 @@ def test_ground_truth_with_holdout_and_missing_input(tmp_path):
 def test_too_few_training_rows_for_pq(tmp_path, rng):
     np.save(tmp_path / "x.npy", rng.standard_normal((120, 8)).astype(np.float32))
     _one_line_error(run([str(tmp_path / "x.npy"), "--codecs", "pq4", "--quiet"]), "needs at least 256 training")
+
+
+def test_ivf_codecs_are_swept_beside_faiss_ivf_twins(tmp_path):
+    out = tmp_path / "out"
+    result = run([SMALL_REAL, "--n", "2000", "--holdout", "30", "--codecs", "ivf16,pq16x4", "--oversample", "4",
+                  "--train-size", "1000", "--out", str(out), "--json", *QUICK])
+    assert result.exit_code == 0, result.stderr + result.output
+    rows = {(r["system"], r["config"]): r for r in json.loads(result.stdout)["rows"]}
+    assert rows[("faiss", "ivf16,pq16x4")]["factory"] == "IVF16,PQ16x4fs"
+    assert rows[("faiss", "ivf16,pq16x4 > raw x4")]["factory"] == "IVF16,PQ16x4fs,RFlat k_factor=4"
+    # both probe the same lists (ceil(16 / 16) = 1 without calibration): recall of the same order
+    ours, theirs = rows[("vecstore", "ivf16,pq16x4 > raw x4")], rows[("faiss", "ivf16,pq16x4 > raw x4")]
+    assert 0.3 < ours["recall_at_10"] and abs(ours["recall_at_10"] - theirs["recall_at_10"]) < 0.2

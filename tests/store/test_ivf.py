@@ -235,3 +235,41 @@ def test_format_version_two_only_with_an_ivf_tier(tmp_path, data):
         f.attrs["format_version"] = np.int64(1)
     with pytest.raises(FormatError, match="format version 1 cannot hold an inverted-file tier"):
         vecstore.open(path)
+
+
+def test_shards_share_the_centroids_and_search_as_one_store(tmp_path):
+    from vecstore.shards import open_sharded, shard_build
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2400, 32)).astype(np.float32)
+    q = rng.standard_normal((10, 32)).astype(np.float32)
+    manifest = shard_build(x, str(tmp_path / "col"), shards=3, codecs=["ivf8,pq8x4"], metric="l2",
+                           progress=False, train_size=1200)
+    centroids = []
+    for shard in manifest.shards:
+        with vecstore.open(manifest.shard_path(shard)) as s:
+            centroids.append(s.tier("ivf8,pq8x4").codec.params()["0.centroids"])
+            assert s.tier("ivf8,pq8x4").lists.offsets[-1] == s.count
+    assert all(np.array_equal(c, centroids[0]) for c in centroids)
+    single = tmp_path / "one.vs"
+    vecstore.build(single, x, metric="l2", progress=False).close()
+    vecstore.compress(single, "ivf8,pq8x4", params={"0.centroids": centroids[0], **{
+        k: v for k, v in _shard_params(manifest).items() if k != "0.centroids"}}, calibrate=False,
+        progress=False).close()
+    with open_sharded(manifest.path) as col, vecstore.open(single) as one:
+        # every list probed, no rescoring: the shards' exact ADC top-k merged = one store's
+        got = col.search(q, 10, tier="ivf8,pq8x4", rescore="raw", oversample=240, nprobe=8)
+        want = one.search(q, 10, tier="raw")
+        np.testing.assert_allclose(got.distances, want.distances, rtol=1e-5, atol=1e-5)
+        got = col.search(q, 10, tier="ivf8,pq8x4", nprobe=8)  # every list: the tier's exact ADC ranking
+        want = one.search(q, 10, tier="ivf8,pq8x4", nprobe=8)
+        np.testing.assert_allclose(got.distances, want.distances, rtol=1e-5, atol=1e-5)
+        with pytest.raises(InvalidInputError, match="nprobe must be an integer from 1 to the tier's 8 lists"):
+            col.search(q, 10, tier="ivf8,pq8x4", nprobe=9)
+        with pytest.raises(InvalidInputError, match="nprobe applies to inverted-file tiers"):
+            col.search(q, 10, tier="raw", nprobe=2)
+
+
+def _shard_params(manifest) -> dict:
+    with vecstore.open(manifest.shard_path(manifest.shards[0])) as s:
+        return s.tier("ivf8,pq8x4").codec.params()

@@ -13,6 +13,7 @@ pq<M> (= pq<M>x8)      PQ<M>np                 IndexPQ; "np" = no polysemous tra
 pca<N>,pq<M>           PCA<N>,PQ<M>np
 pq<M>x4                PQ<M>x4fs               fast-scan (SIMD shuffles), the same bytes
 pca<N>,pq<M>x4         PCA<N>,PQ<M>x4fs
+ivf<L>,<chain>         IVF<L>,<twin of chain>  e.g. IVF1024,PQ32x4fs; PCA first: PCA<N>,IVF<L>,...
 =====================  ======================  ==========================================
 
 Both sides get the same metric (inner product for ip and cosine, over unit vectors for cosine), the
@@ -25,6 +26,10 @@ training, a simulated-annealing pass that only renumbers the centroids (for Hamm
 filtering, which a plain search never uses). Codebooks, codes up to that renumbering, and search
 results are the same; without it FAISS's training time is measured for the work vecstore also does
 (checked: PQ4 on 3,000 x 16 vectors trains in 12 s with it, 0.4 s without, identical results).
+
+Inverted-file twins probe as many lists as the vecstore tier (:func:`set_nprobe`). FAISS's fast-scan
+IVF-PQ encodes vectors, not residuals, as vecstore does; its 8-bit IVF-PQ and SQ8 encode residuals
+(their recall differs for that reason). FAISS applies a PCA before assigning lists, vecstore after.
 
 One difference is FAISS's, not ours, and shows in PCA rows: FAISS's PCA pre-transform subtracts
 the mean from queries and documents alike, so with inner product it ranks by (q - m).(x - m), not
@@ -48,10 +53,12 @@ def twin_factory_string(codec: str) -> str:
     if text in ("raw", "float32"):
         return "Flat"
     stages = parse_codec_string(text)
-    parts = []
+    parts, ivf = [], None
     for cfg in stages:
         cid = cfg["id"]
-        if cid == "pca":
+        if cid == "ivf":
+            ivf = f"IVF{cfg['nlist']}"
+        elif cid == "pca":
             parts.append(f"PCA{cfg['n_components']}")
         elif cid == "float32":
             parts.append("Flat")
@@ -63,7 +70,16 @@ def twin_factory_string(codec: str) -> str:
             parts.append(f"PQ{cfg['m']}" + ("x4fs" if cfg["nbits"] == 4 else "np"))
         else:  # pragma: no cover - parse_codec_string is a closed allow-list
             raise ValueError(f"no FAISS twin for codec stage {cid!r}")
+    if ivf is not None:  # after FAISS's pre-transforms, before the codes
+        parts.insert(sum(p.startswith("PCA") for p in parts), ivf)
     return ",".join(parts)
+
+
+def set_nprobe(index, nprobe: int) -> None:
+    """Probe ``nprobe`` lists in an inverted-file twin (any wrapping: pre-transform, refine)."""
+    import faiss
+
+    faiss.extract_index_ivf(index).nprobe = int(nprobe)
 
 
 def faiss_metric(metric: str) -> int:

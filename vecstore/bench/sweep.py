@@ -223,6 +223,10 @@ def _run_codec(codec, configs, index_no, opts, workload, base, base_store, base_
     try:
         bar.set_postfix_str(f"{codec}: FAISS twin")
         index, twin = build_twin_sized(codec, raw, metric=metric, train=sample)
+        if store.tier(tier).lists is not None:  # both probe the lists vecstore's search probes by default
+            from .faiss_twins import set_nprobe
+
+            set_nprobe(index, store.tier(tier).default_nprobe)
         refine_cache: dict = {}
         f16_build_s = 0.0
         for cfg in configs:

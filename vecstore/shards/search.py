@@ -202,7 +202,7 @@ class ShardedStore(ClosesOnExit):
 
     def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
                oversample: float | None = None, allow_partial: bool = False, where: str | None = None,
-               allow=None) -> ShardedSearchResult:
+               allow=None, nprobe: int | None = None) -> ShardedSearchResult:
         """The k nearest documents of the whole collection to each query.
 
         Parameters are those of :meth:`vecstore.Store.search`; the queries are validated here, once,
@@ -216,6 +216,8 @@ class ShardedStore(ClosesOnExit):
         where, allow : as for :meth:`vecstore.Store.search`. The filter's text goes to every shard
             (each evaluates it on its own columns, on its worker); ``allow`` ids go to the shard
             whose id range holds them (a boolean mask is over the collection's ids in order).
+        nprobe : lists every shard's inverted-file tier probes (the centroids are shared); default:
+            each shard's calibrated figure.
 
         Returns
         -------
@@ -224,7 +226,7 @@ class ShardedStore(ClosesOnExit):
             also ``strategies`` (one per shard), ``strategy`` and ``allowed``.
         """
         backend = self._check_open()
-        plan = self.resolve_plan(tier, rescore, oversample)
+        plan = (*self.resolve_plan(tier, rescore, oversample), self._checked_nprobe(nprobe, tier))
         prepared = prepare_queries(queries, self.dim, self.metric)
         check_k(k, self.count)
         if self.metric == "cosine":
@@ -249,6 +251,20 @@ class ShardedStore(ClosesOnExit):
         strategies = [None if i in failed else next(answered).strategy for i in range(len(self._specs))]
         allowed = sum(p.allowed for p in parts)
         return ShardedSearchResult(merged.distances, merged.ids, missing, strategies, allowed)
+
+    def _checked_nprobe(self, nprobe, tier: str | None) -> int | None:
+        """``nprobe`` checked against the scanned tier's codec here, once, not by every shard."""
+        if nprobe is None:
+            return None
+        name = self.resolve_plan(tier).tier if tier is not None else self.default_plan().tier
+        stages = self.manifest.tier(name).config["stages"]  # validated when the manifest was read
+        nlist = stages[0]["nlist"] if stages[0]["id"] == "ivf" else None
+        if nlist is None:
+            raise InvalidInputError(f"nprobe applies to inverted-file tiers (codec 'ivf<nlist>,...'); tier {name!r} "
+                                    "is not one: drop nprobe or choose an ivf tier")
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or not 1 <= nprobe <= nlist:
+            raise InvalidInputError(f"nprobe must be an integer from 1 to the tier's {nlist} lists, got {nprobe!r}")
+        return int(nprobe)
 
     def _allow_per_shard(self, allow) -> list[np.ndarray]:
         """allow= ids (or a boolean mask over the collection's ids) split by the shards' id ranges."""

@@ -63,11 +63,13 @@ def open_shard(spec: ShardSpec, resident: tuple[str, ...] = ()):
 
 def search_store(store, xq: np.ndarray, k: int, plan: tuple, where: str | None = None,
                  allow: np.ndarray | None = None) -> SearchResult:
-    """One shard's top-k of validated queries under the collection's resolved plan, among the
+    """One shard's top-k of validated queries under the collection's resolved plan (tier, rescore,
+    oversample, nprobe), among the
     documents that satisfy ``where`` (the filter's text: each shard evaluates it on its own columns)
     and are in ``allow`` (ids): a FilteredSearchResult (its strategies and admitted count) then."""
-    tier, rescore, oversample = plan
-    result = store.search(xq, k, tier=tier, rescore=rescore, oversample=oversample, where=where, allow=allow)
+    tier, rescore, oversample, nprobe = plan
+    result = store.search(xq, k, tier=tier, rescore=rescore, oversample=oversample, where=where, allow=allow,
+                          nprobe=nprobe)
     if where is None and allow is None:
         return SearchResult(result.distances, result.ids)
     return FilteredSearchResult(result.distances, result.ids, result.strategies, result.allowed)
