@@ -12,6 +12,11 @@ import numpy as np
 from vecstore.errors import InvalidInputError
 
 
+# --nprobe of `search` and `shard-search`
+nprobe_option = click.option("--nprobe", type=int, default=None,
+                             help="Lists an inverted-file tier (ivf<nlist>,...) scans (default: calibrated).")
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -16,7 +16,7 @@ import vecstore
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import echo_results, human_bytes, parse_vector, progress_option, results_json
+from .options import echo_results, human_bytes, nprobe_option, parse_vector, progress_option, results_json
 from .store import TRAIN_SIZE
 
 SCHEDULER_HELP = "Dask scheduler address (tcp://HOST:PORT). Default: no cluster, this process."
@@ -84,6 +84,7 @@ def shard_build(input_path, outdir, n_shards, codecs, metric, keys_path, train_s
 @click.option("--rescore", default=None, help="Finer tier that re-scores each shard's candidates (e.g. raw).")
 @click.option("--oversample", type=float, default=None,
               help="Candidates per result each shard takes from --tier for rescoring.")
+@nprobe_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--scheduler", default=None, help=SCHEDULER_HELP)
 @click.option("--timeout", type=float, default=10.0, show_default=True,
@@ -91,7 +92,7 @@ def shard_build(input_path, outdir, n_shards, codecs, metric, keys_path, train_s
 @click.option("--allow-partial", is_flag=True,
               help="Answer from the shards that can, naming the missing ones on stderr, instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def shard_search(manifest_path, queries_path, vector_text, k, tier, rescore, oversample, limit, scheduler,
+def shard_search(manifest_path, queries_path, vector_text, k, tier, rescore, oversample, nprobe, limit, scheduler,
                  timeout, allow_partial, as_json) -> None:
     """Search every shard of MANIFEST (its file or directory) with QUERIES or --vector; merge the top-k."""
     if (queries_path is None) == (vector_text is None):
@@ -104,7 +105,7 @@ def shard_search(manifest_path, queries_path, vector_text, k, tier, rescore, ove
     with vecstore.open_sharded(manifest_path, client=scheduler, timeout=timeout) as store:
         tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
         result = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
-                              allow_partial=allow_partial)
+                              allow_partial=allow_partial, nprobe=nprobe)
         distances, ids = result
         keys = store.keys(ids)
         metric, n_shards = store.metric, len(store.shards)

@@ -13,8 +13,8 @@ from vecstore.errors import InvalidInputError
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import (echo_results, human_bytes, parse_allow, parse_vector, progress_option, results_json,
-                      stored_metadata)
+from .options import (echo_results, human_bytes, nprobe_option, parse_allow, parse_vector, progress_option,
+                      results_json, stored_metadata)
 
 TRAIN_SIZE = vecstore.compress.__kwdefaults__["train_size"]
 
@@ -136,8 +136,7 @@ def info(store_path, as_json, untrusted) -> None:
 @click.option("--rescore", default=None, help="Finer tier that re-scores the candidates (e.g. raw, float16).")
 @click.option("--oversample", type=float, default=None,
               help="Candidates per result taken from --tier for rescoring (default: calibrated, else 4).")
-@click.option("--nprobe", type=int, default=None,
-              help="Lists an inverted-file tier (ivf<nlist>,...) scans (default: calibrated).")
+@nprobe_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
               help="The model that made the queries: refused if the store's vectors come from another.")
