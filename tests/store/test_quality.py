@@ -182,3 +182,39 @@ def test_drift_queries_are_capped_at_half_the_documents(drifted):
 def test_a_threshold_outside_zero_to_one_is_refused(drifted, threshold):
     with pytest.raises(InvalidInputError, match="threshold must be in"):
         check_drift(drifted, threshold=threshold)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_exact_truth_in_blocks_equals_one_scan_and_releases_each_block(tmp_path, monkeypatch, metric):
+    from vecstore.store import quality
+    from vecstore.store.file import StoreFile
+
+    x = _data(5, n=1000)
+    path = make_store(tmp_path, x, metric).path
+    released = []
+    with StoreFile(path) as f:
+        raw = f.tier("raw")
+        xq = x[:7] + 0.01
+        whole = raw.scan(xq, 12)[1]
+        monkeypatch.setattr(quality, "TRUTH_BLOCK_BYTES", 150 * DIM * 4)  # blocks of 150 rows
+        blocked = quality.exact_rows(raw, xq, 12, lambda view: (released.append(view.shape[0]), f.release(view)))
+        np.testing.assert_array_equal(blocked, whole)
+        assert released == [150] * 6 + [100]
+        np.testing.assert_array_equal(np.asarray(raw.codes), x)  # released pages read back from the file
+
+
+def test_release_leaves_private_arrays_alone(tmp_path):
+    from vecstore.store.file import StoreFile
+
+    x = _data(6, n=5000, dim=256)
+    path = make_store(tmp_path, x, "ip").path
+    with StoreFile(path) as f:
+        private = np.array(f.tier("raw").codes)
+        f.release(private)  # not a view of the map: MADV_DONTNEED would zero it
+        np.testing.assert_array_equal(private, x)
+        before = f.memory()["process"].get("RssFile")
+        float(np.asarray(f.tier("raw").codes).sum())
+        f.release(f.tier("raw").codes)
+        after = f.memory()["process"].get("RssFile")
+        if before is not None:
+            assert after <= before + (1 << 20)  # the 5 MB read left the resident set again

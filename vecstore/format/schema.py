@@ -702,6 +702,27 @@ class FileMap:
         except (OSError, ValueError):
             pass  # advice only: a kernel that refuses it reads as before
 
+    def release(self, view: np.ndarray) -> None:
+        """Drop the pages of ``view`` (an array this map handed out, or a slice of one) from this
+        process's memory (MADV_DONTNEED): they stay in the page cache, and a later read maps them
+        again. A pass over a tier larger than RAM (compress reading raw, the writer copying tiers)
+        releases what it has read, so its resident set stays at a chunk, not the file. Anything
+        that is not a view into this map is left alone (on private memory the call would zero it)."""
+        if self.mm is None or not hasattr(mmap, "MADV_DONTNEED") or not isinstance(view, np.ndarray) or not view.nbytes:
+            return
+        base = np.frombuffer(self.mm, dtype=np.uint8, count=1).ctypes.data
+        first = view.ctypes.data - base
+        last = first + view.nbytes  # a C-contiguous view's bytes; others are left alone
+        if not view.flags.c_contiguous or first < 0 or last > len(self.mm):
+            return
+        start = -(-first // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the view only
+        stop = last // mmap.PAGESIZE * mmap.PAGESIZE
+        if stop > start:
+            try:
+                self.mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+            except (OSError, ValueError):
+                pass  # advice only
+
     def close(self) -> None:
         if self.mm is not None:
             try:

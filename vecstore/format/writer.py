@@ -87,16 +87,19 @@ def _sqnorms(codec: Pipeline, codes: np.ndarray, rows: np.ndarray) -> np.ndarray
 def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
                 progress: bool = False, description: str = "writing",
-                before_rename: Callable[[], None] | None = None) -> None:
+                before_rename: Callable[[], None] | None = None,
+                release: Callable[[np.ndarray], None] | None = None) -> None:
     """Write a complete store at ``path`` (atomically). ``source()`` yields (start, float32 rows).
     ``before_rename()`` runs once the file is complete, just before it is renamed into place.
+    ``release(chunk)``, if given, is called on every chunk copied from a ``copy_from`` array once it
+    is written (StoreFile.release: a mapped tier's pages leave the resident set as they are copied).
 
     An operating-system failure (disk full, no permission) becomes a StoreWriteError; the
     temporary file is removed and ``path`` keeps what it held before.
     """
     try:
         _write_store(path, contents, tiers, source, progress=progress, description=description,
-                     before_rename=before_rename)
+                     before_rename=before_rename, release=release)
     except VecstoreError:
         raise
     except OSError as exc:  # the environment's failures are StoreWriteErrors from fmt.atomic_target already
@@ -108,7 +111,8 @@ def write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
 
 def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                  source: Callable[[], Iterable[tuple[int, np.ndarray]]], *,
-                 progress: bool, description: str, before_rename: Callable[[], None] | None = None) -> None:
+                 progress: bool, description: str, before_rename: Callable[[], None] | None = None,
+                 release: Callable[[np.ndarray], None] | None = None) -> None:
     need_source = any(t.copy_from is None for t in tiers)
     with fmt.atomic_target(path, before_rename) as tmp:
         with fmt.create_file(tmp) as f:
@@ -177,6 +181,10 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                             codes_w.write(old_codes[start:stop])
                             if norms_w is not None:
                                 norms_w.write(old_norms[start:stop])
+                            if release is not None:
+                                release(old_codes[start:stop])
+                                if norms_w is not None:
+                                    release(old_norms[start:stop])
                             continue
                         codes = plan.codec.encode(rows)
                         codes_w.write(codes)

@@ -125,14 +125,24 @@ def build_text(path: str | os.PathLike, texts, encoder, *, metric: str = "cosine
     return store, skipped
 
 
+SAMPLE_BATCH = 4096
+
+
 def sample_rows(store: StoreFile, size: int, seed: int) -> np.ndarray:
     """A uniform random sample of the raw tier (rows read in sorted order, as float32)."""
     raw = store.tier(fmt.RAW_TIER).codes
     if size >= store.count:
-        return np.array(raw, dtype=np.float32)
+        sample = np.array(raw, dtype=np.float32)
+        store.release(raw)
+        return sample
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(store.count, size=size, replace=False))
-    return np.ascontiguousarray(raw[rows], dtype=np.float32)
+    sample = np.empty((size, raw.shape[1]), dtype=np.float32)
+    for i in range(0, size, SAMPLE_BATCH):  # the pages a batch mapped are released before the next
+        batch = rows[i:i + SAMPLE_BATCH]
+        sample[i:i + batch.shape[0]] = raw[batch]
+        store.release(raw[batch[0]:batch[-1] + 1])
+    return sample
 
 
 def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str | None = None,
@@ -176,10 +186,11 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
         plans = [kept(t) for t in store.tiers.values() if t.name != name]
         raw = store.tier(fmt.RAW_TIER).codes
 
-        def source():
+        def source():  # a chunk's mapped pages leave the resident set once it is encoded
             step = max(1, (32 << 20) // (4 * store.dim))
             for start in range(0, store.count, step):
                 yield start, np.asarray(raw[start:start + step], dtype=np.float32)
+                store.release(raw[start:start + step])
 
         new = TierPlan(name, pipeline)
         if calibrate and store.count > 1 and pipeline.code_size * store.count <= CALIBRATE_MAX_BYTES:
@@ -188,14 +199,20 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
             tier = _encode_in_memory(store, name, pipeline, source, show)
             with tqdm(total=1, desc=f"calibrate {name}", unit="step", disable=not show) as bar:
                 new.calibration = calibrate_fastest(tier, list(store.tiers.values()), store.tier(fmt.RAW_TIER),
-                                                    seed=seed, target=target_recall, progress=_advance(bar))
+                                                    seed=seed, target=target_recall, progress=_advance(bar),
+                                                    release=store.release)
             new.copy_from = (tier.codes, tier.sqnorms)
             new.lists = None if tier.lists is None else (tier.lists.offsets, tier.lists.rows)
         plans.append(new)
         contents = _contents_of(store)
         write_store(path, contents, plans, source, progress=show, description=f"write {name}",
-                    before_rename=replacing_main(path, contents))
+                    before_rename=replacing_main(path, contents), release=store.release)
     return _warmed(Store(path))
+
+
+# A store larger than this is warmed with an exact scan of its first rows only: a scan of every row
+# would read the whole raw tier (15 GB at 10M x 384) into the page cache and the resident set.
+WARM_EXACT_ROWS = 100_000
 
 
 def _warmed(store: Store) -> Store:
@@ -204,10 +221,16 @@ def _warmed(store: Store) -> Store:
     `vecstore search`) finds them compiled instead of spending seconds compiling (issue 17). Costs a
     query once compiled; the compilation, once per install and kernel."""
     try:
-        query = np.asarray(store.tier(fmt.RAW_TIER).codes[:1], dtype=np.float32)
+        raw = store.tier(fmt.RAW_TIER)
+        query = np.asarray(raw.codes[:1], dtype=np.float32)
         if query.shape[0] and np.isfinite(query).all() and query.any():
             store.search(query, 10)
-            store.search(query, 10, tier=fmt.RAW_TIER)
+            if store.count <= WARM_EXACT_ROWS:
+                store.search(query, 10, tier=fmt.RAW_TIER)
+            else:  # the same kernels over a slice (Tier.scan: what search_plan calls for a large tier)
+                head = Tier(raw.name, raw.codec, raw.codes[:WARM_EXACT_ROWS],
+                            None if raw.sqnorms is None else raw.sqnorms[:WARM_EXACT_ROWS], raw.metric)
+                head.scan(query, 10)
     except BaseException:
         store.close()
         raise

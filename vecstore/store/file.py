@@ -158,6 +158,11 @@ class StoreFile(ClosesOnExit):
         self._check_open()
         return default_plan(self.tiers)
 
+    def release(self, view: np.ndarray) -> None:
+        """Drop the mapped pages of ``view`` (a tier's codes or a slice of them) from this process's
+        resident set after a sequential pass (format.schema.FileMap.release); other arrays: nothing."""
+        self._map.release(view)
+
     def rescoring_tier(self, name: str) -> Tier:
         """Tier ``name`` for rescoring: its mapped codes are read a few scattered rows at a time, so the
         first use turns readahead off for them (FileMap.advise_random)."""

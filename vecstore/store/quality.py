@@ -41,7 +41,8 @@ K = 10
 
 def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
               queries: int = CALIBRATION_QUERIES, target: float = TARGET_RECALL,
-              progress: Callable[[int, int], None] | None = None) -> dict:
+              progress: Callable[[int, int], None] | None = None,
+              release: Callable[[np.ndarray], None] | None = None) -> dict:
     """Measure recall@10 of (scan ``coarse``, rescore from ``fine``) for growing oversampling.
 
     Returns the JSON-safe record stored as the tier's ``calibration`` attribute. ``progress(done,
@@ -69,13 +70,14 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     own = np.sort(rng.choice(count, size=min(queries, count), replace=False))
     xq = np.ascontiguousarray(raw.codes[own], dtype=np.float32)
     k = min(K, count - 1)
-    _, truth = raw.scan(xq, k + 1)
-    truth = without(truth, own)[:, :k]
+    truth = without(exact_rows(raw, xq, k + 1, release), own)[:, :k]
     step()
     sweep, best = [], None
     for nprobe in probes:
-        record = _oversample_sweep(coarse, fine, xq, own, truth, k, target, nprobe, step)
+        record = _oversample_sweep(coarse, fine, xq, own, truth, k, target, nprobe, step, release)
         record["latency_us"] = round(plan_latency_us(coarse, fine, xq, k, record["oversample"], nprobe), 1)
+        if release is not None:
+            release(fine.codes)
         sweep.append(record)
         if record["meets_target"]:
             if best is not None and record["latency_us"] >= best["latency_us"]:
@@ -104,6 +106,30 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     return out
 
 
+# Rows of the raw tier scanned at once for the exact answer (a tier larger than RAM is read once).
+TRUTH_BLOCK_BYTES = 256 << 20
+
+
+def exact_rows(raw: Tier, xq: np.ndarray, k: int, release: Callable[[np.ndarray], None] | None) -> np.ndarray:
+    """Best-first rows of each query's exact top ``k`` on ``raw``, scanned in blocks whose mapped pages
+    ``release`` drops once read: calibrating a tier of 10M documents reads 15 GB of raw rows, which
+    must not stay in the process's resident set."""
+    step = max(k, TRUTH_BLOCK_BYTES // max(1, raw.codes.shape[1] * raw.codes.itemsize))
+    if release is None or raw.count <= step:
+        return raw.scan(xq, k)[1]
+    scores, rows = [], []
+    for start in range(0, raw.count, step):
+        block = raw.codes[start:start + step]
+        norms = None if raw.sqnorms is None else raw.sqnorms[start:start + step]
+        s, r = Tier(raw.name, raw.codec, block, norms, raw.metric).scan(xq, min(k, block.shape[0]))
+        scores.append(s)
+        rows.append(r + start)
+        release(block)
+    scores, rows = np.concatenate(scores, axis=1), np.concatenate(rows, axis=1)
+    order = np.lexsort((rows, -scores), axis=1)[:, :k]  # best first, ties to the lower row
+    return np.take_along_axis(rows, order, axis=1)
+
+
 def _nprobe_grid(coarse: Tier) -> list[int | None]:
     """nprobe values an inverted-file tier is calibrated at: 1, 2, 4 ... nlist; [None] for flat tiers."""
     if coarse.lists is None:
@@ -113,7 +139,8 @@ def _nprobe_grid(coarse: Tier) -> list[int | None]:
 
 
 def _oversample_sweep(coarse: Tier, fine: Tier, xq: np.ndarray, own: np.ndarray, truth: np.ndarray, k: int,
-                      target: float, nprobe: int | None, step: Callable[..., None]) -> dict:
+                      target: float, nprobe: int | None, step: Callable[..., None],
+                      release: Callable[[np.ndarray], None] | None = None) -> dict:
     """Recall@k for each oversampling of OVERSAMPLES until one meets ``target``: that one, else the best."""
     count = coarse.count
     recalls, chosen = {}, None
@@ -121,7 +148,7 @@ def _oversample_sweep(coarse: Tier, fine: Tier, xq: np.ndarray, own: np.ndarray,
         width = min(count - 1, k * factor)
         _, cand = coarse.scan(xq, width + 1, candidates=True, nprobe=nprobe)
         cand = np.ascontiguousarray(without(cand, own)[:, :width])
-        _, found = fine.rescore(xq, cand, k)
+        found = _rescored(fine, xq, cand, k, release)
         recall = float(recall_at_k(found, truth, k).mean())
         recalls[str(factor)] = round(recall, 4)
         step()
@@ -138,7 +165,8 @@ def _oversample_sweep(coarse: Tier, fine: Tier, xq: np.ndarray, own: np.ndarray,
 
 def calibrate_fastest(coarse: Tier, fines: list[Tier], raw: Tier, *, seed: int = 0,
                       queries: int = CALIBRATION_QUERIES, target: float = TARGET_RECALL,
-                      progress: Callable[[int, int], None] | None = None) -> dict | None:
+                      progress: Callable[[int, int], None] | None = None,
+                      release: Callable[[np.ndarray], None] | None = None) -> dict | None:
     """:func:`calibrate` against each tier of ``fines`` that can rescore ``coarse`` (raw, and any
     float16 or int8 tier the store holds): the record of the fastest plan that meets the target
     (else of the best recall), with every plan measured listed under ``alternatives``; None when no
@@ -153,7 +181,8 @@ def calibrate_fastest(coarse: Tier, fines: list[Tier], raw: Tier, *, seed: int =
         def step(done: int, total: int, i: int = i) -> None:
             if progress is not None:
                 progress(i * total + done, len(usable) * total)
-        records.append(calibrate(coarse, fine, raw, seed=seed, queries=queries, target=target, progress=step))
+        records.append(calibrate(coarse, fine, raw, seed=seed, queries=queries, target=target, progress=step,
+                                 release=release))
     meeting = [r for r in records if r["meets_target"]]
     best = (min(meeting, key=lambda r: (r["latency_us"], -r["recall_at_10"])) if meeting
             else max(records, key=lambda r: (r["recall_at_10"], -r["latency_us"])))
@@ -161,6 +190,25 @@ def calibrate_fastest(coarse: Tier, fines: list[Tier], raw: Tier, *, seed: int =
         best = dict(best, alternatives=[{key: r[key] for key in ("rescore", "oversample", "recall_at_10",
                                                                  "meets_target", "latency_us")} for r in records])
     return best
+
+
+# Bytes of rows a calibration rescores between two releases of the rescoring tier's pages.
+RESCORE_BATCH_BYTES = 64 << 20
+
+
+def _rescored(fine: Tier, xq: np.ndarray, cand: np.ndarray, k: int,
+              release: Callable[[np.ndarray], None] | None) -> np.ndarray:
+    """Rows of ``fine.rescore``; with ``release``, a few queries at a time, the rescoring tier's
+    pages released after each batch: at large factors the candidates cover most of the tier."""
+    if release is None:
+        return fine.rescore(xq, cand, k)[1]
+    row_bytes = fine.codes.shape[1] * fine.codes.itemsize
+    batch = max(1, RESCORE_BATCH_BYTES // max(1, cand.shape[1] * row_bytes))
+    found = []
+    for q0 in range(0, xq.shape[0], batch):
+        found.append(fine.rescore(xq[q0:q0 + batch], np.ascontiguousarray(cand[q0:q0 + batch]), k)[1])
+        release(fine.codes)
+    return np.concatenate(found)
 
 
 def plan_latency_us(coarse: Tier, fine: Tier, xq: np.ndarray, k: int, factor: float,
