@@ -275,3 +275,21 @@ def test_shards_share_the_centroids_and_search_as_one_store(tmp_path):
 def _shard_params(manifest) -> dict:
     with vecstore.open(manifest.shard_path(manifest.shards[0])) as s:
         return s.tier("ivf8,pq8x4").codec.params()
+
+
+def test_probed_lists_are_the_best_scores_ties_to_the_lower_list():
+    from vecstore.kernels.dispatch import probe_lists
+
+    offsets = np.array([0, 3, 3, 7, 9, 12], dtype=np.int64)  # list 1 is empty
+    scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.1],
+                       [1.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32)
+    got = probe_lists(scores, 2, offsets)
+    # query 0: list 1 (0.9), then the first of the tied 0.5s: list 0; in list order
+    np.testing.assert_array_equal(got[0], [[0, 3], [3, 3]])
+    np.testing.assert_array_equal(got[1], [[7, 9], [9, 12]])
+    np.testing.assert_array_equal(probe_lists(scores, 5, offsets)[0, :, 0], offsets[:5])
+    rng = np.random.default_rng(0)
+    many = rng.integers(0, 4, (50, 40)).astype(np.float32)  # many ties
+    want = np.sort(np.argsort(-many, axis=1, kind="stable")[:, :7], axis=1)
+    offs = np.arange(41, dtype=np.int64)
+    np.testing.assert_array_equal(probe_lists(many, 7, offs)[:, :, 0], want)

@@ -19,7 +19,7 @@ import contextlib
 import numba
 import numpy as np
 
-from . import fastscan, flat, pq, topk
+from . import fastscan, flat, lists, pq, topk
 from .rescore import rescore as rescore_kernel
 from .rescore import rescore_serial
 
@@ -201,6 +201,11 @@ def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blo
 # A query scans only its probed lists: ``ranges`` (nq, nprobe, 2) holds each list's [start, stop)
 # positions in the list-ordered codes, in increasing order, and the rows returned are those positions.
 # Every query has its own rows, so the scans run a query a task.
+
+
+def probe_lists(scores: np.ndarray, nprobe: int, offsets: np.ndarray) -> np.ndarray:
+    """(nq, nprobe, 2) position ranges of each query's ``nprobe`` best lists by ``scores`` (nq, nlist)."""
+    return lists.nearest_lists(np.ascontiguousarray(scores, dtype=np.float32), int(nprobe), offsets)
 
 
 def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,

@@ -228,18 +228,7 @@ class Tier:
     def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
         """(nq, nprobe, 2) int64: the [start, stop) positions of each query's ``nprobe`` nearest
         lists (highest ``2 q . c - |c|^2``, ties to the lower list), in list order."""
-        ivf, offsets = self.codec.ivf, self.lists.offsets
-        if nprobe >= self.nlist:
-            chosen = np.broadcast_to(np.arange(self.nlist), (xq.shape[0], self.nlist))
-        else:
-            scores = ivf.probe_scores(xq)
-            chosen = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
-            least = np.take_along_axis(scores, chosen, axis=1).min(axis=1)
-            tied = np.flatnonzero((scores >= least[:, None]).sum(axis=1) > nprobe)
-            if tied.shape[0]:  # the nprobe-th score is shared: the lower lists win, as a stable sort says
-                chosen[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :nprobe]
-            chosen = np.sort(chosen, axis=1)
-        return np.stack([offsets[chosen], offsets[chosen + 1]], axis=-1)
+        return dispatch.probe_lists(self.codec.ivf.probe_scores(xq), nprobe, self.lists.offsets)
 
     def _scan_lists(self, xq: np.ndarray, k: int, exact: bool, nprobe: int | None,
                     allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
