@@ -102,6 +102,46 @@ def scan_dense(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layo
     return hs, hi
 
 
+# -- small exact scans without a compiled kernel ------------------------------------------------------
+
+# Up to this many multiply-adds (queries x rows x dims) an exact scan of a float32 tier for fewer than
+# GEMM_MIN_QUERIES queries is one BLAS product and a partial sort in numpy (search_dense_numpy). A fresh
+# process pays about 0.1 s for its first compiled call (numba loads the kernels and starts LLVM), against
+# about a millisecond for numpy here; once loaded, the kernels are no faster on one thread (10,000 x
+# 384, one query: 0.36 ms kernel, 0.25 ms numpy; 1,000 x 384: 0.036 / 0.035 ms), and on more threads
+# at most this millisecond is lost. Above it, the kernels' parallel scans win by more than the load.
+NUMPY_MAX_WORK = 4_000_000
+
+
+def by_numpy(layout: str, nq: int, n: int, dim: int) -> bool:
+    """Whether an exact scan of ``nq`` queries over ``n`` rows of ``dim`` codes (layout "f32", "f16",
+    "i8") is answered by :func:`search_dense_numpy` rather than the compiled kernels."""
+    return layout == "f32" and nq < GEMM_MIN_QUERIES and nq * n * dim <= NUMPY_MAX_WORK
+
+
+def search_dense_numpy(folded: np.ndarray, codes: np.ndarray, bias: np.ndarray, const: np.ndarray, kk: int, k: int,
+                       ids: np.ndarray, l2: bool, qnorms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, ids), each (nq, k), of an exact scan of float32 ``codes`` (n, d) by ``folded``
+    queries, in numpy: what kernels/fused.py's ``search_dense`` returns (scores ``q . x + bias[row]
+    + const[q]``, best ``kk <= n`` first, padded to k), with the same ranking up to float rounding
+    (BLAS sums in another order), so equal-looking scores may come out in another order."""
+    nq, n = folded.shape[0], codes.shape[0]
+    scores = folded @ codes.T  # (nq, n) float32
+    if bias.shape[0]:
+        scores += bias
+    distances = np.full((nq, k), np.inf if l2 else -np.inf, dtype=np.float32)
+    out_ids = np.full((nq, k), -1, dtype=np.int64)
+    for q in range(nq):  # (fewer than GEMM_MIN_QUERIES: one-dimensional calls cost less than batched ones)
+        row_scores = scores[q]
+        rows = np.argpartition(row_scores, n - kk)[n - kk:] if kk < n else np.arange(n)
+        best = row_scores[rows]
+        order = np.argsort(-best, kind="stable")
+        best = best[order] + np.float32(const[q]) if const[q] else best[order]
+        distances[q, :kk] = np.maximum(qnorms[q] - best, np.float32(0.0)) if l2 else best
+        out_ids[q, :kk] = ids[rows[order]]
+    return distances, out_ids
+
+
 # -- product quantization ---------------------------------------------------------------------------
 
 # From this many queries on, 8-bit PQ batches are scanned GROUP queries a vector; measured on

@@ -8,7 +8,9 @@ any number of threads search through it at once.
 One or a few queries over a 4-bit PQ tier with no pre-transform (alone, or rescored from a dense
 tier) take the fused path: one compiled call from tables to ids (kernels/fused.py); so does an exact
 scan of a float32 or int8 tier small enough for one thread. Everything else goes through
-:meth:`StoreFile.search_plan`; both give the same results, bit for bit.
+:meth:`StoreFile.search_plan`; both give the same results, bit for bit. A small exact scan of a
+float32 tier (kernels.dispatch.by_numpy) is answered in numpy, with no compiled call: the same
+ranking up to float rounding, and a fresh process does not wait for numba to load its kernels.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class PreparedPlan:
         kk = min(k, count)
         if kk == 0:
             return empty_result(xq.shape[0], k, self.file.metric)
+        if self.fine is None and dispatch.by_numpy(self.coarse.layout, xq.shape[0], count, self.coarse.codes.shape[1]):
+            return self._search_numpy(xq, k, kk)
         if (self.dense is not None and xq.shape[0] <= FUSED_MAX_QUERIES
                 and xq.shape[0] * count * self.coarse.codes.shape[1] < dispatch.SERIAL_WORK):
             return self._search_dense(xq, k, kk)
@@ -88,3 +92,10 @@ class PreparedPlan:
             distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
                                         dispatch.default_parts(self.file.count, kk))
         return SearchResult(distances, ids)
+
+    def _search_numpy(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
+        folded, const, bias = self.coarse.fold(xq)
+        l2 = self.file.metric == "l2"
+        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        return SearchResult(*dispatch.search_dense_numpy(folded, self.coarse.codes, bias, const, kk, k, self.file.ids,
+                                                         l2, qnorms))
