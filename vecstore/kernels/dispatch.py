@@ -123,19 +123,24 @@ def search_dense_numpy(folded: np.ndarray, codes: np.ndarray, bias: np.ndarray, 
                        ids: np.ndarray, l2: bool, qnorms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distances, ids), each (nq, k), of an exact scan of float32 ``codes`` (n, d) by ``folded``
     queries, in numpy: what kernels/fused.py's ``search_dense`` returns (scores ``q . x + bias[row]
-    + const[q]``, best ``kk <= n`` first, padded to k), with the same ranking up to float rounding
-    (BLAS sums in another order), so equal-looking scores may come out in another order."""
+    + const[q]``, best ``kk <= n`` first, ties to the lower row, padded to k), with the same ranking
+    up to float rounding (BLAS sums in another order): scores that differ in their last bits may come
+    out in another order."""
     nq, n = folded.shape[0], codes.shape[0]
     scores = folded @ codes.T  # (nq, n) float32
     if bias.shape[0]:
         scores += bias
+    scores[np.isnan(scores)] = -np.inf  # (only a damaged file has NaN) ranked last, as the kernels rank it
     distances = np.full((nq, k), np.inf if l2 else -np.inf, dtype=np.float32)
     out_ids = np.full((nq, k), -1, dtype=np.int64)
     for q in range(nq):  # (fewer than GEMM_MIN_QUERIES: one-dimensional calls cost less than batched ones)
         row_scores = scores[q]
-        rows = np.argpartition(row_scores, n - kk)[n - kk:] if kk < n else np.arange(n)
+        if kk < n:  # every row scoring at least the kk-th best, in row order, so that ties go to the lower row
+            rows = np.flatnonzero(row_scores >= np.partition(row_scores, n - kk)[n - kk])
+        else:
+            rows = np.arange(n)
         best = row_scores[rows]
-        order = np.argsort(-best, kind="stable")
+        order = np.argsort(-best, kind="stable")[:kk]
         best = best[order] + np.float32(const[q]) if const[q] else best[order]
         distances[q, :kk] = np.maximum(qnorms[q] - best, np.float32(0.0)) if l2 else best
         out_ids[q, :kk] = ids[rows[order]]
