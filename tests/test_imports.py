@@ -54,9 +54,10 @@ def test_lazy_names_are_the_modules_objects():
         vecstore.nonsense
 
 
-def test_threading_layer_is_set_by_the_kernels_whatever_is_imported_first():
-    code = ("import os; os.environ.pop('NUMBA_THREADING_LAYER', None)\n"
-            "import vecstore.kernels.flat, numba\n"
+@pytest.mark.parametrize("first", ["import vecstore.kernels.flat", "from vecstore.kernels import dispatch; dispatch.K.numba",
+                                   "import vecstore.encoders", "from vecstore.bench import faiss_twins; faiss_twins.set_threads(1)"])
+def test_threading_layer_is_set_before_numba_is_used_whatever_is_imported_first(first):
+    code = (f"{first}\nimport numba\n"
             "assert numba.config.THREADING_LAYER == 'threadsafe', numba.config.THREADING_LAYER")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     env["PYTHONPATH"] = ROOT
