@@ -207,9 +207,11 @@ def test_twin_has_vecstore_bytes_and_metric(codec, rng, one_faiss_thread):
 
 def test_training_rows_match_compress(tmp_path, rng):
     from vecstore.store.build import sample_rows
+    from vecstore.store.file import StoreFile
 
     x = rng.standard_normal((500, 8)).astype(np.float32)
-    with vecstore.build(str(tmp_path / "s.vs"), x, metric="ip", progress=False) as store:
+    vecstore.build(str(tmp_path / "s.vs"), x, metric="ip", progress=False).close()
+    with StoreFile(str(tmp_path / "s.vs")) as store:  # what compress samples from
         for size, seed in ((100, 0), (100, 7), (500, 0), (900, 1)):
             rows = faiss_twins.training_rows(store.count, size, seed)
             np.testing.assert_array_equal(store.tier().codes[rows], sample_rows(store, size, seed))

@@ -113,7 +113,8 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
 
     script = f"""
 import numpy as np, vecstore
-from vecstore.kernels import flat, topk
+from vecstore.kernels import dispatch, flat, topk
+dispatch.NUMPY_MAX_WORK = 0  # through the kernels, not numpy's small-scan path
 x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
 s = vecstore.build({str(tmp_path / "c.vs")!r}, x, overwrite=True, progress=False)
 s.search(x[:2], 3)

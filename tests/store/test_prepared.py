@@ -1,5 +1,6 @@
 """vecstore.store.prepared: a prepared plan's fused single-query path gives the separate kernels'
-results bit for bit, and plans it cannot fuse take the separate kernels."""
+results bit for bit, plans it cannot fuse take the separate kernels, and small exact float32 scans
+answered in numpy (dispatch.by_numpy) rank as the kernels do."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import vecstore
 from vecstore.kernels import dispatch
 from vecstore.plan import Plan
 from vecstore.query import prepare_queries
+from common import assert_knn
 from vecstore.store.prepared import FUSED_MAX_QUERIES, PreparedPlan
 
 needs_simd = pytest.mark.skipif(not dispatch.FAST_SCAN, reason="this CPU has no 4-bit fast scan (AVX2 or VBMI)")
@@ -47,7 +49,8 @@ def test_fused_equals_the_separate_kernels(store, plan, nq, k):
 
 @pytest.mark.parametrize("tier", ["raw", "int8"])
 @pytest.mark.parametrize("nq, k", [(1, 10), (FUSED_MAX_QUERIES, 7), (2, N + 5)])
-def test_small_exact_scans_equal_the_separate_kernels(store, tier, nq, k):
+def test_small_exact_scans_equal_the_separate_kernels(store, tier, nq, k, monkeypatch):
+    monkeypatch.setattr(dispatch, "NUMPY_MAX_WORK", 0)  # the compiled one-thread path, not numpy's
     base = store._now().base
     prepared = PreparedPlan(base, Plan(tier))
     assert prepared.dense is not None
@@ -89,3 +92,54 @@ def test_store_search_goes_through_one_prepared_plan_per_view(store):
     store.search(q, 5, tier="pq16x4", rescore="raw", oversample=3)
     plan = view.resolve("pq16x4", "raw", 3)
     assert plan == ("pq16x4", "raw", 3.0) and view.prepared(plan) is view.prepared(plan)
+
+
+@pytest.mark.parametrize("nq, k", [(1, 10), (3, 1), (FUSED_MAX_QUERIES, 25), (2, N), (1, N + 5)])
+def test_small_float32_scans_in_numpy_rank_as_the_kernels(store, nq, k, monkeypatch):
+    base = store._now().base
+    xq = prepare_queries(np.random.default_rng(nq * k + 1).standard_normal((nq, DIM)), DIM, store.metric)
+    assert dispatch.by_numpy("f32", nq, N, DIM)
+    numpy_result = PreparedPlan(base, Plan("raw")).search(xq, k)
+    monkeypatch.setattr(dispatch, "NUMPY_MAX_WORK", 0)
+    kernels = PreparedPlan(base, Plan("raw")).search(xq, k)   # the fused one-thread kernel
+    separate = base.search_plan(xq, k, Plan("raw"))           # the parallel scan and finish
+    for other in (kernels, separate):
+        np.testing.assert_allclose(numpy_result.distances, other.distances, rtol=1e-5, atol=1e-5)
+        same = numpy_result.ids == other.ids
+        tied = np.isclose(numpy_result.distances, other.distances, rtol=1e-5, atol=1e-5)
+        assert (same | tied).all()
+    kk = min(k, N)
+    assert (numpy_result.ids[:, kk:] == -1).all()
+    assert np.isinf(numpy_result.distances[:, kk:]).all()
+    # against float64 on the stored rows (rows = (id - 7) / 3, see the fixture)
+    rows = (numpy_result.ids[:, :kk] - 7) // 3
+    stored = np.asarray(base.tier("raw").codes)
+    scores = xq.astype(np.float64) @ stored.T.astype(np.float64)
+    if store.metric == "l2":
+        scores = 2 * scores - (stored.astype(np.float64) ** 2).sum(axis=1) - (xq.astype(np.float64) ** 2).sum(axis=1)[:, None]
+    assert_knn(numpy_result.distances[:, :kk], rows, scores, store.metric)
+
+
+def test_which_scans_numpy_answers():
+    assert dispatch.by_numpy("f32", 1, 10_000, 384)                      # the fresh-process case of issue 17
+    assert not dispatch.by_numpy("f32", 1, 100_000, 384)                 # the parallel kernels win
+    assert not dispatch.by_numpy("f32", dispatch.GEMM_MIN_QUERIES, 10, 4)  # batches: BLAS + kernels' heaps
+    assert not dispatch.by_numpy("i8", 1, 1000, 32) and not dispatch.by_numpy("f16", 1, 1000, 32)
+
+
+def test_a_small_search_in_a_fresh_process_needs_no_compiled_call(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "s.vs")
+    vecstore.build(path, np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32), metric="cosine",
+                   progress=False).close()
+    code = (f"import vecstore, numpy as np\nfrom numba.core.dispatcher import Dispatcher\n"
+            f"calls = []\nDispatcher._compile_for_args = lambda self, *a, **kw: calls.append(self) or 1/0\n"
+            f"with vecstore.open({path!r}) as s:\n    D, I = s.search(np.ones(16, np.float32), 5)\n"
+            f"assert I.shape == (1, 5) and not calls, calls\nprint('ok')")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -97,6 +97,8 @@ def set_threads(threads: int | None = None) -> int:
     import faiss
     import numba
 
+    from .. import _runtime  # noqa: F401  (numba's threading layer, set before numba starts threads)
+
     from .metrics import set_blas_threads
 
     n = int(threads or numba.get_num_threads())

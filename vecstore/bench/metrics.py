@@ -355,6 +355,8 @@ def machine() -> dict:
     import h5py
     import numba
 
+    from .. import _runtime  # noqa: F401  (numba's threading layer, set before numba starts threads)
+
     import vecstore
 
     out = {
@@ -385,6 +387,8 @@ def machine() -> dict:
 
 def _numba_layer() -> str:
     import numba
+
+    from .. import _runtime  # noqa: F401  (numba's threading layer, set before numba starts threads)
 
     try:
         return numba.threading_layer()

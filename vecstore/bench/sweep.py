@@ -109,6 +109,8 @@ def run_sweep(opts: SweepOptions) -> dict:
     import faiss
     import numba
 
+    from .. import _runtime  # noqa: F401  (numba's threading layer, set before numba starts threads)
+
     from . import faiss_twins
 
     before = (numba.get_num_threads(), faiss.omp_get_max_threads(),

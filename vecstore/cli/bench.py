@@ -7,7 +7,7 @@ import click
 from vecstore.errors import InvalidInputError
 
 from .group import cli
-from .store import TRAIN_SIZE
+from .options import TrainSizeOption
 
 
 @cli.command()
@@ -36,7 +36,7 @@ from .store import TRAIN_SIZE
 @click.option("--n", "n", type=int, default=None, help="Use only the first N input rows (a quick run).")
 @click.option("--metric", type=click.Choice(["ip", "cosine", "l2"]), default=None,
               help="Default: the store's or ann-benchmarks file's, else ip.")
-@click.option("--train-size", default=TRAIN_SIZE, show_default=True, type=int,
+@click.option("--train-size", cls=TrainSizeOption, show_default=True, type=int,
               help="Vectors each codec trains on (sampled as `compress` samples them).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--single", default=100, show_default=True, type=int, help="Single queries timed per configuration.")

@@ -124,3 +124,14 @@ def results_json(distances: np.ndarray, ids: np.ndarray, keys: list, metadata: l
             entry["metadata"] = metadata[q]
         out.append(entry)
     return out
+
+
+class TrainSizeOption(click.Option):
+    """``--train-size``, whose default is ``vecstore.compress``'s, read when a command or its help
+    needs it: reading it when the commands are defined imported the whole store layer (numba
+    included) into every command, a fresh ``vecstore search`` too."""
+
+    def get_default(self, ctx, call=True):
+        import vecstore
+
+        return vecstore.compress.__kwdefaults__["train_size"]

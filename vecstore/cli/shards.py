@@ -16,8 +16,8 @@ import vecstore
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import echo_results, human_bytes, nprobe_option, parse_vector, progress_option, results_json
-from .store import TRAIN_SIZE
+from .options import (TrainSizeOption, echo_results, human_bytes, nprobe_option, parse_vector, progress_option,
+                      results_json)
 
 SCHEDULER_HELP = "Dask scheduler address (tcp://HOST:PORT). Default: no cluster, this process."
 
@@ -31,7 +31,7 @@ SCHEDULER_HELP = "Dask scheduler address (tcp://HOST:PORT). Default: no cluster,
 @click.option("--metric", type=click.Choice(["ip", "cosine", "l2"]), default=None,
               help="Similarity. Default: the ann-benchmarks file's distance, else ip.")
 @click.option("--keys", "keys_path", default=None, help="Text file (one key per line) or FILE.h5:/DATASET of strings.")
-@click.option("--train-size", default=TRAIN_SIZE, show_default=True, type=int,
+@click.option("--train-size", cls=TrainSizeOption, show_default=True, type=int,
               help="Vectors sampled from the whole input to train each codec on.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,

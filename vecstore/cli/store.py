@@ -13,11 +13,8 @@ from vecstore.errors import InvalidInputError
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import (echo_results, human_bytes, nprobe_option, parse_allow, parse_vector, progress_option,
-                      results_json, stored_metadata)
-
-TRAIN_SIZE = vecstore.compress.__kwdefaults__["train_size"]
-
+from .options import (TrainSizeOption, echo_results, human_bytes, nprobe_option, parse_allow, parse_vector,
+                      progress_option, results_json, stored_metadata)
 
 HINT_ROWS = 4096
 
@@ -218,7 +215,7 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
 @click.option("--codec", default=None,
               help="Codec string, e.g. float16, int8, pca256,int8, pq64, pq128x4, ivf1024,pq32x4.")
 @click.option("--name", default=None, help="Tier name (default: the codec string).")
-@click.option("--train-size", default=TRAIN_SIZE, show_default=True, type=int,
+@click.option("--train-size", cls=TrainSizeOption, show_default=True, type=int,
               help="Vectors sampled from the raw tier to train on.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--params", "params_path", default=None,

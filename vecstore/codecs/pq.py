@@ -14,17 +14,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-import numba
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..kernels import pq as pq_kernels
 from .abc import Codec
 
 KMEANS_ITERATIONS = 25
 # Below this many queries the tables are computed by a numba loop on the calling thread (one query:
 # 6 us through BLAS and numpy's reshapes, about 1 us in the loop).
 FEW_QUERIES = 8
+
+
+def _kernels():
+    """kernels/pq.py, imported on first use: opening a store imports no numba (a fresh process's
+    `vecstore search` of a small store answers in numpy, issue 17); after that, a dictionary lookup."""
+    from ..kernels import pq
+
+    return pq
 
 
 def pack_nibbles(codes: np.ndarray) -> np.ndarray:
@@ -116,6 +122,9 @@ class PQ(Codec):
             km.train(sub)
             books[j] = km.centroids
 
+        from .. import _runtime  # noqa: F401  (numba's threading layer before its threads start)
+        import numba
+
         with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
             for done, future in enumerate(as_completed([pool.submit(train, j) for j in range(self.m)]), 1):
                 future.result()
@@ -127,7 +136,7 @@ class PQ(Codec):
     def assign(self, x: np.ndarray) -> np.ndarray:
         """(n, dim) -> (n, m) centroid indices (unpacked): the nearest by L2, the lowest on ties."""
         self.check_fitted()
-        return pq_kernels.nearest_codes(np.ascontiguousarray(x, dtype=np.float32), self.codebooks_)
+        return _kernels().nearest_codes(np.ascontiguousarray(x, dtype=np.float32), self.codebooks_)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         codes = self.assign(np.asarray(x, dtype=np.float32))
@@ -147,7 +156,7 @@ class PQ(Codec):
         """(nq, m, ksub) float32: q_j . codebooks[j, c], so a code's score is a sum of m lookups."""
         self.check_fitted()
         if xq.shape[0] < FEW_QUERIES:
-            return pq_kernels.lookup_tables(np.ascontiguousarray(xq, dtype=np.float32), self.codebooks_)
+            return _kernels().lookup_tables(np.ascontiguousarray(xq, dtype=np.float32), self.codebooks_)
         # one batched matrix product per sub-space (BLAS); einsum here was 5-7x slower (1,000 queries,
         # 4096 dims: 284 ms for pq64, 25 ms for pq128x4, against 55 and 4)
         sub = np.asarray(xq, dtype=np.float32).reshape(xq.shape[0], self.m, self.dsub).transpose(1, 0, 2)

@@ -9,6 +9,7 @@
 numpy and numba only. The exact tokenizer and forward passes are in docs/encoders.md.
 """
 
+from .. import _runtime  # noqa: F401  (numba's threading layer: set before the first parallel region)
 from ._common import Encoded, TextEncoder
 from .elman import ElmanEncoder
 from .portable import (

@@ -45,8 +45,9 @@ class TierPlan:
 class _Listing:
     """An inverted-file tier being encoded: codes, norms and lists of every row, in row order."""
 
-    def __init__(self, codec: Pipeline, count: int, l2: bool):
-        self.codec = codec
+    def __init__(self, codec: Pipeline, count: int, metric: str):
+        self.codec, self.metric = codec, metric
+        l2 = metric == "l2"
         self.codes = np.empty((count, codec.code_width), dtype=codec.code_dtype)
         self.norms = np.empty(count, dtype=np.float32) if l2 else None
         self.lists = np.empty(count, dtype=np.int64)
@@ -56,7 +57,7 @@ class _Listing:
         self.codes[start:stop] = codes = self.codec.encode(rows)
         if self.norms is not None:
             self.norms[start:stop] = _sqnorms(self.codec, codes, rows)
-        self.lists[start:stop] = self.codec.ivf.assign(rows)
+        self.lists[start:stop] = self.codec.ivf.assign(rows, self.metric)
 
     def in_list_order(self) -> tuple[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
         rows, offsets = group_by_list(self.lists, self.codec.ivf.nlist)
@@ -163,7 +164,7 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 norms = (fmt.ChecksumWriter(group, fmt.SQNORMS, (contents.count,), np.dtype("<f4"))
                          if contents.metric == "l2" else None)
                 if plan.codec.ivf is not None and plan.copy_from is None:
-                    listing = _Listing(plan.codec, contents.count, norms is not None)
+                    listing = _Listing(plan.codec, contents.count, contents.metric)
                     writers.append((listing, codes, norms))
                 else:
                     _write_lists(group, plan)

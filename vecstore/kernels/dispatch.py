@@ -16,12 +16,29 @@ from __future__ import annotations
 
 import contextlib
 
-import numba
 import numpy as np
 
-from . import fastscan, flat, lists, pq, topk
-from .rescore import rescore as rescore_kernel
-from .rescore import rescore_serial
+
+class _Kernels:
+    """numba and the kernel modules, imported on first use (``K.flat.scan_f32``, ``K.numba``): they
+    cost a fresh process about 0.2 s to import, which a scan answered in numpy (:func:`by_numpy`)
+    need not pay. After the first use each is an attribute of this object."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # (copy, pickle and friends probing for hooks)
+            raise AttributeError(name)
+        import numba
+
+        from . import fastscan, flat, fused, lists, pq, rescore, topk  # (topk sets numba's threading layer first)
+
+        self.__dict__.update(numba=numba, fastscan=fastscan, flat=flat, fused=fused, lists=lists, pq=pq,
+                             rescore=rescore, topk=topk)
+        if name not in self.__dict__:
+            raise AttributeError(name)
+        return self.__dict__[name]
+
+
+K = _Kernels()
 
 # Below this many queries, scan rows directly (each row read once for the whole batch); from it on, a BLAS
 # product per block of rows wins (measured on 100K x 384: direct 41 ms vs BLAS 68 ms at 16 queries,
@@ -43,12 +60,12 @@ def threads_for(work: int):
     if work >= SERIAL_WORK:
         yield
         return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
+    previous = K.numba.get_num_threads()
+    K.numba.set_num_threads(1)
     try:
         yield
     finally:
-        numba.set_num_threads(previous)
+        K.numba.set_num_threads(previous)
 
 
 # A slice of rows should hold many times k rows: its top-k reservoir admits nearly every row until
@@ -61,7 +78,7 @@ ROWS_PER_RESULT = 32
 def default_parts(n: int, k: int = 1) -> int:
     """How many row slices a scan is split into: a few per thread, none smaller than 2048 rows or
     than ROWS_PER_RESULT x k rows (but at least one per thread)."""
-    threads = numba.get_num_threads()
+    threads = K.numba.get_num_threads()
     parts = min(4 * threads, n // 2048, max(threads, n // (ROWS_PER_RESULT * k)))
     return int(max(1, parts))
 
@@ -70,14 +87,14 @@ def pq_parts(nq: int, n: int, k: int, group: int) -> int:
     """Row slices for a PQ scan that takes queries ``group`` at a time: enough (group, slice) tasks
     to keep every thread busy."""
     groups = (nq + group - 1) // group
-    return int(max(1, min(default_parts(n, k), (4 * numba.get_num_threads() + groups - 1) // groups)))
+    return int(max(1, min(default_parts(n, k), (4 * K.numba.get_num_threads() + groups - 1) // groups)))
 
 
 def _block_rows(nq: int, dim: int) -> int:
     return int(max(256, GEMM_BLOCK_BYTES // (4 * max(dim, nq))))
 
 
-_DIRECT = {"f32": flat.scan_f32, "f16": flat.scan_f16, "i8": flat.scan_i8}
+_DIRECT = {"f32": "scan_f32", "f16": "scan_f16", "i8": "scan_i8"}  # kernels of flat.py
 _WIDEN = {"f32": lambda b: b, "f16": lambda b: b.view(np.float16).astype(np.float32),
           "i8": lambda b: b.astype(np.float32)}
 
@@ -90,16 +107,61 @@ def scan_dense(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layo
     nq, n = xq.shape[0], codes.shape[0]
     if nq < GEMM_MIN_QUERIES:
         with threads_for(nq * n * codes.shape[1]):
-            return _DIRECT[layout](xq, codes, bias, k, default_parts(n, k))
-    hs, hi, sizes = topk.empty_heaps(nq, k)
+            return getattr(K.flat, _DIRECT[layout])(xq, codes, bias, k, default_parts(n, k))
+    hs, hi, sizes = K.topk.empty_heaps(nq, k)
     widen = _WIDEN[layout]
     step = _block_rows(nq, xq.shape[1])
     for start in range(0, n, step):
         stop = min(start + step, n)
         scores = xq @ widen(codes[start:stop]).T
-        topk.push_block(scores, bias[start:stop] if bias.shape[0] else bias, start, hs, hi, sizes)
-    topk.sort_heaps(hs, hi, sizes)
+        K.topk.push_block(scores, bias[start:stop] if bias.shape[0] else bias, start, hs, hi, sizes)
+    K.topk.sort_heaps(hs, hi, sizes)
     return hs, hi
+
+
+# -- small exact scans without a compiled kernel ------------------------------------------------------
+
+# Up to this many multiply-adds (queries x rows x dims) an exact scan of a float32 tier for fewer than
+# GEMM_MIN_QUERIES queries is one BLAS product and a partial sort in numpy (search_dense_numpy). A fresh
+# process pays about 0.1 s for its first compiled call (numba loads the kernels and starts LLVM), against
+# about a millisecond for numpy here; once loaded, the kernels are no faster on one thread (10,000 x
+# 384, one query: 0.36 ms kernel, 0.25 ms numpy; 1,000 x 384: 0.036 / 0.035 ms), and on more threads
+# at most this millisecond is lost. Above it, the kernels' parallel scans win by more than the load.
+NUMPY_MAX_WORK = 4_000_000
+
+
+def by_numpy(layout: str, nq: int, n: int, dim: int) -> bool:
+    """Whether an exact scan of ``nq`` queries over ``n`` rows of ``dim`` codes (layout "f32", "f16",
+    "i8") is answered by :func:`search_dense_numpy` rather than the compiled kernels."""
+    return layout == "f32" and nq < GEMM_MIN_QUERIES and nq * n * dim <= NUMPY_MAX_WORK
+
+
+def search_dense_numpy(folded: np.ndarray, codes: np.ndarray, bias: np.ndarray, const: np.ndarray, kk: int, k: int,
+                       ids: np.ndarray, l2: bool, qnorms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, ids), each (nq, k), of an exact scan of float32 ``codes`` (n, d) by ``folded``
+    queries, in numpy: what kernels/fused.py's ``search_dense`` returns (scores ``q . x + bias[row]
+    + const[q]``, best ``kk <= n`` first, ties to the lower row, padded to k), with the same ranking
+    up to float rounding (BLAS sums in another order): scores that differ in their last bits may come
+    out in another order."""
+    nq, n = folded.shape[0], codes.shape[0]
+    scores = folded @ codes.T  # (nq, n) float32
+    if bias.shape[0]:
+        scores += bias
+    scores[np.isnan(scores)] = -np.inf  # (only a damaged file has NaN) ranked last, as the kernels rank it
+    distances = np.full((nq, k), np.inf if l2 else -np.inf, dtype=np.float32)
+    out_ids = np.full((nq, k), -1, dtype=np.int64)
+    for q in range(nq):  # (fewer than GEMM_MIN_QUERIES: one-dimensional calls cost less than batched ones)
+        row_scores = scores[q]
+        if kk < n:  # every row scoring at least the kk-th best, in row order, so that ties go to the lower row
+            rows = np.flatnonzero(row_scores >= np.partition(row_scores, n - kk)[n - kk])
+        else:
+            rows = np.arange(n)
+        best = row_scores[rows]
+        order = np.argsort(-best, kind="stable")[:kk]
+        best = best[order] + np.float32(const[q]) if const[q] else best[order]
+        distances[q, :kk] = np.maximum(qnorms[q] - best, np.float32(0.0)) if l2 else best
+        out_ids[q, :kk] = ids[rows[order]]
+    return distances, out_ids
 
 
 # -- product quantization ---------------------------------------------------------------------------
@@ -116,16 +178,29 @@ PARALLEL_TABLES_QUERIES = 64
 # The uint8 row mask of "every row" that the PQ kernels take when there is no filter.
 ALL_ROWS = np.zeros(0, dtype=np.uint8)
 
-# Whether this machine runs the 4-bit fast scan (AVX-512 VBMI or AVX2); otherwise 4-bit codes are scanned
-# through fused 256-entry tables (kernels/pq.py), with the same results.
-FAST_SCAN = bool(fastscan.LAYOUT)
+
+def fast_scan() -> bool:
+    """Whether this machine runs the 4-bit fast scan (AVX-512 VBMI or AVX2); otherwise 4-bit codes are
+    scanned through fused 256-entry tables (kernels/pq.py), with the same results. Asked of the CPU
+    (through llvmlite) on first use and kept as the module attribute ``FAST_SCAN``, which tests set
+    to False to take the other path."""
+    found = globals().get("FAST_SCAN")
+    if found is None:
+        found = globals()["FAST_SCAN"] = bool(K.fastscan.LAYOUT)
+    return found
+
+
+def __getattr__(name: str):
+    if name == "FAST_SCAN":
+        return fast_scan()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def blocked_codes(codes: np.ndarray, m: int, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """4-bit codes in the fast scan's block layout, with each block's largest bias (l2 norms):
     what :func:`scan_pq` needs, built once per tier (private memory about the codes' size)."""
-    blocked = fastscan.to_blocked(np.asarray(codes), m)
-    bias_max = fastscan.block_max(bias, codes.shape[0]) if bias.shape[0] else np.empty(0)
+    blocked = K.fastscan.to_blocked(np.asarray(codes), m)
+    bias_max = K.fastscan.block_max(bias, codes.shape[0]) if bias.shape[0] else np.empty(0)
     return blocked, bias_max
 
 
@@ -144,54 +219,54 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
     finite = bool(np.isfinite(lut).all())
     work = nq * n * codes.shape[1]
     if layout == "pq4":
-        if FAST_SCAN and finite and blocked is not None:
+        if fast_scan() and finite and blocked is not None:
             return _scan_fast(lut, codes, bias, k, *blocked(), exact, allow)
         if finite and not exact:  # no fast scan here: the same quantised candidates
-            lut8, base, scale, _ = fastscan.quantize_tables(lut)
+            lut8, base, scale, _ = K.fastscan.quantize_tables(lut)
             if allow is None:
                 with threads_for(work):
-                    return fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
-                                                       pq_parts(nq, n, k, 1))
+                    return K.fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
+                                                         pq_parts(nq, n, k, 1))
             # with a mask: the admitted rows' codes (and biases), in row order so ties still go to
             # the lower row, scanned by the same kernel; a fallback path, so the copy is acceptable
             rows = np.flatnonzero(allow)
             sub_bias = bias[rows] if bias.shape[0] else bias
             with threads_for(nq * rows.shape[0] * codes.shape[1]):
-                scores, found = fastscan.scan_pq4_quantised(lut8, base, scale, np.ascontiguousarray(codes[rows]),
-                                                            lut.shape[1], sub_bias, k,
-                                                            pq_parts(nq, rows.shape[0], k, 1))
+                scores, found = K.fastscan.scan_pq4_quantised(lut8, base, scale, np.ascontiguousarray(codes[rows]),
+                                                              lut.shape[1], sub_bias, k,
+                                                              pq_parts(nq, rows.shape[0], k, 1))
             return scores, rows[found]
-        lut = pq.pair_tables(lut, codes.shape[1])
+        lut = K.pq.pair_tables(lut, codes.shape[1])
     mask = ALL_ROWS if allow is None else allow
     if finite and nq >= GROUPED_MIN_QUERIES:
         with threads_for(work // GROUPED_SPEEDUP):
-            return pq.scan_pq8_grouped(lut, codes, bias, mask, k, pq_parts(nq, n, k, pq.GROUP))
+            return K.pq.scan_pq8_grouped(lut, codes, bias, mask, k, pq_parts(nq, n, k, K.pq.GROUP))
     with threads_for(work):
-        return pq.scan_pq8(lut, codes, bias, mask, k, pq_parts(nq, n, k, pq.QUERY_GROUP))
+        return K.pq.scan_pq8(lut, codes, bias, mask, k, pq_parts(nq, n, k, K.pq.QUERY_GROUP))
 
 
 def fast_scan_work(nq: int, codes: np.ndarray) -> int:
     """The work figure :func:`threads_for` weighs for a fast scan of ``nq`` queries over ``codes``."""
-    return nq * codes.shape[0] * codes.shape[1] // fastscan.SPEEDUP
+    return nq * codes.shape[0] * codes.shape[1] // K.fastscan.SPEEDUP
 
 
 def fast_scan_parts(nq: int, n: int) -> int:
     """Row slices of a fast scan on the threads now in effect: at most one slice per thread (more
     were slower), enough (query group, slice) tasks to keep every thread busy."""
-    threads = numba.get_num_threads()
-    groups = -(-nq // fastscan.QUERY_GROUP)
-    return max(1, min(threads, -(-4 * threads // groups), -(-n // fastscan.BLOCK)))
+    threads = K.numba.get_num_threads()
+    groups = -(-nq // K.fastscan.QUERY_GROUP)
+    return max(1, min(threads, -(-4 * threads // groups), -(-n // K.fastscan.BLOCK)))
 
 
 def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blocked: np.ndarray,
                bias_max: np.ndarray, exact: bool, allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """4-bit PQ through quantised tables in SIMD registers; the same results as the float scan."""
     nq, n = lut.shape[0], codes.shape[0]
-    quantize = fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else fastscan.quantize_tables_parallel
+    quantize = K.fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else K.fastscan.quantize_tables_parallel
     lut8, base, scale, margin = quantize(lut)
-    allowed = fastscan.ALL_ROWS_ALLOWED if allow is None else fastscan.block_allow(allow, n)
+    allowed = K.fastscan.ALL_ROWS_ALLOWED if allow is None else K.fastscan.block_allow(allow, n)
     with threads_for(fast_scan_work(nq, codes)):
-        return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, allowed, k,
+        return K.fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, allowed, k,
                                       fast_scan_parts(nq, n), exact)
 
 
@@ -205,7 +280,7 @@ def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blo
 
 def probe_lists(scores: np.ndarray, nprobe: int, offsets: np.ndarray) -> np.ndarray:
     """(nq, nprobe, 2) position ranges of each query's ``nprobe`` best lists by ``scores`` (nq, nlist)."""
-    return lists.nearest_lists(np.ascontiguousarray(scores, dtype=np.float32), int(nprobe), offsets)
+    return K.lists.nearest_lists(np.ascontiguousarray(scores, dtype=np.float32), int(nprobe), offsets)
 
 
 def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
@@ -218,18 +293,19 @@ def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bi
     work = int((ranges[:, :, 1] - ranges[:, :, 0]).sum()) * codes.shape[1]
     if layout in ("pq8", "pq4"):
         finite = bool(np.isfinite(lut).all())
-        if layout == "pq4" and FAST_SCAN and finite and blocked is not None:
-            quantize = fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else fastscan.quantize_tables_parallel
+        if layout == "pq4" and fast_scan() and finite and blocked is not None:
+            quantize = (K.fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES
+                        else K.fastscan.quantize_tables_parallel)
             lut8, base, scale, margin = quantize(lut)
             block_bits, bias_max = blocked()
-            allowed = fastscan.ALL_ROWS_ALLOWED if allow is None else fastscan.block_allow(allow, codes.shape[0])
-            with threads_for(work // fastscan.SPEEDUP):
-                return fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, block_bits, codes, bias, bias_max,
+            allowed = K.fastscan.ALL_ROWS_ALLOWED if allow is None else K.fastscan.block_allow(allow, codes.shape[0])
+            with threads_for(work // K.fastscan.SPEEDUP):
+                return K.fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, block_bits, codes, bias, bias_max,
                                                allowed, ranges, k, exact)
         if layout == "pq4":
-            lut = pq.pair_tables(lut, codes.shape[1])
+            lut = K.pq.pair_tables(lut, codes.shape[1])
         with threads_for(work):
-            return pq.scan_pq8_lists(lut, codes, bias, ALL_ROWS if allow is None else allow, ranges, k)
+            return K.pq.scan_pq8_lists(lut, codes, bias, ALL_ROWS if allow is None else allow, ranges, k)
     scores = np.full((nq, k), -np.inf, dtype=np.float32)
     rows = np.full((nq, k), -1, dtype=np.int64)
     for q in range(nq):  # dense layouts: a query at a time over the rows of its lists
@@ -252,7 +328,7 @@ def rescore(folded: np.ndarray, codes: np.ndarray, layout: str, candidates: np.n
     """Best-first (scores, rows) of each query's ``candidates`` rows (-1: none), scored exactly on a
     dense layout (float16 codes given as uint16); small work on the calling thread, without a
     parallel region."""
-    kernel = rescore_kernel if candidates.size * codes.shape[1] >= SERIAL_WORK else rescore_serial
+    kernel = K.rescore.rescore if candidates.size * codes.shape[1] >= SERIAL_WORK else K.rescore.rescore_serial
     return kernel(folded, codes, RESCORE_LAYOUTS[layout], candidates, bias, k)
 
 
@@ -262,7 +338,7 @@ def finish(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int, metric
     columns (l2 adds back each query's squared norm: score = |q|^2 - |q - x|^2)."""
     l2 = metric == "l2"
     qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
-    return topk.to_results(scores, rows, ids, k, l2, qnorms)
+    return K.topk.to_results(scores, rows, ids, k, l2, qnorms)
 
 
 # -- filtered scans (issue 18) ------------------------------------------------------------------------
@@ -278,7 +354,7 @@ def finish(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int, metric
 # direct; OpenBLAS's spinning threads delay the numba region that follows).
 GEMM_MIN_ROWS = 20_000
 
-_DIRECT_ROWS = {"f32": flat.scan_f32_rows, "f16": flat.scan_f16_rows, "i8": flat.scan_i8_rows}
+_DIRECT_ROWS = {"f32": "scan_f32_rows", "f16": "scan_f16_rows", "i8": "scan_i8_rows"}  # kernels of flat.py
 
 
 def scan_dense_rows(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
@@ -287,13 +363,13 @@ def scan_dense_rows(xq: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int,
     nq, n = xq.shape[0], rows.shape[0]
     if nq < GEMM_MIN_QUERIES or n < GEMM_MIN_ROWS:
         with threads_for(nq * n * codes.shape[1]):
-            return _DIRECT_ROWS[layout](xq, codes, bias, rows, k, default_parts(n, k))
-    hs, hi, sizes = topk.empty_heaps(nq, k)
+            return getattr(K.flat, _DIRECT_ROWS[layout])(xq, codes, bias, rows, k, default_parts(n, k))
+    hs, hi, sizes = K.topk.empty_heaps(nq, k)
     widen = _WIDEN[layout]
     step = _block_rows(nq, xq.shape[1])
     for start in range(0, n, step):
         block = rows[start:start + step]
         scores = xq @ widen(codes[block]).T
-        topk.push_block(scores, bias[block] if bias.shape[0] else bias, start, hs, hi, sizes)
-    topk.sort_heaps(hs, hi, sizes)
+        K.topk.push_block(scores, bias[block] if bias.shape[0] else bias, start, hs, hi, sizes)
+    K.topk.sort_heaps(hs, hi, sizes)
     return hs, np.where(hi >= 0, rows[np.maximum(hi, 0)], -1)

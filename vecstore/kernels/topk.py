@@ -13,6 +13,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from .. import _runtime  # noqa: F401  (numba's threading layer: set before the first parallel region)
+
 # fastmath without "nnan"/"ninf": a NaN in a damaged file must stay a NaN the heap can refuse, not
 # an assumption the compiler may break every comparison with.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}

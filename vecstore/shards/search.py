@@ -36,6 +36,8 @@ class LocalBackend:
     def __init__(self, specs: list[ShardSpec], resident: tuple[str, ...], threads: int | None):
         import numba
 
+        from .. import _runtime  # noqa: F401  (numba's threading layer, set before numba starts threads)
+
         self.specs = specs
         self.stores: list = []
         try:

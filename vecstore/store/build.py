@@ -2,6 +2,10 @@
 
 Both end in :func:`vecstore.format.writer.write_store`: a full new file renamed over the target, so a
 failure (bad row, crash, Ctrl-C) leaves the target as it was, or absent.
+
+The writer (and through it the compiled kernels and tqdm) is imported by the functions that write, not
+with this module: vecstore.store imports this module, and opening a store to search it should not
+import numba (a fresh process's `vecstore search`, issue 17).
 """
 
 from __future__ import annotations
@@ -9,18 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
 from ..codecs import Pipeline, codec_string, get_codec
 from ..codecs.ivf import group_by_list
 from ..errors import InvalidInputError, StoreNotFoundError
 from ..format import schema as fmt
 from ..format import segments as seg
-from ..format.writer import StoreContents, TierPlan, write_store
 from ..ingest import as_ids, open_vectors, prepared_chunks, read_keys, read_metadata
-from ..kernels.flat import sqnorms_f32
 from ..progress import progress_enabled
 from .file import StoreFile
 from ..filters import check_names, encode_fields
@@ -31,6 +33,9 @@ from .quality import TARGET_RECALL
 from .quality import calibrate_fastest
 from .store import Store
 from .tier import InvertedLists, Tier
+
+if TYPE_CHECKING:
+    from ..format.writer import StoreContents, TierPlan
 
 DEFAULT_TRAIN_SIZE = 50_000
 # Sampled vectors per list that train an inverted file's centroids by default: FAISS warns below 39.
@@ -69,6 +74,7 @@ def build(path: str | os.PathLike, vectors, *, metric: str | None = None, ids=No
         stored as typed columns (int, float, bool, string, tags: a list of strings), the type
         inferred from the values (or given: ``{"year": "int", ...}``). Needs ``metadata``.
     """
+    from ..format.writer import StoreContents, TierPlan, write_store  # (imported here: see the module docstring)
     path = os.fspath(path)
     source = open_vectors(vectors)
     metric = _check_metric(metric or source.metric_hint or "ip")
@@ -106,6 +112,7 @@ def build_text(path: str | os.PathLike, texts, encoder, *, metric: str = "cosine
     so that :meth:`Store.search_text` works at once. Texts without any known word cannot be
     encoded: they are left out, and their positions are returned.
     """
+    from tqdm import tqdm
     texts = list(texts)
     if not texts:
         raise InvalidInputError("no texts given: nothing to store")
@@ -158,6 +165,9 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
     that rescoring from the raw tier needs for recall@10 >= ``target_recall`` is recorded with it,
     and becomes the store's default search when it is the smallest such tier.
     """
+    from tqdm import tqdm
+
+    from ..format.writer import TierPlan, write_store  # (imported here: see the module docstring)
     if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
         raise InvalidInputError(f"target_recall must be in (0, 1], got {target_recall!r}")
     path = os.fspath(path)
@@ -261,6 +271,7 @@ def _rewriting(path: str, show: bool) -> Iterator[StoreFile]:
 
 def _contents_of(store: StoreFile, **changes) -> StoreContents:
     """Everything of an open store except its tiers, to rewrite it with ``changes``."""
+    from ..format.writer import StoreContents  # (imported here: see the module docstring)
     contents = StoreContents(store.dim, store.count, store.metric, np.asarray(store.ids),
                              keys=_all_strings(store.keys_column, store.count),
                              metadata=_all_strings(store.metadata_column, store.count), model=store.model,
@@ -274,6 +285,7 @@ def _contents_of(store: StoreFile, **changes) -> StoreContents:
 def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace: bool = False) -> Store:
     """Store a text encoder (word vectors or an Elman RNN) in the store at ``path``, rewritten
     atomically; then :meth:`Store.search_text` can use it. Its output width must equal the store's dim."""
+    from ..format.writer import write_store  # (imported here: see the module docstring)
     path = os.fspath(path)
     if not fmt.TIER_NAME.match(name):
         raise InvalidInputError(f"encoder name {name!r}: use letters, digits and _ . , : + - = only")
@@ -294,11 +306,16 @@ def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace
 
 def kept(tier: Tier) -> TierPlan:
     """The plan that copies ``tier`` unchanged into a rewritten file."""
+    from ..format.writer import TierPlan  # (imported here: see the module docstring)
+
     lists = None if tier.lists is None else (tier.lists.offsets, tier.lists.rows)
     return TierPlan(tier.name, tier.codec, (tier.codes, tier.sqnorms), tier.calibration, lists)
 
 
 def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, show: bool) -> Tier:
+    from tqdm import tqdm
+
+    from ..kernels.flat import sqnorms_f32
     codes = np.empty((store.count, pipeline.code_width), dtype=pipeline.code_dtype)
     sqnorms = np.empty(store.count, dtype=np.float32) if store.metric == "l2" else None
     lists = np.empty(store.count, dtype=np.int64) if pipeline.ivf is not None else None
@@ -309,7 +326,7 @@ def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, s
             if sqnorms is not None:
                 sqnorms[start:start + rows.shape[0]] = sqnorms_f32(pipeline.decode(block))
             if lists is not None:
-                lists[start:start + rows.shape[0]] = pipeline.ivf.assign(rows)
+                lists[start:start + rows.shape[0]] = pipeline.ivf.assign(rows, store.metric)
             bar.update(rows.shape[0])
     inverted = None
     if lists is not None:  # codes and norms in list order (docs/format.md, "Inverted-file tiers")
@@ -329,6 +346,7 @@ def add_fields(path, fields, *, replace: bool = False):
     """Make ``fields`` of every document's metadata filterable in the store at ``path`` (rewritten
     atomically, segments merged first), and open it. A field the store already has is an error
     unless ``replace``."""
+    from ..format.writer import write_store  # (imported here: see the module docstring)
     path = os.fspath(path)
     names = check_names(fields)
     with _rewriting(path, False) as store:

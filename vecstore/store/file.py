@@ -16,7 +16,6 @@ import threading
 
 import numpy as np
 
-from ..encoders import encoder_from_parts
 from ..errors import ClosedStoreError, FormatError, UnknownTierError, VecstoreError
 from ..format import schema as fmt
 from ..kernels import dispatch
@@ -293,6 +292,8 @@ class StoreFile(ClosesOnExit):
         arrays = {key[len(prefix) + len(fmt.ARRAYS) + 2:]: np.array(self._map.array(span))
                   for key, span in self.header.datasets.items()
                   if key.startswith(f"{prefix}/{fmt.ARRAYS}/")}
+        from ..encoders import encoder_from_parts  # (not at import: the encoders import numba)
+
         try:
             return encoder_from_parts(self.header.encoder_configs[name],
                                       [vocab.get(i) for i in range(vocab.offsets.shape[0] - 1)], arrays)

@@ -4,6 +4,9 @@ Every change holds the store's writer lock, reads the current state afresh, writ
 and ends with one atomic publish (a manifest rename, or the main file's rename for compact). A crash
 at any moment leaves the store as before or as after; readers keep the mappings they have.
 See vecstore/format/segments.py for the files and docs/format.md ("Segments") for their format.
+
+The writer is imported by the functions that write (it imports the compiled kernels, which opening a
+store to search it should not: vecstore.store.store imports this module).
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..format import segments as seg
 from ..codecs.ivf import group_by_list, lists_of_positions
-from ..format.writer import StoreContents, TierPlan, write_store
 from ..ingest import as_ids, int64_ids, open_vectors, prepared_chunks, read_keys, read_metadata
 from ..progress import progress_enabled
 from .filtering import append_fields, compacted_fields
 from .provenance import check_model
 from .view import View, open_view
+
+if TYPE_CHECKING:
+    from ..format.writer import StoreContents, TierPlan
 
 
 def next_id(view: View) -> int:
@@ -70,6 +76,7 @@ def append(path: str | os.PathLike, vectors, *, ids=None, keys=None, metadata=No
     existing tiers are neither read nor copied. The segment carries the store's filterable fields,
     taken from ``metadata`` with the store's types (``fields``, if given, must name the same).
     """
+    from ..format.writer import StoreContents, TierPlan, write_store  # (imported here: see the module docstring)
     path = os.path.abspath(os.fspath(path))
     source = open_vectors(vectors)
     n, dim = source.shape
@@ -177,6 +184,8 @@ def _relisted(name: str, tier, view: View, live: list[np.ndarray | None]) -> Tie
     """An inverted-file tier of every part merged: each part's codes, norms and lists back in row
     order, the live rows kept, then grouped by list again (in RAM: codes are small; nothing is
     re-encoded, every document keeps the list it was assigned to)."""
+    from ..format.writer import TierPlan  # (imported here: see the module docstring)
+
     codes, norms, lists = [], [], []
     for part, rows in zip(view.parts, live):
         own = part.tiers[name]
@@ -199,6 +208,7 @@ def _relisted(name: str, tier, view: View, live: list[np.ndarray | None]) -> Tie
 
 def compact_locked(path: str, *, progress: bool | None = None) -> dict:
     """:func:`compact` for a caller that holds the writer lock."""
+    from ..format.writer import StoreContents, TierPlan, write_store  # (imported here: see the module docstring)
     started = time.perf_counter()
     view = open_view(path)
     try:

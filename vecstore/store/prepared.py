@@ -8,7 +8,9 @@ any number of threads search through it at once.
 One or a few queries over a 4-bit PQ tier with no pre-transform (alone, or rescored from a dense
 tier) take the fused path: one compiled call from tables to ids (kernels/fused.py); so does an exact
 scan of a float32 or int8 tier small enough for one thread. Everything else goes through
-:meth:`StoreFile.search_plan`; both give the same results, bit for bit.
+:meth:`StoreFile.search_plan`; both give the same results, bit for bit. A small exact scan of a
+float32 tier (kernels.dispatch.by_numpy) is answered in numpy, with no compiled call: the same
+ranking up to float rounding, and a fresh process does not wait for numba to load its kernels.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import dispatch
-from ..kernels.fused import SEARCH_DENSE, search_pq4
+from ..kernels.dispatch import K
 from ..plan import Plan
 from ..query import SearchResult, empty_result
 from .file import StoreFile
@@ -40,16 +42,22 @@ class PreparedPlan:
         self.coarse = file.tier(plan.tier)
         self.fine = file.rescoring_tier(plan.rescore) if plan.rescore is not None else None
         self.fused = self._can_fuse()
-        # an exact scan of a float32 / int8 tier small enough for one thread: one call, no parallel region
-        self.dense = SEARCH_DENSE.get(self.coarse.layout) if self.fine is None and self.coarse.lists is None else None
+        self._dense_layout = self.coarse.layout if self.fine is None and self.coarse.lists is None else None
         if self.fused:
             self.blocked, self.bias_max = self.coarse.fast_layout()
             self.codebooks = self.coarse.codec.terminal.codebooks_
             self.fine_layout = 0 if self.fine is None else dispatch.RESCORE_LAYOUTS[self.fine.layout]
 
+    @property
+    def dense(self):
+        """An exact scan of a float32 / int8 tier small enough for one thread: one compiled call, no
+        parallel region (kernels/fused.py's search_dense); None for other tiers and two-stage plans.
+        (Looked up when used: a plan answered in numpy never imports the kernels.)"""
+        return None if self._dense_layout is None else K.fused.SEARCH_DENSE.get(self._dense_layout)
+
     def _can_fuse(self) -> bool:
         codec = self.coarse.codec
-        if not dispatch.FAST_SCAN or self.coarse.layout != "pq4" or len(codec.stages) != 1:
+        if self.coarse.layout != "pq4" or len(codec.stages) != 1 or not dispatch.fast_scan():
             return False
         books = codec.terminal.codebooks_
         return bool(np.isfinite(books).all() and (np.sqrt((books.astype(np.float64) ** 2).sum(axis=2)) < MAX_CODEBOOK_NORM).all())
@@ -61,8 +69,10 @@ class PreparedPlan:
         kk = min(k, count)
         if kk == 0:
             return empty_result(xq.shape[0], k, self.file.metric)
-        if (self.dense is not None and xq.shape[0] <= FUSED_MAX_QUERIES
-                and xq.shape[0] * count * self.coarse.codes.shape[1] < dispatch.SERIAL_WORK):
+        if self.fine is None and dispatch.by_numpy(self.coarse.layout, xq.shape[0], count, self.coarse.codes.shape[1]):
+            return self._search_numpy(xq, k, kk)
+        if (self._dense_layout is not None and xq.shape[0] <= FUSED_MAX_QUERIES
+                and xq.shape[0] * count * self.coarse.codes.shape[1] < dispatch.SERIAL_WORK and self.dense is not None):
             return self._search_dense(xq, k, kk)
         if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
             return self.file.search_plan(xq, k, self.plan, nprobe)
@@ -76,9 +86,9 @@ class PreparedPlan:
         qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
         with dispatch.threads_for(dispatch.fast_scan_work(xq.shape[0], self.coarse.codes)):
             parts = dispatch.fast_scan_parts(xq.shape[0], count)
-            distances, ids = search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
-                                        self.bias_max, width, parts, fine_q, fine_codes, self.fine_layout,
-                                        fine_bias, const, kk, k, self.file.ids, l2, qnorms)
+            distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
+                                                self.bias_max, width, parts, fine_q, fine_codes, self.fine_layout,
+                                                fine_bias, const, kk, k, self.file.ids, l2, qnorms)
         return SearchResult(distances, ids)
 
     def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
@@ -89,3 +99,10 @@ class PreparedPlan:
             distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
                                         dispatch.default_parts(self.file.count, kk))
         return SearchResult(distances, ids)
+
+    def _search_numpy(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
+        folded, const, bias = self.coarse.fold(xq)
+        l2 = self.file.metric == "l2"
+        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        return SearchResult(*dispatch.search_dense_numpy(folded, self.coarse.codes, bias, const, kk, k, self.file.ids,
+                                                         l2, qnorms))

@@ -227,8 +227,8 @@ class Tier:
 
     def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
         """(nq, nprobe, 2) int64: the [start, stop) positions of each query's ``nprobe`` nearest
-        lists (highest ``2 q . c - |c|^2``, ties to the lower list), in list order."""
-        return dispatch.probe_lists(self.codec.ivf.probe_scores(xq), nprobe, self.lists.offsets)
+        lists (highest IVF.probe_scores for the store's metric, ties to the lower list), in list order."""
+        return dispatch.probe_lists(self.codec.ivf.probe_scores(xq, self.metric), nprobe, self.lists.offsets)
 
     def _scan_lists(self, xq: np.ndarray, k: int, exact: bool, nprobe: int | None,
                     allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
