@@ -56,7 +56,7 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     against the flat tier it wraps: first with every list probed (the flat tier's plan: its least
     oversampling meeting the target, and the recall that reaches, ``flat_recall_at_10``); then nprobe
     doubles from 1, each with the least oversampling that reaches that recall (at least the target),
-    while the plans that do get faster; the fastest is recorded (``nprobe``, with every pair tried
+    until two such plans in a row are no faster than the fastest so far; the fastest is recorded (``nprobe``, with every pair tried
     under ``nprobe_sweep``).
     """
     probes = _nprobe_grid(coarse)
@@ -82,7 +82,7 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
         flat = _oversample_sweep(coarse, fine, xq, own, truth, k, target, coarse.nlist, step, release)
         if flat["meets_target"]:
             goal = max(target, flat["recall_at_10"])
-    sweep, best = [], None
+    sweep, best, slower = [], None, 0
     for nprobe in probes:
         if flat is not None and nprobe == coarse.nlist:
             record = dict(flat, meets_target=flat["recall_at_10"] >= goal)
@@ -94,8 +94,11 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
         sweep.append(record)
         if record["meets_target"]:
             if best is not None and record["latency_us"] >= best["latency_us"]:
-                break  # more lists cost more than the fewer candidates they save
-            best = record
+                slower += 1
+                if slower == 2:  # twice: more lists cost more than the fewer candidates they save
+                    break         # (once could be a timing blip on a busy machine)
+                continue
+            best, slower = record, 0
     if best is None:
         best = max(sweep, key=lambda r: r["recall_at_10"])
     if progress is not None:
