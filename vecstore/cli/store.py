@@ -157,6 +157,8 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
     filtered = where is not None or allow is not None
     with vecstore.open(store_path) as store:
         tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
+        scanned = store.tier(tier)
+        probes = (nprobe or scanned.default_nprobe) if scanned.lists is not None else None
         if texts is not None:
             result = store.search_text(
                 texts[:limit], k, encoder=encoder_name, model=model_spec, on_empty=on_empty, tier=tier,
@@ -188,7 +190,7 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
         if unknown is not None:
             for q, entry in enumerate(results):
                 entry.update(text=texts[q], unknown_words=unknown[q], skipped=q in skipped)
-        doc = {"k": k, "metric": metric, "tier": tier, "rescore": rescore, "oversample": oversample,
+        doc = {"k": k, "metric": metric, "tier": tier, "rescore": rescore, "oversample": oversample, "nprobe": probes,
                "results": results}
         if unknown is not None and len(unknown) == 1:
             doc["unknown_words"] = unknown[0]  # kept for scripts written for one --text; see results[0]
@@ -200,7 +202,8 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
             doc.update(allowed=result.allowed, strategy=result.strategy)
         click.echo(json.dumps(doc))
         return
-    plan = f"tier {tier}" + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else "")
+    plan = (f"tier {tier}" + (f" ({probes} lists probed)" if probes else "")
+            + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else ""))
     if filtered:
         what = " and ".join(([f"{where!r}"] if where is not None else [])
                             + ([f"{np.unique(allow).shape[0]} allowed ids"] if allow is not None else []))
