@@ -16,10 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import dispatch
-from ..kernels.fused import SEARCH_DENSE, search_pq4
+from ..kernels.fastscan import ALL_ROWS_ALLOWED
+from ..kernels.fused import SEARCH_DENSE, SEARCH_DENSE_ROWS, search_pq4
 from ..plan import Plan
 from ..query import SearchResult, empty_result
 from .file import StoreFile
+from .masks import RowMask
+from .tier import Tier
 
 # Up to this many queries a call take the fused path (the scan's query groups keep it efficient;
 # larger batches amortise the separate kernels' costs and use their parallel loops over queries).
@@ -42,6 +45,11 @@ class PreparedPlan:
         self.fused = self._can_fuse()
         # an exact scan of a float32 / int8 tier small enough for one thread: one call, no parallel region
         self.dense = SEARCH_DENSE.get(self.coarse.layout) if self.fine is None and self.coarse.lists is None else None
+        # a filtered search's exact scan of the admitted rows: of the fine tier (the exact strategy), or
+        # of a dense tier searched alone (filtered-scan)
+        self.fine_rows = SEARCH_DENSE_ROWS.get(self.fine.layout) if self.fine is not None else None
+        self.coarse_rows = (SEARCH_DENSE_ROWS.get(self.coarse.layout)
+                            if self.fine is None and self.coarse.lists is None else None)
         if self.fused:
             self.blocked, self.bias_max = self.coarse.fast_layout()
             self.codebooks = self.coarse.codec.terminal.codebooks_
@@ -66,10 +74,14 @@ class PreparedPlan:
             return self._search_dense(xq, k, kk)
         if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
             return self.file.search_plan(xq, k, self.plan, nprobe)
+        width = kk if self.fine is None else min(count, int(np.ceil(kk * self.plan.oversample)))
+        return self._search_pq4(xq, k, kk, width, ALL_ROWS_ALLOWED)
+
+    def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> SearchResult:
+        count = self.file.count
         coarse_q, const, bias = self.coarse.fold(xq)
-        width, fine_q, fine_codes, fine_bias = kk, coarse_q, NO_CODES, NO_BIAS
+        fine_q, fine_codes, fine_bias = coarse_q, NO_CODES, NO_BIAS
         if self.fine is not None:  # (codes read now: a tier loaded into RAM since is used from RAM)
-            width = min(count, int(np.ceil(kk * self.plan.oversample)))
             fine_q, const, fine_bias = self.fine.fold(xq)
             fine_codes = self.fine.dense_codes()
         l2 = self.file.metric == "l2"
@@ -78,8 +90,26 @@ class PreparedPlan:
             parts = dispatch.fast_scan_parts(xq.shape[0], count)
             distances, ids = search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
                                         self.bias_max, width, parts, fine_q, fine_codes, self.fine_layout,
-                                        fine_bias, const, kk, k, self.file.ids, l2, qnorms)
+                                        fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
         return SearchResult(distances, ids)
+
+    def search_allowed(self, xq: np.ndarray, k: int, allow: RowMask,
+                       nprobe: int | None = None) -> tuple[SearchResult, str]:
+        """:meth:`StoreFile.search_allowed` (the same strategy, the same results bit for bit): one to
+        four queries take one compiled call: the 4-bit scan with the filter's block bits
+        (kernels/fused.py:search_pq4, the unfiltered search's kernel), or the exact scan of the
+        admitted rows of the fine tier (the exact strategy) or of a dense tier searched alone
+        (SEARCH_DENSE_ROWS); anything else the separate kernels."""
+        kk, strategy = self.file.allowed_strategy(k, self.plan, allow.allowed)
+        if kk > 0 and xq.shape[0] <= FUSED_MAX_QUERIES:
+            if strategy == "exact" and self.fine_rows is not None:
+                return self._search_rows(self.fine, self.fine_rows, xq, k, kk, allow.rows()), strategy
+            if strategy == "filtered-scan" and self.coarse_rows is not None:
+                return self._search_rows(self.coarse, self.coarse_rows, xq, k, kk, allow.rows()), strategy
+            if strategy != "exact" and self.fused:
+                width = kk if self.fine is None else min(allow.allowed, int(np.ceil(kk * self.plan.oversample)))
+                return self._search_pq4(xq, k, kk, width, allow.blocks()), strategy
+        return self.file.search_allowed(xq, k, self.plan, allow, nprobe)
 
     def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
         folded, const, bias = self.coarse.fold(xq)
@@ -88,4 +118,16 @@ class PreparedPlan:
         with dispatch.threads_for(0):  # small work: one thread (see search)
             distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
                                         dispatch.default_parts(self.file.count, kk))
+        return SearchResult(distances, ids)
+
+    def _search_rows(self, tier: Tier, kernel, xq: np.ndarray, k: int, kk: int, rows: np.ndarray) -> SearchResult:
+        """``rows`` of a dense ``tier`` scored exactly by ``kernel`` (fused.SEARCH_DENSE_ROWS), with
+        the threads and row slices dispatch.scan_dense_rows gives a batch this small."""
+        folded, const, bias = tier.fold(xq)
+        codes = tier.dense_codes()
+        l2 = self.file.metric == "l2"
+        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        with dispatch.threads_for(xq.shape[0] * rows.shape[0] * codes.shape[1]):
+            distances, ids = kernel(folded, codes, bias, rows, const, kk, k, self.file.ids, l2, qnorms,
+                                    dispatch.default_parts(rows.shape[0], kk))
         return SearchResult(distances, ids)
