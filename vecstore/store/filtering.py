@@ -111,6 +111,9 @@ def _allow_parts(view: View, allow) -> list[np.ndarray]:
 def search_masked(view: View, xq: np.ndarray, k: int, plan: Plan, masks: list[RowMask],
                   nprobe: int | None = None) -> FilteredSearchResult:
     """Each part's top-k among its mask's rows (PreparedPlan.search_allowed), merged."""
+    if len(masks) == 1:
+        result, strategy = view.prepared(plan).search_allowed(xq, k, masks[0], nprobe)
+        return FilteredSearchResult(result.distances, result.ids, (strategy,), masks[0].allowed)
     results, strategies = [], []
     for i, mask in enumerate(masks):
         result, strategy = view.prepared(plan, i).search_allowed(xq, k, mask, nprobe)

@@ -30,7 +30,7 @@ class RowMask:
     """The rows one part admits: ``mask`` uint8 (count,), nonzero = admitted (read-only), and
     ``allowed``, their number. :meth:`rows` and :meth:`blocks` are derived once, on first use."""
 
-    __slots__ = ("mask", "allowed", "_rows", "_blocks")
+    __slots__ = ("_blocks", "_rows", "allowed", "mask")
 
     def __init__(self, mask: np.ndarray):
         if mask.dtype != bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..filters.strategy import choose_strategy
 from ..kernels import dispatch
 from ..kernels.fastscan import ALL_ROWS_ALLOWED
 from ..kernels.fused import SEARCH_DENSE, SEARCH_DENSE_ROWS, search_pq4
@@ -43,6 +44,7 @@ class PreparedPlan:
         self.coarse = file.tier(plan.tier)
         self.fine = file.rescoring_tier(plan.rescore) if plan.rescore is not None else None
         self.fused = self._can_fuse()
+        self.scan_work = file.count * self.coarse.code_size  # what choose_strategy weighs (StoreFile.allowed_strategy)
         # an exact scan of a float32 / int8 tier small enough for one thread: one call, no parallel region
         self.dense = SEARCH_DENSE.get(self.coarse.layout) if self.fine is None and self.coarse.lists is None else None
         # a filtered search's exact scan of the admitted rows: of the fine tier (the exact strategy), or
@@ -100,7 +102,8 @@ class PreparedPlan:
         (kernels/fused.py:search_pq4, the unfiltered search's kernel), or the exact scan of the
         admitted rows of the fine tier (the exact strategy) or of a dense tier searched alone
         (SEARCH_DENSE_ROWS); anything else the separate kernels."""
-        kk, strategy = self.file.allowed_strategy(k, self.plan, allow.allowed)
+        kk = min(k, allow.allowed)
+        strategy = choose_strategy(allow.allowed, kk, self.file.dim, self.plan, self.scan_work)
         if kk > 0 and xq.shape[0] <= FUSED_MAX_QUERIES:
             if strategy == "exact" and self.fine_rows is not None:
                 return self._search_rows(self.fine, self.fine_rows, xq, k, kk, allow.rows()), strategy
