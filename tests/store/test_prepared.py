@@ -144,12 +144,14 @@ def test_a_where_text_is_compiled_and_evaluated_once_per_view(tmp_path, monkeypa
 
 def test_the_mask_cache_is_bounded_by_bytes(monkeypatch):
     from vecstore.store import masks as masks_module
-    monkeypatch.setattr(masks_module, "MASK_CACHE_BYTES", 3000)
+    one = RowMask(np.zeros(1000, dtype=bool))
+    assert one.nbytes == {32: 1000 + 32 * 8, 128: 1000 + 8 * 16}[masks_module.fastscan.BLOCK]  # mask + block bits
+    monkeypatch.setattr(masks_module, "MASK_CACHE_BYTES", int(2.5 * one.nbytes))
     cache = masks_module.FilterCache()
     for i in range(10):
-        cache.put_masks(f"r < {i}", [RowMask(np.zeros(1000, dtype=bool))])  # 1,125 bytes each
+        cache.put_masks(f"r < {i}", [RowMask(np.zeros(1000, dtype=bool))])
     assert [cache.get_masks(f"r < {i}") is not None for i in range(10)] == [False] * 8 + [True] * 2
-    cache.put_masks("big", [RowMask(np.ones(4000, dtype=bool))])  # larger than the whole cache: not kept
+    cache.put_masks("big", [RowMask(np.ones(3000, dtype=bool))])  # larger than the whole cache: not kept
     assert cache.get_masks("big") is None and cache.get_masks("r < 9") is not None
 
 

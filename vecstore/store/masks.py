@@ -55,8 +55,11 @@ class RowMask:
 
     @property
     def nbytes(self) -> int:
-        """What the cache counts for it: the mask, its block bits and at most every admitted row."""
-        return self.mask.nbytes + self.mask.nbytes // 8 + 8 * self.allowed
+        """What the cache counts for it: the mask, its block bits (8 bytes a 32-row block for AVX2, 16
+        a 128-row block for VBMI) and at most every admitted row."""
+        n = self.mask.shape[0]
+        blocks = -(-n // fastscan.BLOCK) * 8 * max(1, fastscan.BLOCK // 64)
+        return n + blocks + 8 * self.allowed
 
 
 class FilterCache:
