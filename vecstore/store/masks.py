@@ -19,9 +19,10 @@ import numpy as np
 
 from ..kernels import fastscan
 
-# Compiled filters a view keeps (by text), and bytes of masks (uint8 mask + block bits + admitted
-# rows) it keeps; least recently used first out. 32 MB: about 60 masks of a 100,000-row store at
-# 50% selectivity, or 2 of a 10,000,000-row one.
+# Compiled filters a view keeps (by text), and bytes of masks it keeps (RowMask.nbytes: the mask, its
+# block bits and 8 bytes an admitted row, counted whether or not the rows are ever listed); least
+# recently used first out. 32 MB: about 60 masks of a 100,000-row store at 50% selectivity; of a
+# 10,000,000-row store, 2 masks at 1%, and none above ~24% (those are evaluated in every call).
 FILTER_CACHE_ENTRIES = 256
 MASK_CACHE_BYTES = 32 << 20
 
