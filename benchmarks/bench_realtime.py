@@ -736,6 +736,7 @@ def _kernels():
 
     from vecstore.encoders._kernels import weighted_mean_serial
     from vecstore.kernels.flat import scan_f32
+    from vecstore.kernels.fastscan import ALL_ROWS_ALLOWED
     from vecstore.kernels.fused import search_pq4
 
     @nb.njit(nogil=True)
@@ -750,7 +751,7 @@ def _kernels():
             fq[0, :] = fine_q[i]
             c1[0] = const[i]
             search_pq4(cq, codebooks, blocked, packed, bias, bias_max, width, parts, fq,
-                       fine_codes, fine_layout, fine_bias, c1, kk, k, ids, l2, qnorms)
+                       fine_codes, fine_layout, fine_bias, c1, kk, k, ids, l2, qnorms, ALL_ROWS_ALLOWED)
 
     @nb.njit(nogil=True)
     def loop_text(start, stop, offsets, tok, embedding, weights, codes, bias, k, parts):

@@ -12,6 +12,7 @@ from vecstore.kernels import dispatch
 from vecstore.plan import Plan
 from vecstore.query import prepare_queries
 from common import assert_knn
+from vecstore.store.masks import RowMask
 from vecstore.store.prepared import FUSED_MAX_QUERIES, PreparedPlan
 
 needs_simd = pytest.mark.skipif(not dispatch.FAST_SCAN, reason="this CPU has no 4-bit fast scan (AVX2 or VBMI)")
@@ -143,3 +144,88 @@ def test_a_small_search_in_a_fresh_process_needs_no_compiled_call(tmp_path):
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+@needs_simd
+@pytest.mark.parametrize("plan", [Plan("pq16x4"), Plan("pq16x4", "raw", 4.0), Plan("pq16x4", "float16", 8.0),
+                                  Plan("pq16x4", "int8", 2.5)])
+@pytest.mark.parametrize("admitted", [0, 5, 30, 300, 1500, N])
+@pytest.mark.parametrize("nq, k", [(1, 10), (3, 1), (FUSED_MAX_QUERIES, 25)])
+def test_filtered_fused_equals_the_separate_kernels(store, monkeypatch, plan, admitted, nq, k):
+    base = store._now().base
+    prepared = PreparedPlan(base, plan)
+    rng = np.random.default_rng(admitted + nq)
+    mask = np.zeros(N, dtype=bool)
+    mask[rng.choice(N, admitted, replace=False)] = True
+    allow = RowMask(mask)
+    xq = prepare_queries(rng.standard_normal((nq, DIM)), DIM, store.metric)
+    separate, strategy = base.search_allowed(xq, k, plan, allow)
+    # the fused path must not fall back to the separate kernels (but "none" has nothing to scan)
+    with monkeypatch.context() as m:
+        m.setattr(type(base), "search_allowed", lambda *a, **kw: pytest.fail("took the separate path"))
+        if admitted == 0:
+            m.undo()
+        fused, fused_strategy = prepared.search_allowed(xq, k, allow)
+    assert fused_strategy == strategy
+    assert strategy == ("none" if admitted == 0 else "exact" if admitted <= 37 and plan.rescore
+                        else "filtered-scan" if plan.rescore is None else "filtered-two-stage")
+    np.testing.assert_array_equal(fused.ids, separate.ids)
+    np.testing.assert_array_equal(fused.distances, separate.distances)
+    assert np.isin(fused.ids[fused.ids >= 0], base.ids[mask]).all()
+    assert ((fused.ids >= 0).sum(axis=1) == min(k, admitted)).all()
+
+
+def test_a_where_text_is_compiled_and_evaluated_once_per_view(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    path = str(tmp_path / "fields.vs")
+    meta = [{"r": int(i % 100)} for i in range(500)]
+    vecstore.build(path, rng.standard_normal((500, 8)).astype(np.float32), metadata=meta, fields=["r"],
+                   progress=False).close()
+    with vecstore.open(path) as s:
+        q = np.ones(8, dtype=np.float32)
+        first = s.search(q, 5, where="r < 10")
+        view = s._now()
+        masks = view.filter_cache.get_masks("r < 10")
+        assert masks is not None and masks[0].allowed == 50 and not masks[0].mask.flags.writeable
+        from vecstore.filters import evaluate
+        monkeypatch.setattr(evaluate.Predicate, "mask", lambda *a: pytest.fail("evaluated again"))
+        again = s.search(q, 5, where="r < 10")
+        np.testing.assert_array_equal(first.ids, again.ids)
+        # allow= is applied per call, on top of the kept mask (which it must not change)
+        both = s.search(q, 5, where="r < 10", allow=np.arange(0, 500, 2))
+        assert both.allowed == 25 and masks[0].allowed == 50 and np.count_nonzero(masks[0].mask) == 50
+
+
+def test_the_mask_cache_is_bounded_by_bytes(monkeypatch):
+    from vecstore.store import masks as masks_module
+    one = RowMask(np.zeros(1000, dtype=bool))
+    assert one.nbytes == {32: 1000 + 32 * 8, 128: 1000 + 8 * 16}[masks_module.K.fastscan.BLOCK]  # mask + block bits
+    monkeypatch.setattr(masks_module, "MASK_CACHE_BYTES", int(2.5 * one.nbytes))
+    cache = masks_module.FilterCache()
+    for i in range(10):
+        cache.put_masks(f"r < {i}", [RowMask(np.zeros(1000, dtype=bool))])
+    assert [cache.get_masks(f"r < {i}") is not None for i in range(10)] == [False] * 8 + [True] * 2
+    cache.put_masks("big", [RowMask(np.ones(3000, dtype=bool))])  # larger than the whole cache: not kept
+    assert cache.get_masks("big") is None and cache.get_masks("r < 9") is not None
+
+
+@pytest.mark.parametrize("plan", [Plan("raw"), Plan("float16"), Plan("int8"), Plan("pca16,pq8x4", "raw", 4.0)])
+@pytest.mark.parametrize("admitted", [3, 30, 2000])
+@pytest.mark.parametrize("nq, k", [(1, 10), (FUSED_MAX_QUERIES, 25)])
+def test_filtered_dense_scans_equal_the_separate_kernels(store, plan, admitted, nq, k):
+    base = store._now().base
+    prepared = PreparedPlan(base, plan)
+    rng = np.random.default_rng(admitted * nq)
+    mask = np.zeros(N, dtype=bool)
+    mask[rng.choice(N, admitted, replace=False)] = True
+    allow = RowMask(mask)
+    xq = prepare_queries(rng.standard_normal((nq, DIM)), DIM, store.metric)
+    separate, strategy = base.search_allowed(xq, k, plan, allow)
+    fused, fused_strategy = prepared.search_allowed(xq, k, allow)
+    assert fused_strategy == strategy
+    np.testing.assert_array_equal(fused.ids, separate.ids)
+    np.testing.assert_array_equal(fused.distances, separate.distances)
+
+
+def test_a_row_mask_takes_any_nonzero_byte():
+    mask = np.array([0, 1, 7, 0, 255], dtype=np.uint8)
+    rows = RowMask(mask)
+    assert rows.allowed == 3 and rows.rows().tolist() == [1, 2, 4] and rows.mask.tolist() == [0, 1, 1, 0, 1]

@@ -18,7 +18,7 @@ import numba as nb
 import numpy as np
 
 from .fastscan import ALL_ROWS_ALLOWED, quantize_tables, scan_pq4_fast
-from .flat import scan_f32, scan_i8
+from .flat import scan_f16_rows, scan_f32, scan_f32_rows, scan_i8, scan_i8_rows
 from .pq import lookup_tables
 from .rescore import prefetch_rows, rescore_serial
 from .topk import NJIT, to_results
@@ -26,7 +26,8 @@ from .topk import NJIT, to_results
 
 @nb.njit(**NJIT)
 def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, nparts,
-               fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms):
+               fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms,
+               allowed=ALL_ROWS_ALLOWED):
     """(distances, ids), each (nq, k), of a 4-bit PQ tier searched alone (``fine_codes`` with no
     rows: the scan's top ``width = kk = min(k, n)``, exact ADC scores) or in two stages (scan for
     ``width`` candidates by their quantised scores, rescore them on ``fine_codes`` with the folded queries ``fine_q`` plus
@@ -34,13 +35,15 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, npar
 
     coarse_q (nq, m * dsub) folded queries; codebooks (m, 16, dsub); blocked, bias_max from
     dispatch.blocked_codes; packed the stored codes; bias (n,) or (0,) (l2: minus the norms);
-    qnorms (nq,) |q|^2 for l2.
+    qnorms (nq,) |q|^2 for l2. allowed: a filter's rows as fastscan.block_allow gives them (then
+    ``width`` and ``kk`` are at most the admitted count; only admitted rows are scanned, so every
+    candidate is admitted), or ALL_ROWS_ALLOWED (every row: the one kernel serves both).
     """
     lut = lookup_tables(coarse_q, codebooks)
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
-    scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, ALL_ROWS_ALLOWED,
-                                 width, nparts, not two_stage)
+    scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, width, nparts,
+                                 not two_stage)
     if two_stage:
         prefetch_rows(fine_codes, rows)  # a fine tier out of the page cache: its rows read at once
         scores, rows = rescore_serial(fine_q, fine_codes, fine_layout, rows, fine_bias, kk)
@@ -68,5 +71,24 @@ def _make_search_dense(scan):
     return search_dense
 
 
+def _make_search_dense_rows(scan_rows):
+    @nb.njit(**NJIT)
+    def search_dense_rows(folded, codes, bias, rows, const, kk, k, ids, l2, qnorms, nparts):
+        """(distances, ids), each (nq, k), of an exact scan of only ``rows`` (sorted, unique) of a
+        dense tier (``scan_rows``: flat.scan_*_rows, so the results are theirs bit for bit), as
+        :func:`search_dense` does for every row: the exact strategy of a filtered search."""
+        scores, found = scan_rows(folded, codes, bias, rows, kk, nparts)
+        for q in range(folded.shape[0]):
+            if const[q] != 0:
+                for j in range(kk):
+                    scores[q, j] += np.float32(const[q])
+        return to_results(scores, found, ids, k, l2, qnorms)
+
+    return search_dense_rows
+
+
 # by code layout
 SEARCH_DENSE = {"f32": _make_search_dense(scan_f32), "i8": _make_search_dense(scan_i8)}
+# by code layout (float16 codes as uint16 bits, as Tier.dense_codes gives them)
+SEARCH_DENSE_ROWS = {"f32": _make_search_dense_rows(scan_f32_rows), "f16": _make_search_dense_rows(scan_f16_rows),
+                     "i8": _make_search_dense_rows(scan_i8_rows)}

@@ -25,6 +25,7 @@ from ..filters.strategy import choose_strategy
 from ..plan import Plan, default_plan
 from ..query import SearchResult, empty_result
 from .closing import ClosesOnExit
+from .masks import RowMask
 from .tier import Tier, open_tier
 
 
@@ -188,27 +189,34 @@ class StoreFile(ClosesOnExit):
             scores, rows = self.rescoring_tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
 
-    def search_allowed(self, xq: np.ndarray, k: int, plan: Plan, allow: np.ndarray,
+    def search_allowed(self, xq: np.ndarray, k: int, plan: Plan, allow: RowMask,
                        nprobe: int | None = None) -> tuple[SearchResult, str]:
-        """Top-k of validated queries among the rows the uint8 mask ``allow`` (count,) admits, and
-        the strategy used (vecstore.filters.strategy): few allowed rows are scored exactly on the
-        plan's fine tier; otherwise the plan's tier is scanned with the mask and, for a two-stage
-        plan, its best ``k * oversample`` allowed rows are rescored. Fewer than k allowed: those,
-        padded."""
-        allowed = int(np.count_nonzero(allow)) if self.count else 0
-        kk = min(k, allowed)
-        strategy = choose_strategy(allowed, kk, self.dim, plan, self.count * self.tier(plan.tier).code_size)
+        """Top-k of validated queries among the rows ``allow`` admits, and the strategy used
+        (:meth:`allowed_strategy`): few allowed rows are scored exactly on the plan's fine tier;
+        otherwise the plan's tier is scanned with the mask and, for a two-stage plan, its best
+        ``k * oversample`` allowed rows are rescored. Fewer than k allowed: those, padded. (One to
+        four queries usually take the fused path instead: vecstore.store.prepared.)"""
+        kk, strategy = self.allowed_strategy(k, plan, allow.allowed)
         if kk == 0:
             return empty_result(xq.shape[0], k, self.metric), strategy
+        mask = allow.mask
         if strategy == "exact":
-            scores, rows = self.tier(plan.rescore or plan.tier).scan_allowed(xq, kk, allow, np.flatnonzero(allow))
+            scores, rows = self.tier(plan.rescore or plan.tier).scan_allowed(xq, kk, mask, allow.rows())
         elif plan.rescore is None:
-            scores, rows = self.tier(plan.tier).scan_allowed(xq, kk, allow, nprobe=nprobe)
+            tier = self.tier(plan.tier)
+            rows = allow.rows() if tier.layout in dispatch.RESCORE_LAYOUTS and tier.lists is None else None
+            scores, rows = tier.scan_allowed(xq, kk, mask, rows, nprobe=nprobe)
         else:
-            width = min(allowed, int(np.ceil(kk * plan.oversample)))
-            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow, candidates=True, nprobe=nprobe)
+            width = min(allow.allowed, int(np.ceil(kk * plan.oversample)))
+            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, mask, candidates=True, nprobe=nprobe)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq)), strategy
+
+    def allowed_strategy(self, k: int, plan: Plan, allowed: int) -> tuple[int, str]:
+        """(results to find, min(k, allowed); the strategy, vecstore.filters.strategy) of a
+        filtered search of this file admitting ``allowed`` rows."""
+        kk = min(k, allowed)
+        return kk, choose_strategy(allowed, kk, self.dim, plan, self.count * self.tier(plan.tier).code_size)
 
     # -- filterable fields ----------------------------------------------------------------------
 

@@ -19,32 +19,62 @@ from ..ingest import int64_ids
 from ..plan import Plan
 from ..query import FilteredSearchResult, merge_results
 from .file import StoreFile
+from .masks import RowMask
 from .view import View
 
 
-def part_masks(view: View, where, allow) -> list[np.ndarray]:
-    """One uint8 mask (part.count,) per part of ``view``: rows that are live, satisfy ``where`` (a
-    filter text) and are in ``allow`` (ids, or a boolean mask over the store's live ids in the order
-    of ``Store.ids``). Validated before any part is touched."""
+def part_masks(view: View, where, allow) -> list[RowMask]:
+    """One :class:`RowMask` per part of ``view``: rows that are live, satisfy ``where`` (a filter
+    text) and are in ``allow`` (ids, or a boolean mask over the store's live ids in the order of
+    ``Store.ids``). Validated before any part is touched. A ``where`` text is compiled and evaluated
+    once per view (the view's FilterCache keeps both); ``allow`` is applied per call."""
+    cache = view.filter_cache
+    text = where if isinstance(where, str) else None
+    masks = cache.get_masks(text) if text is not None else None
     predicate = None
-    if where is not None:
-        predicate = compile_filter(where, view.base.field_types)
+    if masks is None and where is not None:
+        predicate = cache.get_filter(text) if text is not None else None
+        if predicate is None:
+            predicate = compile_filter(where, view.base.field_types)
+            if text is not None:
+                cache.put_filter(text, predicate)
     allowed_parts = _allow_parts(view, allow) if allow is not None else None
-    masks = []
-    for i, part in enumerate(view.parts):
-        if predicate is not None:
-            if part.field_types != view.base.field_types:
-                raise FormatError(f"{part.path!r} has other fields than the store's main file; the store is damaged")
-            mask = predicate.mask(part.field_columns(), part.count)
+    if masks is None and (predicate is not None or allowed_parts is None):
+        masks = [RowMask(_where_mask(view, i, predicate)) for i in range(len(view.parts))]
+        if text is not None:
+            cache.put_masks(text, masks)
+    if allowed_parts is None:
+        return masks
+    out = []
+    for i, allowed in enumerate(allowed_parts):  # fresh arrays: safe to change in place
+        if masks is None:
+            if view.dead[i].shape[0]:
+                allowed &= _live(view, i)
         else:
-            mask = np.ones(part.count, dtype=bool)
-        if allowed_parts is not None:
-            mask &= allowed_parts[i]
-        dead = view.dead[i]
-        if dead.shape[0]:
-            mask &= ~_member(np.asarray(part.ids), dead)
-        masks.append(mask.view(np.uint8))
-    return masks
+            allowed &= masks[i].mask.view(bool)
+        out.append(RowMask(allowed))
+    return out
+
+
+def _where_mask(view: View, i: int, predicate) -> np.ndarray:
+    """Boolean mask of part i's live rows that satisfy ``predicate`` (None: every live row)."""
+    part = view.parts[i]
+    if predicate is not None:
+        if part.field_types != view.base.field_types:
+            raise FormatError(f"{part.path!r} has other fields than the store's main file; the store is damaged")
+        mask = predicate.mask(part.field_columns(), part.count)
+    else:
+        mask = np.ones(part.count, dtype=bool)
+    if view.dead[i].shape[0]:
+        mask &= _live(view, i)
+    return mask
+
+
+def _live(view: View, i: int) -> np.ndarray:
+    dead = view.dead[i]
+    if dead.shape[0] == 0:
+        return np.ones(view.parts[i].count, dtype=bool)
+    return ~_member(np.asarray(view.parts[i].ids), dead)
 
 
 def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -78,17 +108,19 @@ def _allow_parts(view: View, allow) -> list[np.ndarray]:
     return [_member(np.asarray(part.ids), ids) for part in view.parts]
 
 
-def search_masked(view: View, xq: np.ndarray, k: int, plan: Plan, masks: list[np.ndarray],
+def search_masked(view: View, xq: np.ndarray, k: int, plan: Plan, masks: list[RowMask],
                   nprobe: int | None = None) -> FilteredSearchResult:
-    """Each part's top-k among its mask's rows (StoreFile.search_allowed), merged."""
+    """Each part's top-k among its mask's rows (PreparedPlan.search_allowed), merged."""
+    if len(masks) == 1:
+        result, strategy = view.prepared(plan).search_allowed(xq, k, masks[0], nprobe)
+        return FilteredSearchResult(result.distances, result.ids, (strategy,), masks[0].allowed)
     results, strategies = [], []
-    for part, mask in zip(view.parts, masks):
-        result, strategy = part.search_allowed(xq, k, plan, mask, nprobe)
+    for i, mask in enumerate(masks):
+        result, strategy = view.prepared(plan, i).search_allowed(xq, k, mask, nprobe)
         results.append(result)
         strategies.append(strategy)
     merged = results[0] if len(results) == 1 else merge_results(results, k, view.base.metric)
-    allowed = sum(int(np.count_nonzero(m)) for m in masks)
-    return FilteredSearchResult(merged.distances, merged.ids, strategies, allowed)
+    return FilteredSearchResult(merged.distances, merged.ids, strategies, sum(m.allowed for m in masks))
 
 
 # -- writing fields -----------------------------------------------------------------------------------

@@ -11,17 +11,21 @@ scan of a float32 or int8 tier small enough for one thread. Everything else goes
 :meth:`StoreFile.search_plan`; both give the same results, bit for bit. A small exact scan of a
 float32 tier (kernels.dispatch.by_numpy) is answered in numpy, with no compiled call: the same
 ranking up to float rounding, and a fresh process does not wait for numba to load its kernels.
+The compiled kernels are reached through kernels.dispatch.K, imported on first use.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..filters.strategy import choose_strategy
 from ..kernels import dispatch
 from ..kernels.dispatch import K
 from ..plan import Plan
 from ..query import SearchResult, empty_result
 from .file import StoreFile
+from .masks import RowMask
+from .tier import Tier
 
 # Up to this many queries a call take the fused path (the scan's query groups keep it efficient;
 # larger batches amortise the separate kernels' costs and use their parallel loops over queries).
@@ -42,6 +46,7 @@ class PreparedPlan:
         self.coarse = file.tier(plan.tier)
         self.fine = file.rescoring_tier(plan.rescore) if plan.rescore is not None else None
         self.fused = self._can_fuse()
+        self.scan_work = file.count * self.coarse.code_size  # what choose_strategy weighs (StoreFile.allowed_strategy)
         self._dense_layout = self.coarse.layout if self.fine is None and self.coarse.lists is None else None
         if self.fused:
             self.blocked, self.bias_max = self.coarse.fast_layout()
@@ -54,6 +59,16 @@ class PreparedPlan:
         parallel region (kernels/fused.py's search_dense); None for other tiers and two-stage plans.
         (Looked up when used: a plan answered in numpy never imports the kernels.)"""
         return None if self._dense_layout is None else K.fused.SEARCH_DENSE.get(self._dense_layout)
+
+    @property
+    def fine_rows(self):
+        """A filtered search's exact scan of the admitted rows of the fine tier (the exact strategy)."""
+        return None if self.fine is None else K.fused.SEARCH_DENSE_ROWS.get(self.fine.layout)
+
+    @property
+    def coarse_rows(self):
+        """A filtered search's exact scan of the admitted rows of a dense tier searched alone (filtered-scan)."""
+        return None if self._dense_layout is None else K.fused.SEARCH_DENSE_ROWS.get(self._dense_layout)
 
     def _can_fuse(self) -> bool:
         codec = self.coarse.codec
@@ -76,10 +91,14 @@ class PreparedPlan:
             return self._search_dense(xq, k, kk)
         if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
             return self.file.search_plan(xq, k, self.plan, nprobe)
+        width = kk if self.fine is None else min(count, int(np.ceil(kk * self.plan.oversample)))
+        return self._search_pq4(xq, k, kk, width, K.fastscan.ALL_ROWS_ALLOWED)
+
+    def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> SearchResult:
+        count = self.file.count
         coarse_q, const, bias = self.coarse.fold(xq)
-        width, fine_q, fine_codes, fine_bias = kk, coarse_q, NO_CODES, NO_BIAS
+        fine_q, fine_codes, fine_bias = coarse_q, NO_CODES, NO_BIAS
         if self.fine is not None:  # (codes read now: a tier loaded into RAM since is used from RAM)
-            width = min(count, int(np.ceil(kk * self.plan.oversample)))
             fine_q, const, fine_bias = self.fine.fold(xq)
             fine_codes = self.fine.dense_codes()
         l2 = self.file.metric == "l2"
@@ -88,8 +107,27 @@ class PreparedPlan:
             parts = dispatch.fast_scan_parts(xq.shape[0], count)
             distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
                                                 self.bias_max, width, parts, fine_q, fine_codes, self.fine_layout,
-                                                fine_bias, const, kk, k, self.file.ids, l2, qnorms)
+                                                fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
         return SearchResult(distances, ids)
+
+    def search_allowed(self, xq: np.ndarray, k: int, allow: RowMask,
+                       nprobe: int | None = None) -> tuple[SearchResult, str]:
+        """:meth:`StoreFile.search_allowed` (the same strategy, the same results bit for bit): one to
+        four queries take one compiled call: the 4-bit scan with the filter's block bits
+        (kernels/fused.py:search_pq4, the unfiltered search's kernel), or the exact scan of the
+        admitted rows of the fine tier (the exact strategy) or of a dense tier searched alone
+        (SEARCH_DENSE_ROWS); anything else the separate kernels."""
+        kk = min(k, allow.allowed)
+        strategy = choose_strategy(allow.allowed, kk, self.file.dim, self.plan, self.scan_work)
+        if kk > 0 and xq.shape[0] <= FUSED_MAX_QUERIES:
+            if strategy == "exact" and self.fine_rows is not None:
+                return self._search_rows(self.fine, self.fine_rows, xq, k, kk, allow.rows()), strategy
+            if strategy == "filtered-scan" and self.coarse_rows is not None:
+                return self._search_rows(self.coarse, self.coarse_rows, xq, k, kk, allow.rows()), strategy
+            if strategy != "exact" and self.fused:
+                width = kk if self.fine is None else min(allow.allowed, int(np.ceil(kk * self.plan.oversample)))
+                return self._search_pq4(xq, k, kk, width, allow.blocks()), strategy
+        return self.file.search_allowed(xq, k, self.plan, allow, nprobe)
 
     def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
         folded, const, bias = self.coarse.fold(xq)
@@ -106,3 +144,15 @@ class PreparedPlan:
         qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
         return SearchResult(*dispatch.search_dense_numpy(folded, self.coarse.codes, bias, const, kk, k, self.file.ids,
                                                          l2, qnorms))
+
+    def _search_rows(self, tier: Tier, kernel, xq: np.ndarray, k: int, kk: int, rows: np.ndarray) -> SearchResult:
+        """``rows`` of a dense ``tier`` scored exactly by ``kernel`` (fused.SEARCH_DENSE_ROWS), with
+        the threads and row slices dispatch.scan_dense_rows gives a batch this small."""
+        folded, const, bias = tier.fold(xq)
+        codes = tier.dense_codes()
+        l2 = self.file.metric == "l2"
+        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        with dispatch.threads_for(xq.shape[0] * rows.shape[0] * codes.shape[1]):
+            distances, ids = kernel(folded, codes, bias, rows, const, kk, k, self.file.ids, l2, qnorms,
+                                    dispatch.default_parts(rows.shape[0], kk))
+        return SearchResult(distances, ids)

@@ -20,6 +20,7 @@ from ..format.digest import codec_digest
 from ..format.untrusted import check_header_in_child
 from ..plan import DEFAULT_BUDGET, Plan, default_plan, resolve_plan
 from .file import StoreFile
+from .masks import FilterCache
 from .prepared import PreparedPlan
 
 OPEN_RETRIES = 5
@@ -53,7 +54,8 @@ class View:
         self._live_ids: np.ndarray | None = None
         self._defaults: dict[float, Plan] = {}
         self._plans: dict[tuple, Plan] = {}
-        self._prepared: dict[Plan, PreparedPlan] = {}
+        self._prepared: dict[tuple[Plan, int], PreparedPlan] = {}
+        self.filter_cache = FilterCache()  # compiled where= texts and their masks (vecstore.store.masks)
 
     def default_plan(self, budget: float = DEFAULT_BUDGET) -> Plan:
         """The main file's default plan within ``budget`` (vecstore.plan.default_plan), remembered."""
@@ -74,11 +76,13 @@ class View:
         self._plans[key] = plan
         return plan
 
-    def prepared(self, plan: Plan) -> PreparedPlan:
-        """``plan`` prepared over the main file (see vecstore.store.prepared), made once per view."""
-        found = self._prepared.get(plan)
+    def prepared(self, plan: Plan, part: int = 0) -> PreparedPlan:
+        """``plan`` prepared over the main file, or over ``self.parts[part]`` (a segment: filtered
+        searches go through it too), see vecstore.store.prepared; made once per view."""
+        key = (plan, part)
+        found = self._prepared.get(key)
         if found is None:
-            found = self._prepared[plan] = PreparedPlan(self.base, plan)
+            found = self._prepared[key] = PreparedPlan(self.parts[part], plan)
         return found
 
     @property
