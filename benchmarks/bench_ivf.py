@@ -290,7 +290,7 @@ def child_main(spec: dict) -> None:
     elif kind == "vecstore_compress":
         t0 = time.perf_counter()
         vecstore.compress(spec["store"], spec["codec"], train_size=spec["train_size"], seed=spec["seed"],
-                          progress=False).close()
+                          replace=spec.get("replace", False), progress=False).close()
         out["compress_s"] = time.perf_counter() - t0
         out["vmhwm_bytes"] = proc_status("self").get("VmHWM", 0)
     else:
@@ -499,12 +499,12 @@ class Bench:
             have = set(s.info()["tiers"]) if isinstance(s.info()["tiers"], dict) else \
                 {t.get("name") for t in s.info()["tiers"]}
         for codec in a.codecs:
-            if codec in have and codec in out["compress"]:
+            if codec in have and codec in out["compress"] and not a.rebuild:
                 continue
             self.log(f"  vecstore.compress {codec} (train {a.train_size:,}) in a child")
             out["compress"][codec] = run_child({"kind": "vecstore_compress", "store": path, "codec": codec,
                                                 "train_size": a.train_size, "seed": a.seed,
-                                                "threads": a.threads}, self.log)
+                                                "replace": codec in have, "threads": a.threads}, self.log)
             c = out["compress"][codec]
             self.log(f"  {codec}: {c['compress_s']:.1f} s, VmHWM {c['vmhwm_bytes'] / 2**30:.2f} GiB")
 
@@ -527,8 +527,9 @@ class Bench:
                 self.log(f"  {codec} calibration: {cal}")
             # the default search and each codec's calibrated plan, beside FAISS's two configurations
             systems = {"vecstore default": lambda q: store.search(q, K)}
-            for codec in a.codecs:
-                systems[f"vecstore {codec}"] = lambda q, c=codec: store.search(q, K, tier=c)
+            for codec in a.codecs:   # each tier's calibrated plan (the default search is one of them)
+                kw = calibrated_options(codec, out["codecs"][codec]["calibration"])
+                systems[f"vecstore {codec}"] = lambda q, kw=kw: store.search(q, K, **kw)
             faiss_idx = {}
             for label, r in twins.items():
                 idx = faiss_idx.setdefault(r["config"], self.faiss_index(r))
@@ -559,11 +560,10 @@ class Bench:
             for codec in a.codecs:
                 t = mem_after["tiers"].get(codec, {})
                 out["codecs"][codec]["memory"] = t
+                # everything the tier holds in private memory: its codes when resident, their fast-scan
+                # copy (a 4-bit tier holds both), parameters (centroids, codebooks), l2 norms
                 res = t.get("resident_bytes", 0) + t.get("fastscan_bytes", 0) + t.get("param_bytes", 0) \
                     + t.get("bias_bytes", 0)
-                if t.get("fastscan_bytes") and t.get("resident_bytes"):
-                    # a 4-bit tier searched from its fast-scan copy: count the larger of the two, not both
-                    res = max(t["resident_bytes"], t["fastscan_bytes"]) + t.get("param_bytes", 0) + t.get("bias_bytes", 0)
                 out["codecs"][codec]["resident_bytes_per_vector"] = res / n
                 out["codecs"][codec]["memory_all_bytes_per_vector"] = {k: v / n for k, v in t.items()
                                                                        if isinstance(v, (int, float))}
@@ -620,7 +620,8 @@ class Bench:
             tiers = info["tiers"] if isinstance(info["tiers"], dict) else {t["name"]: t for t in info["tiers"]}
             for codec in (a.real_flat, a.real_ivf):
                 cal = tiers[codec].get("calibration")
-                fn = lambda q, c=codec: store.search(q, K, tier=c)  # noqa: E731
+                kw = calibrated_options(codec, cal)
+                fn = lambda q, kw=kw: store.search(q, K, **kw)  # noqa: E731
                 recall = metrics.recall_at_k(np.asarray(fn(xq)[1]), gt, K)
                 one = metrics.time_each(fn, [xq[i % xq.shape[0]:i % xq.shape[0] + 1]
                                              for i in range(a.sweep_single)], warmup=5)
@@ -629,6 +630,15 @@ class Bench:
             out["default_search"] = info.get("default_search")
         out["recall_loss"] = out["plans"][a.real_flat]["recall_at_10"] - out["plans"][a.real_ivf]["recall_at_10"]
         return out
+
+
+def calibrated_options(codec: str, cal: dict | None) -> dict:
+    """search() options of a tier's calibrated plan: ``tier=`` alone would scan it without rescoring;
+    with ``rescore=`` the oversample (and an ivf tier's nprobe) default to the calibration."""
+    kw = {"tier": codec}
+    if cal and cal.get("rescore"):
+        kw["rescore"] = cal["rescore"]
+    return kw
 
 
 def faiss_memory(index, ivf, n: int) -> dict:
