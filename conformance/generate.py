@@ -347,6 +347,121 @@ def segment_store(out: str, rng, expected: dict) -> None:
                         raise RuntimeError(f"segments: a candidate cut is a near-tie ({tier}, {rescore}, {f})")
 
 
+# -- filtered search -------------------------------------------------------------------------------
+
+FILTER_TIERS = ["int8", "pq8x4"]
+FILTER_PLANS = [("raw", None, None), ("pq8x4", None, None), ("pq8x4", "raw", 1.2), ("int8", "raw", 2.0)]
+LANG_VALUES = ["en", "de", "fr", "\u00e9t", "\u65e5\u672c"]      # "ét" and "日本" sort after "fr"
+
+
+def filter_docs(n: int) -> list:
+    """Metadata with every field type and missing values of each kind (absent key, null, [])."""
+    out = []
+    for i in range(n):
+        d = {"year": None if i % 13 == 0 else 1990 + (i * 7) % 30,
+             "score": (i * 37 % 100) / 64,
+             "tags": [t for t, every in (("red", 4), ("blue", 6), ("green", 10)) if i % every == 0]}
+        if i % 11:
+            d["lang"] = LANG_VALUES[i % 5]
+        if i % 17 == 0:
+            del d["score"]
+        if i % 19:
+            d["ok"] = i % 3 == 0
+        out.append(d)
+    return out
+
+
+# (where, allow, what the case shows); allow ids not in the store are ignored (docs/filters.md)
+FILTERS = [
+    ("lang = 'en' and year >= 2000", None, "string and int, filtered-two-stage"),
+    ("lang in ('de', 'fr') or tags has 'red'", None, "in, has, or"),
+    ("not (lang = 'en') and score < 0.75", None, "not admits rows without a language; float"),
+    ("lang != 'en' and year != 2004", None, "!= is false on a missing value"),
+    ("year < 2010.5 and ok = true", None, "an int field against a fraction; bool"),
+    ("lang > 'en' and lang <= '\u00e9t'", None, "string order by code point"),
+    ("year not in (1997, 2004, 2011) and not ok = false", None, "not in, not"),
+    ("tags has 'green' and ok = true", None, "6 rows: exact on an int8 plan (the cost ratio), two-stage on pq8x4"),
+    ("tags has 'blue' and lang = 'de' and score > 0.4 and score < 1.2", None, "4 rows (fewer than k): exact, padded"),
+    ("lang = 'zz'", None, "no row: all padding"),
+    (None, [100000 - 7 * r for r in range(0, 200, 3)] + [5, -1], "allow= ids only (5 and -1 are not ids)"),
+    ("lang = 'fr' or year >= 2015", [100000 - 7 * r for r in range(1, 200, 2)], "where= and allow= together"),
+    ("score is missing or year is not missing and tags is missing", None,
+     "is missing / is not missing (tags: no tags is missing)"),
+]
+
+
+def filter_store(out: str, rng, expected: dict) -> None:
+    """An l2 store with filterable fields of every type: where= and allow= over one- and two-stage
+    plans, including a 4-bit PQ tier (candidates by quantised score) and every strategy."""
+    path = os.path.join(out, "filters.vs")
+    base = (0.25 * rng.standard_normal((COUNT, DIM))).astype(np.float32)
+    ids = (100_000 - 7 * np.arange(COUNT)).astype(np.int64)
+    meta = filter_docs(COUNT)
+    vecstore.build(path, base, metric="l2", ids=ids, metadata=meta, fields=["lang", "year", "score", "ok", "tags"],
+                   progress=False).close()
+    with vecstore.open(path) as s:
+        raw = np.array(s.tiers["raw"].codes)
+    for tier in FILTER_TIERS:
+        vecstore.compress(path, tier, params=tier_params(tier, raw, rng), calibrate=False, progress=False).close()
+    queries = (0.25 * rng.standard_normal((200, DIM))).astype(np.float32)
+    with vecstore.open(path) as s:
+        fields = s.fields
+        admitted = []
+        for where, allow, _ in FILTERS:
+            D, I = s.search(np.zeros((1, DIM), np.float32), COUNT, where=where, allow=allow, tier="raw")
+            admitted.append(sorted(i for i in I[0].tolist() if i >= 0))
+        # queries without a near-tie among the admitted rows of any filter, on any plan
+        chosen = []
+        for qi in range(queries.shape[0]):
+            q = queries[qi:qi + 1]
+            scores = {t: full_scores(s, q, t) for t in ["raw", *FILTER_TIERS]}
+            ok = True
+            for rows in admitted:
+                if not rows:
+                    continue
+                for coarse, fine, f in FILTER_PLANS:
+                    if fine is None:
+                        order = ranked(scores[coarse], rows, True)
+                        ok &= separated([scores[coarse][i] for i in order], range(1, K + 1))
+                    else:
+                        ok &= two_stage_ok(scores[coarse], scores[fine], rows, K, f, True)
+                        order = ranked(scores[fine], rows, True)           # the exact strategy
+                        ok &= separated([scores[fine][i] for i in order], range(1, K + 1))
+                        if coarse == "pq8x4":
+                            # the candidates a 4-bit tier really gives (quantised scores, which a
+                            # port reproduces exactly): a search of w results with oversample 1
+                            w = min(len(rows), math.ceil(min(K, len(rows)) * f))
+                            cand = s.search(q, w, tier=coarse, rescore=fine, oversample=1.0,
+                                            allow=rows).ids[0]
+                            ok &= separated(sorted(scores[fine][i] for i in cand if i >= 0), range(1, K + 1))
+            if ok:
+                chosen.append(qi)
+            if len(chosen) == 3:
+                break
+        qs = queries[chosen]
+        strategies = set()
+        for (where, allow, note), rows in zip(FILTERS, admitted):
+            expected["filters"].append({"store": "filters.vs", "where": where, "allow": allow, "note": note,
+                                        "admitted": rows})
+            for tier, rescore, f in FILTER_PLANS:
+                result = s.search(qs, K, tier=tier, rescore=rescore, oversample=f, where=where, allow=allow)
+                strategies.add(result.strategy)
+                for qi in range(qs.shape[0]):
+                    expected["searches"].append({
+                        "store": "filters.vs", "query": qi, "query_file": "filters.queries.json", "k": K,
+                        "tier": tier, "rescore": rescore, "oversample": f, "where": where, "allow": allow,
+                        "strategy": result.strategy, "ids": result.ids[qi].tolist(),
+                        "scores": [None if not np.isfinite(v) else float(v) for v in result.distances[qi]]})
+        if strategies != {"none", "exact", "filtered-scan", "filtered-two-stage"}:
+            raise RuntimeError(f"the filter cases no longer cover every strategy: {sorted(strategies)}")
+    with open(os.path.join(out, "filters.queries.json"), "w", encoding="utf-8") as fh:
+        json.dump({"dim": DIM, "vectors": [f32_list(q) for q in qs]}, fh)
+    entry = {"metric": "l2", "dim": DIM, "count": COUNT, "fields": fields, "datasets": datasets_of(path), "tiers": {}}
+    for tier in ["raw", *FILTER_TIERS]:
+        entry["tiers"][tier] = export_params(path, tier, os.path.join(out, f"filters.{file_name(tier)}.json"))
+    expected["stores"]["filters.vs"] = entry
+
+
 _BEFORE: dict = {}
 
 
@@ -455,9 +570,10 @@ def main(out: str) -> None:
     os.makedirs(out)
     expected = {"format": "vecstore-conformance", "version": 1, "vecstore_version": vecstore.__version__,
                 "tolerance": {"score_abs": 1e-5, "vector_abs": 1e-6, "tie_gap": TIE_GAP},
-                "stores": {}, "searches": [], "lookups": []}
+                "stores": {}, "searches": [], "lookups": [], "filters": []}
     metric_stores(out, np.random.default_rng(20), expected)
     segment_store(out, np.random.default_rng(21), expected)
+    filter_store(out, np.random.default_rng(24), expected)
     rng = np.random.default_rng(22)
     vocab = WORDS
     emb = (0.5 * rng.standard_normal((len(vocab), DIM))).astype(np.float32)

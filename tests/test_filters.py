@@ -9,7 +9,7 @@ import pytest
 from vecstore.errors import FormatError, InvalidInputError
 from vecstore.filters import compile_filter, concat, encode_fields, parse, take
 from vecstore.filters.columns import check_names, column_from_arrays
-from vecstore.filters.parse import And, Compare, Has, In, Not, Or
+from vecstore.filters.parse import And, Compare, Has, In, Missing, Not, Or
 from vecstore.filters.strategy import choose_strategy
 from vecstore.plan import Plan
 
@@ -55,6 +55,8 @@ def reference(node, doc) -> bool:
     if isinstance(node, Not):
         return not reference(node.arg, doc)
     v = value(doc, node.field)
+    if isinstance(node, Missing):
+        return (v is None or v == []) == (not node.negated)
     if isinstance(node, Has):
         return v is not None and node.value in v
     if v is None:
@@ -76,6 +78,12 @@ PREDICATES = [
     "lang = 'en' and year >= 2020", "lang = 'en' or lang = 'de' and year < 2005",
     "(lang = 'en' or lang = 'de') and year < 2005", "not (lang = 'en')", "not not ok = true",
     "NOT (year >= 2000 AND tags HAS 'c') OR score > 1e0", "score > -.5 and score < 5E-1",
+    # beyond every int64 and every binary64: constants, not an OverflowError
+    "year < 1e999", "year = 1e999", "year != -1e999", "year > -1e999", "score < 1e999", "score >= -1e999",
+    "score < " + "9" * 400, "score > -" + "9" * 400, "score = " + "9" * 400,
+    "lang is missing", "lang is not missing", "year IS MISSING", "score is missing", "ok is not missing",
+    "tags is missing", "tags is not missing", "not lang is missing", "lang is missing or lang != 'en'",
+    "year is not missing and year < 2000",
 ]
 
 
@@ -95,6 +103,11 @@ def test_parse_tree_and_precedence():
     assert parse("t HAS 'q'") == Has("t", "q", 0)
     assert parse("s = 'it''s'").value == "it's"
     assert parse("n = -2.5e3").value == -2500.0 and isinstance(parse("n = 7").value, int)
+    assert parse("a is missing") == Missing("a", False, 0)
+    assert parse("a IS NOT Missing and b = 1") == And(Missing("a", True, 0), Compare("b", "=", 1, 21))
+    # 'is' and 'missing' are keywords only after a field name: fields may still be called so
+    assert parse("is is missing") == Missing("is", False, 0)
+    assert parse("missing = 1 or is != 2") == Or(Compare("missing", "=", 1, 0), Compare("is", "!=", 2, 15))
 
 
 @pytest.mark.parametrize("text, message, position", [
@@ -111,6 +124,10 @@ def test_parse_tree_and_precedence():
     ("lang not = 'x'", "expected 'in' after 'not'", 9),
     ("lang = 'en' & year = 1", "unexpected character '&'", 12),
     ("tags has 3", "'has' takes a string", 9),
+    ("year = \u0663", "unexpected character", 7),           # digits are ASCII digits
+    ("lang is 'en'", "expected 'missing' after is", 8),
+    ("lang is not", "expected 'missing' after is not", 11),
+    ("lang is not null", "expected 'missing' after is not", 12),
 ])
 def test_syntax_errors_point_at_the_position(text, message, position):
     with pytest.raises(InvalidInputError) as info:

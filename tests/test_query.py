@@ -240,3 +240,15 @@ def test_without_removes_each_query_own_id_and_keeps_the_order(rng):
         kept = [i for i in row if i != o and i >= 0]
         expected.append(kept + [-1] * (len(row) - len(kept)))
     assert without(ids, own).tolist() == expected
+
+
+def test_sharded_result_strategies():
+    """A filtered sharded search says how each shard searched (None: a missing shard); the joined
+    strategy skips shards that admitted nothing and splits a shard's own '+'-joined parts."""
+    from vecstore.query import ShardedSearchResult
+
+    d, i = np.zeros((1, 2), np.float32), np.full((1, 2), -1)
+    assert ShardedSearchResult(d, i).strategy is None and ShardedSearchResult(d, i).allowed is None
+    r = ShardedSearchResult(d, i, ("s1.vs",), ("exact", None, "none", "exact+filtered-two-stage"), 7)
+    assert r.strategy == "exact+filtered-two-stage" and r.allowed == 7 and not r.complete
+    assert ShardedSearchResult(d, i, (), ("none", "none"), 0).strategy == "none"

@@ -49,6 +49,9 @@ EXACT = Plan(RAW_TIER)
 
 def rescore_refusal(fine: TierFacts, coarse: TierFacts) -> str | None:
     """Why ``fine`` cannot rescore candidates of ``coarse`` (None: it can)."""
+    if fine.codec_string.startswith("ivf"):
+        return (f"tier {fine.name!r} ({fine.codec_string}) is an inverted-file tier, stored in list order: it cannot "
+                "rescore; rescore from a flat float32, float16 or int8 tier (e.g. raw)")
     if fine.layout not in RESCORE_LAYOUTS:
         return (f"tier {fine.name!r} ({fine.codec_string}) cannot rescore: choose a float32, float16 or int8 "
                 "tier (e.g. raw)")

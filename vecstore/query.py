@@ -46,16 +46,32 @@ class ShardedSearchResult(SearchResult):
     ``missing_shards`` names the shard files that did not answer; it is empty unless the search was
     made with ``allow_partial=True`` and some shards failed. Then the result holds the best k of the
     shards that answered, and may lack documents the missing shards would have given.
+
+    With ``where=`` or ``allow=``, as a :class:`FilteredSearchResult` says for the parts of a store:
+    ``strategies`` holds each shard's strategy, in the manifest's shard order (a shard's own parts
+    joined by "+" where they differ; None for a missing shard), ``allowed`` how many documents the
+    filter admitted in the shards that answered, and ``strategy`` the strategies used, joined. An
+    unfiltered search has no strategies (``strategy`` is None).
     """
 
-    def __new__(cls, distances, ids, missing_shards=()):
+    def __new__(cls, distances, ids, missing_shards=(), strategies=(), allowed=None):
         self = super().__new__(cls, distances, ids)
         self.missing_shards = tuple(missing_shards)
+        self.strategies = tuple(strategies)
+        self.allowed = None if allowed is None else int(allowed)
         return self
 
     @property
     def complete(self) -> bool:
         return not self.missing_shards
+
+    @property
+    def strategy(self) -> str | None:
+        """Every strategy a shard used that admitted a row (or "none"), joined by "+" if they differ;
+        None for an unfiltered search."""
+        if not self.strategies:
+            return None
+        return _joined(s for shard in self.strategies if shard is not None for s in shard.split("+"))
 
 
 class FilteredSearchResult(SearchResult):
@@ -76,8 +92,12 @@ class FilteredSearchResult(SearchResult):
     @property
     def strategy(self) -> str:
         """The one strategy of every part that admitted a row (or "none"), joined by "+" if they differ."""
-        used = [s for s in dict.fromkeys(self.strategies) if s != "none"]
-        return "+".join(used) or "none"
+        return _joined(self.strategies)
+
+
+def _joined(strategies) -> str:
+    used = [s for s in dict.fromkeys(strategies) if s != "none"]
+    return "+".join(used) or "none"
 
 
 # -- validation ------------------------------------------------------------------------------------

@@ -102,9 +102,12 @@ def test_committed_stores_search_as_expected(committed):
         with open(os.path.join(committed, case.get("query_file", "queries.json")), encoding="utf-8") as fh:
             q = np.asarray(json.load(fh)["vectors"][case["query"]], dtype=np.float32)
         with vecstore.open(os.path.join(committed, case["store"])) as store:
-            D, I = store.search(q, case["k"], tier=case["tier"], rescore=case["rescore"],
-                                oversample=case["oversample"])
+            result = store.search(q, case["k"], tier=case["tier"], rescore=case["rescore"],
+                                  oversample=case["oversample"], where=case.get("where"), allow=case.get("allow"))
+        D, I = result
         assert I[0].tolist() == case["ids"], case
+        if "strategy" in case:                    # a filtered search (docs/format.md, Filtered search)
+            assert result.strategy == case["strategy"], case
         want = np.array([np.nan if v is None else v for v in case["scores"]], dtype=np.float64)
         got = np.where(np.isfinite(D[0]), D[0], np.nan)
         np.testing.assert_allclose(got, want, rtol=0, atol=SAME_BUILD_TOL, equal_nan=True)
@@ -112,6 +115,23 @@ def test_committed_stores_search_as_expected(committed):
         with vecstore.open(os.path.join(committed, case["store"])) as store:
             assert store.keys(case["ids"]) == case["keys"]
             assert store.metadata(case["ids"]) == case["metadata"]
+
+
+def test_committed_filters_admit_the_recorded_ids(committed):
+    """expected.json "filters": the ids each where=/allow= admits, as vecstore evaluates them on the
+    committed store (a port checks its own evaluation against these before searching)."""
+    expected = _load(committed)
+    assert len(expected["filters"]) >= 10
+    strategies = set()
+    for case in expected["filters"]:
+        with vecstore.open(os.path.join(committed, case["store"])) as store:
+            result = store.search(np.ones(store.dim, np.float32), store.count, tier="raw", where=case["where"],
+                                  allow=case["allow"])
+            assert sorted(result.ids[0][result.ids[0] >= 0].tolist()) == case["admitted"], case
+            assert result.allowed == len(case["admitted"])
+    for case in expected["searches"]:
+        strategies.add(case.get("strategy"))
+    assert strategies >= {"none", "exact", "filtered-scan", "filtered-two-stage"}
 
 
 def test_committed_encoders_encode_and_search_as_expected(committed):
@@ -135,7 +155,7 @@ def test_committed_encoders_encode_and_search_as_expected(committed):
 
 
 def test_committed_checksums_verify(committed):
-    for name in ("ip.vs", "cosine.vs", "l2.vs", "segments.vs", "wordvec.vs", "elman.vs"):
+    for name in ("ip.vs", "cosine.vs", "l2.vs", "segments.vs", "wordvec.vs", "elman.vs", "filters.vs"):
         checks = vecstore.verify(os.path.join(committed, name))     # raises IntegrityError on a mismatch
         assert checks and all(c.ok for c in checks), name
 

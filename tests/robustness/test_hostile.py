@@ -417,7 +417,7 @@ F, UV = vecstore.FormatError, vecstore.UnsupportedVersionError
 # (id, edit, expected class, message regex, refused before the file is mapped?)
 FILE_CASES = [
     # version and root attributes
-    ("newer format version", set_attr("/", "format_version", np.int64(2)), UV, "version 2.*upgrade vecstore", True),
+    ("newer format version", set_attr("/", "format_version", np.int64(3)), UV, "version 3.*upgrade vecstore", True),
     ("much newer version", set_attr("/", "format_version", np.int64(2**62)), UV, "upgrade vecstore", True),
     ("version 0", set_attr("/", "format_version", np.int64(0)), F, "version 0", True),
     ("version as text", set_attr("/", "format_version", "1"), F, "must be an integer", True),

@@ -107,6 +107,43 @@ def test_search_on_the_cluster_equals_one_store(built, data, client, metric):
         assert_same_results(store.search(q, K), open_sharded(manifest.path).search(q, K))  # default plan
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_filtered_search_on_the_cluster_equals_the_local_backend(data, client, tmp_path, metric):
+    """where= and allow= on the cluster: built there with fields, each worker evaluates the filter
+    on its shards' columns; the same results, bit for bit, strategies and admitted counts as the
+    thread backend, and the exact top-k of the admitted documents on raw."""
+    x, q, path = data
+    meta = [{"lang": ("en", "de", "fr")[i % 3], "year": 1990 + i % 40} if i % 7 else {"lang": "en"}
+            for i in range(N)]
+    manifest = build_collection(path, str(tmp_path / "col"), metric=metric, client=client, metadata=meta,
+                                fields=["lang", "year"])
+    where = "lang = 'de' and year >= 2000"
+    admitted = np.array([d.get("lang") == "de" and d.get("year", 0) >= 2000 for d in meta])
+    some = np.flatnonzero(np.arange(N) % 5 == 0)
+    with open_sharded(manifest.path, client=client) as remote, open_sharded(manifest.path) as local:
+        assert remote.backend == "dask" and local.backend != "dask"
+        cases = [dict(where=where, tier="raw"), dict(where=where, tier="pq8", rescore="raw", oversample=4),
+                 dict(allow=some, tier="int8", rescore="raw", oversample=2),
+                 dict(where="year < 1995", allow=np.isin(np.arange(N), some)),
+                 dict(allow=[3, 10, 17], tier="pq8", rescore="raw", oversample=4),      # shard 0 only, exact
+                 dict(where="lang = 'zz'", tier="raw")]                                   # nothing admitted
+        for case in cases:
+            got, want = remote.search(q, K, **case), local.search(q, K, **case)
+            np.testing.assert_array_equal(got.ids, want.ids)
+            np.testing.assert_array_equal(got.distances, want.distances)
+            assert got.strategies == want.strategies and got.allowed == want.allowed, case
+            assert len(got.strategies) == len(manifest.shards)
+        raw = remote.search(q, K, where=where, tier="raw")
+        assert raw.allowed == admitted.sum() and raw.strategy == "filtered-scan"
+        scores = -((q[:, None, :] - x[None]) ** 2).sum(-1) if metric == "l2" else q @ x.T
+        scores[:, ~admitted] = -np.inf
+        truth = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+        assert recall(raw.ids, truth) >= 0.99           # exact, up to float ties
+        assert np.isin(raw.ids, np.flatnonzero(admitted)).all()
+        nothing = remote.search(q, K, where="lang = 'zz'", tier="raw")
+        assert (nothing.ids == -1).all() and nothing.strategy == "none" and nothing.allowed == 0
+
+
 def test_workers_open_each_shard_once_and_keep_it(built, data, client):
     _, q, _ = data
     manifest, single = built["cosine"]

@@ -215,8 +215,17 @@ def test_shards_evaluate_the_same_filter(tmp_path):
     where = "lang = 'en' and year >= 2020"
     truth = brute(x, q, admitted(meta, where), "ip")
     with vecstore.open_sharded(manifest.path) as coll:
-        np.testing.assert_array_equal(coll.search(q, K, where=where, tier="raw").ids, truth)
+        result = coll.search(q, K, where=where, tier="raw")
+        np.testing.assert_array_equal(result.ids, truth)
+        assert result.strategies == ("filtered-scan",) * 3 and result.strategy == "filtered-scan"
+        assert result.allowed == admitted(meta, where).sum()
         np.testing.assert_array_equal(coll.search(q, K, allow=admitted(meta, where), tier="raw").ids, truth)
+        assert coll.search(q, K, tier="raw").strategy is None                      # unfiltered
+        # ids 0..399 are shard 0's: shard 0 searches exactly (few rows), the others admit none
+        few = coll.search(q, K, allow=[1, 2, 3], tier="pq4", rescore="raw", oversample=4)
+        assert few.strategies == ("exact", "none", "none") and few.strategy == "exact" and few.allowed == 3
+        two = coll.search(q, K, where="year >= 1990", tier="pq4", rescore="raw", oversample=4)
+        assert two.strategies == ("filtered-two-stage",) * 3 and two.allowed == N
         with pytest.raises(InvalidInputError, match="position"):
             coll.search(q, K, where="lang =")
 
@@ -244,3 +253,103 @@ def test_cli(tmp_path):
     assert out.exit_code != 0 and "position 7" in out.output
     out = runner.invoke(cli, ["add-fields", store, "year", "--replace"])
     assert out.exit_code == 0 and "year (int)" in out.output, out.output
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("fast_scan", [True, False])
+def test_filtered_candidates_of_a_4bit_tier_are_ranked_by_quantised_scores(stores, metric, fast_scan, monkeypatch):
+    """docs/format.md, "Candidates of a 4-bit PQ tier": a filtered two-stage search ranks the
+    admitted rows by the quantised score, as the unfiltered one does (with the fast scan and with
+    the row-by-row kernel of a CPU without it), then rescores them."""
+    from vecstore.codecs.pq import unpack_nibbles
+    from vecstore.kernels import dispatch, fastscan
+
+    if fast_scan and not dispatch.FAST_SCAN:
+        pytest.skip("no fast scan on this CPU")
+    monkeypatch.setattr(dispatch, "FAST_SCAN", fast_scan)
+    monkeypatch.setattr(strategy, "EXACT_RATIO", 0.0)
+    q = np.random.default_rng(8).standard_normal((3, DIM)).astype(np.float32)
+    allowed = admitted(docs(), "lang = 'en'")
+    k, f = K, 4.0
+    width = int(np.ceil(k * f))
+    with vecstore.open(stores[metric]) as store:
+        tier = store.tiers["pq8x4"]
+        prepared = q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q
+        folded, _, bias = tier.fold(prepared)
+        lut = tier.codec.terminal.lookup_tables(folded)
+        lut8, base, scale, _ = fastscan.quantize_tables(lut)
+        m = lut.shape[1]
+        table8 = lut8.reshape(q.shape[0], -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
+        codes = unpack_nibbles(np.asarray(tier.codes), m)
+        sums = sum(table8[:, j, codes[:, j]] for j in range(m))
+        approx = (base[:, None] + sums / scale[:, None]).astype(np.float32)
+        if bias.shape[0]:
+            approx = approx + bias
+        rows = np.flatnonzero(allowed)
+        want = rows[np.argsort(-approx[:, rows], axis=1, kind="stable")[:, :width]]
+        _, got = tier.scan_allowed(prepared, width, allowed.view(np.uint8), candidates=True)
+        for a, b, s in zip(got, want, approx):
+            assert set(a) == set(b) or np.isclose(s[a].min(), s[b].min())   # ties at the cut: either row
+        # oversample 1: the results are the k best admitted rows by quantised score, re-ranked
+        result = store.search(q, k, tier="pq8x4", rescore="raw", oversample=1.0, where="lang = 'en'")
+        assert result.strategy == "filtered-two-stage"
+        ids = np.asarray(store.ids)
+        for a, b, s in zip(result.ids, want[:, :k], approx):
+            assert set(a) == set(ids[b]) or np.isclose(s[a].min(), s[b].min())
+
+
+def test_cli_allow(tmp_path):
+    """--allow takes ids separated by commas or a file of ids (one per line); ids not in the store
+    are ignored, as allow= does; anything else is one line on stderr and a non-zero exit."""
+    x = data(1)
+    np.save(tmp_path / "x.npy", x)
+    with open(tmp_path / "meta.jsonl", "w") as fh:
+        fh.writelines(json.dumps(d) + "\n" for d in docs())
+    store = str(tmp_path / "s.vs")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), store, "--metadata", str(tmp_path / "meta.jsonl"),
+                              "--fields", "lang", "--quiet"])
+    assert out.exit_code == 0, out.output
+    vector = ",".join(str(v) for v in x[5])
+    allowed = [3, 5, 8, 13, 21, 34]
+    truth = brute(x, x[5:6], np.isin(np.arange(N), allowed), "ip", k=4)[0].tolist()
+
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "-k", "4", "--allow", "3,5,8,13,21,34,99999",
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["results"][0]["ids"] == truth and doc["allowed"] == 6 and doc["allow_ids"] == 7
+    assert doc["strategy"] == "filtered-scan"
+
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("3\n5\n\n8\n13, 21\n34\n99999\n")
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "-k", "4", "--allow", str(ids_file), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["results"][0]["ids"] == truth
+
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "-k", "4", "--allow", str(ids_file),
+                              "--where", "lang = 'de'"])            # 13 and 34 are 'de' (i % 3 == 1)
+    assert out.exit_code == 0, out.output
+    assert "filter \"lang = 'de'\" and 7 allowed ids admits 2 documents" in out.output
+    rows = [line.split() for line in out.output.splitlines() if line.strip()[:1].isdigit()]
+    assert sorted(int(r[1]) for r in rows) == [13, 34]
+
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "--allow", "7"])   # one id
+    assert out.exit_code == 0 and "admits 1 documents" in out.output, out.output
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = runner.invoke(cli, ["search", store, "--vector", vector, "--allow", str(empty), "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["strategy"] == "none"
+
+    bad_file = tmp_path / "bad.txt"
+    bad_file.write_text("3\n5\nfive\n")
+    for value, message in [("3,x,5", "is neither ids separated by commas"),
+                           ("no-such-file.txt", "is neither ids separated by commas"),
+                           (str(bad_file), "line 3: 'five' is not an id"),
+                           ("1,99999999999999999999", "does not fit in int64"),
+                           (str(tmp_path), "cannot read the file of ids")]:
+        out = runner.invoke(cli, ["search", store, "--vector", vector, "--allow", value])
+        assert out.exit_code != 0, (value, out.output)
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.output, (value, out.output)

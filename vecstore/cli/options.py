@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import click
 import numpy as np
@@ -29,6 +30,40 @@ def parse_vector(text: str) -> np.ndarray:
     except ValueError:
         raise InvalidInputError("--vector must be numbers separated by commas or spaces") from None
     return np.asarray(values, dtype=np.float32)
+
+
+_ID_LIST = re.compile(r"\s*-?\d+\s*(,\s*-?\d+\s*)*,?\s*")
+
+
+def parse_allow(value: str) -> np.ndarray:
+    """``--allow``: comma-separated ids (``3,17,42``), or a file of ids (one per line; commas and
+    blank lines allowed). Ids not in the store are ignored, as ``allow=`` does; anything that is
+    not an integer is an InvalidInputError naming it (and its line)."""
+    if _ID_LIST.fullmatch(value):
+        return _ids([(None, value)], f"--allow {value!r}")
+    try:
+        with open(value, encoding="utf-8") as fh:
+            lines = list(enumerate(fh, start=1))
+    except FileNotFoundError:
+        raise InvalidInputError(f"--allow {value!r} is neither ids separated by commas (e.g. 3,17,42) nor a "
+                                "file of ids (one per line)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"--allow {value!r}: cannot read the file of ids ({exc})") from None
+    return _ids(lines, f"--allow file {value!r}")
+
+
+def _ids(lines, where: str) -> np.ndarray:
+    out = []
+    for number, line in lines:
+        for token in line.replace(",", " ").split():
+            try:
+                out.append(int(token))
+            except ValueError:
+                at = f", line {number}" if number is not None else ""
+                raise InvalidInputError(f"{where}{at}: {token!r} is not an id (ids are integers)") from None
+            if not -(1 << 63) <= out[-1] < 1 << 63:
+                raise InvalidInputError(f"{where}: id {token} does not fit in int64")
+    return np.asarray(out, dtype=np.int64)
 
 
 def progress_option(quiet: bool) -> bool | None:

@@ -13,7 +13,8 @@ from vecstore.errors import InvalidInputError
 from vecstore.ingest import open_vectors
 
 from .group import cli
-from .options import echo_results, human_bytes, parse_vector, progress_option, results_json, stored_metadata
+from .options import (echo_results, human_bytes, parse_allow, parse_vector, progress_option, results_json,
+                      stored_metadata)
 
 TRAIN_SIZE = vecstore.compress.__kwdefaults__["train_size"]
 
@@ -112,7 +113,8 @@ def info(store_path, as_json, untrusted) -> None:
     tier, rescore, oversample = data["default_search"]
     if rescore:
         cal = next(t["calibration"] for t in data["tiers"] if t["name"] == tier)
-        click.echo(f"default search: scan {tier}, rescore {oversample:g}x candidates from {rescore} "
+        probes = f" ({cal['nprobe']} lists probed)" if "nprobe" in cal else ""
+        click.echo(f"default search: scan {tier}{probes}, rescore {oversample:g}x candidates from {rescore} "
                    f"(calibrated recall@10 {cal['recall_at_10']:.3f} on {cal['queries']} stored documents)")
     else:
         click.echo("default search: exact, on the raw tier (no calibrated compressed tier yet)")
@@ -134,28 +136,35 @@ def info(store_path, as_json, untrusted) -> None:
 @click.option("--rescore", default=None, help="Finer tier that re-scores the candidates (e.g. raw, float16).")
 @click.option("--oversample", type=float, default=None,
               help="Candidates per result taken from --tier for rescoring (default: calibrated, else 4).")
+@click.option("--nprobe", type=int, default=None,
+              help="Lists an inverted-file tier (ivf<nlist>,...) scans (default: calibrated).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
 @click.option("--model", "model_spec", default=None, metavar="NAME@VERSION",
               help="The model that made the queries: refused if the store's vectors come from another.")
 @click.option("--where", "where", default=None, metavar="FILTER",
               help="Only documents matching FILTER, e.g. \"lang = 'en' and year >= 2020\" (docs/filters.md).")
+@click.option("--allow", "allow_spec", default=None, metavar="IDS|FILE",
+              help="Only these documents: ids separated by commas (3,17,42), or a file of ids, one per line. "
+                   "Ids not in the store are ignored. With --where: both must admit a document.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_empty, k, tier, rescore,
-           oversample, limit, model_spec, where, as_json) -> None:
+           oversample, nprobe, limit, model_spec, where, allow_spec, as_json) -> None:
     """Search STORE with QUERIES (.npy, .fvecs, FILE.h5:/DATASET, ann-benchmarks .hdf5: its test set),
-    --vector or --text; --where keeps only the documents a filter admits."""
+    --vector or --text; --where and --allow keep only the documents a filter admits."""
     texts = list(query_texts) or None
     if sum(x is not None for x in (queries_path, vector_text, texts)) != 1:
         raise click.UsageError("give exactly one of a QUERIES file, --vector or --text")
     if texts is None and (encoder_name is not None or on_empty != "error"):
         raise click.UsageError("--encoder and --on-empty apply to --text queries only")
     unknown = None
+    allow = parse_allow(allow_spec) if allow_spec is not None else None
+    filtered = where is not None or allow is not None
     with vecstore.open(store_path) as store:
         tier, rescore, oversample = store.resolve_plan(tier, rescore, oversample)
         if texts is not None:
             result = store.search_text(
                 texts[:limit], k, encoder=encoder_name, model=model_spec, on_empty=on_empty, tier=tier,
-                rescore=rescore, oversample=oversample, where=where)
+                rescore=rescore, oversample=oversample, where=where, allow=allow, nprobe=nprobe)
             distances, ids, unknown = result
         else:
             if vector_text is not None:
@@ -164,7 +173,7 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
                 source = open_vectors(queries_path, prefer="test")
                 queries = source.read_all() if limit is None else source.reader(0, min(limit, source.shape[0]))
             result = store.search(queries, k, tier=tier, rescore=rescore, oversample=oversample,
-                                  model=model_spec, where=where)
+                                  model=model_spec, where=where, allow=allow, nprobe=nprobe)
             distances, ids = result
         keys = store.keys(ids)
         metadata = stored_metadata(store, ids)
@@ -189,21 +198,26 @@ def search(store_path, queries_path, vector_text, query_texts, encoder_name, on_
             doc["unknown_words"] = unknown[0]  # kept for scripts written for one --text; see results[0]
         if where is not None:
             doc["where"] = where
-            if hasattr(result, "strategy"):
-                doc.update(allowed=result.allowed, strategy=result.strategy)
+        if allow is not None:
+            doc["allow_ids"] = int(np.unique(allow).shape[0])
+        if filtered and hasattr(result, "strategy"):
+            doc.update(allowed=result.allowed, strategy=result.strategy)
         click.echo(json.dumps(doc))
         return
     plan = f"tier {tier}" + (f", rescored from {rescore} with oversample {oversample:g}" if rescore else "")
-    if where is not None:
-        plan += f"; filter {where!r}" + (f" admits {result.allowed} documents, searched {result.strategy}"
-                                         if hasattr(result, "strategy") else "")
+    if filtered:
+        what = " and ".join(([f"{where!r}"] if where is not None else [])
+                            + ([f"{np.unique(allow).shape[0]} allowed ids"] if allow is not None else []))
+        plan += f"; filter {what}" + (f" admits {result.allowed} documents, searched {result.strategy}"
+                                      if hasattr(result, "strategy") else "")
     click.echo(f"# {plan}")
     echo_results(distances, ids, keys, metric, metadata, skipped=skipped)
 
 
 @cli.command()
 @click.argument("store_path", metavar="STORE")
-@click.option("--codec", default=None, help="Codec string, e.g. float16, int8, pca256,int8, pq64, pq128x4.")
+@click.option("--codec", default=None,
+              help="Codec string, e.g. float16, int8, pca256,int8, pq64, pq128x4, ivf1024,pq32x4.")
 @click.option("--name", default=None, help="Tier name (default: the codec string).")
 @click.option("--train-size", default=TRAIN_SIZE, show_default=True, type=int,
               help="Vectors sampled from the raw tier to train on.")
@@ -246,7 +260,8 @@ def compress(store_path, codec, name, train_size, seed, params_path, replace, re
         cal = tier.calibration
         if cal:
             verdict = "meets" if cal["meets_target"] else "misses"
-            click.echo(f"calibrated: rescoring from {cal['rescore']} with oversample {cal['oversample']} gives "
+            probes = f"{cal['nprobe']} lists probed and " if "nprobe" in cal else ""
+            click.echo(f"calibrated: {probes}rescoring from {cal['rescore']} with oversample {cal['oversample']} gives "
                        f"recall@10 {cal['recall_at_10']:.3f} on {cal['queries']} stored documents "
                        f"({verdict} the {cal['target_recall_at_10']} target)")
 

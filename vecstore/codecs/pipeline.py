@@ -29,6 +29,8 @@ class Pipeline(Codec):
             raise InvalidInputError(
                 "only the last codec of a chain may produce codes; put pca stages first (e.g. 'pca256,pq64')"
             )
+        if any(s.codec_id == "ivf" for s in stages[1:]):
+            raise InvalidInputError("an ivf stage partitions the input vectors: put it first (e.g. 'ivf1024,pq32x4')")
         self.stages = stages
 
     # -- configuration --------------------------------------------------------------------------
@@ -43,6 +45,11 @@ class Pipeline(Codec):
     @property
     def layout(self) -> str:
         return self.terminal.layout
+
+    @property
+    def ivf(self) -> Codec | None:
+        """The inverted-file stage (vecstore.codecs.ivf), first in the chain, or None."""
+        return self.stages[0] if self.stages[0].codec_id == "ivf" else None
 
     @property
     def code_dtype(self) -> np.dtype:

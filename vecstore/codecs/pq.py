@@ -125,15 +125,9 @@ class PQ(Codec):
         return self
 
     def assign(self, x: np.ndarray) -> np.ndarray:
-        """(n, dim) -> (n, m) centroid indices (unpacked)."""
+        """(n, dim) -> (n, m) centroid indices (unpacked): the nearest by L2, the lowest on ties."""
         self.check_fitted()
-        out = np.empty((x.shape[0], self.m), dtype=np.uint8)
-        for j in range(self.m):
-            sub = x[:, j * self.dsub:(j + 1) * self.dsub]
-            book = self.codebooks_[j]
-            dist = (book * book).sum(axis=1)[None, :] - 2.0 * (sub @ book.T)
-            out[:, j] = np.argmin(dist, axis=1)
-        return out
+        return pq_kernels.nearest_codes(np.ascontiguousarray(x, dtype=np.float32), self.codebooks_)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         codes = self.assign(np.asarray(x, dtype=np.float32))

@@ -1,8 +1,8 @@
 """Codec strings: the comma-separated chains, pre-transforms first, as in FAISS's index_factory:
 
-    float32 | float16 | int8 | int8c<q> | pca<n> | pq<m> | pq<m>x4 | pq<m>x8
+    float32 | float16 | int8 | int8c<q> | pca<n> | pq<m> | pq<m>x4 | pq<m>x8, after an optional ivf<nlist>
 
-e.g. ``float16``, ``int8``, ``pca256,int8``, ``pq64``, ``pca256,pq64``, ``pq128x4``. A chain with
+e.g. ``float16``, ``int8``, ``pca256,int8``, ``pq64``, ``pca256,pq64``, ``pq128x4``, ``ivf4096,pq32x4``. A chain with
 no code stage ends in float32 (``pca256`` stores float32 projections). ``int8c0.001`` clips each
 dimension's range to its 0.1% / 99.9% quantiles. Strings print back in this canonical form.
 """
@@ -13,18 +13,20 @@ import re
 
 from ..errors import UnknownCodecError
 from .abc import Codec
+from .ivf import IVF
 from .pca import PCA
 from .pq import PQ
 from .scalar import Float16, Float32, Int8
 
 # The closed allow-list: codec id -> class (vecstore.codecs.registry builds from it).
-CODECS: dict[str, type[Codec]] = {c.codec_id: c for c in (Float32, Float16, Int8, PCA, PQ)}
+CODECS: dict[str, type[Codec]] = {c.codec_id: c for c in (Float32, Float16, Int8, PCA, PQ, IVF)}
 
 _TOKENS = [
     (re.compile(r"^float32$"), lambda m: {"id": "float32"}),
     (re.compile(r"^float16$"), lambda m: {"id": "float16"}),
     (re.compile(r"^int8$"), lambda m: {"id": "int8"}),
     (re.compile(r"^int8c([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)$"), lambda m: {"id": "int8", "clip": float(m[1])}),
+    (re.compile(r"^ivf([0-9]+)$"), lambda m: {"id": "ivf", "nlist": int(m[1])}),
     (re.compile(r"^pca([0-9]+)$"), lambda m: {"id": "pca", "n_components": int(m[1])}),
     (re.compile(r"^pq([0-9]+)$"), lambda m: {"id": "pq", "m": int(m[1]), "nbits": 8}),
     (re.compile(r"^pq([0-9]+)x([0-9]+)$"), lambda m: {"id": "pq", "m": int(m[1]), "nbits": int(m[2])}),
@@ -45,7 +47,7 @@ def parse_codec_string(text: str) -> list[dict]:
         else:
             raise UnknownCodecError(
                 f"unknown codec {token!r} in {text!r}; known: float32, float16, int8, int8c<q>, "
-                "pca<n>, pq<m>, pq<m>x4"
+                "pca<n>, pq<m>, pq<m>x4, ivf<nlist>"
             )
     if CODECS[configs[-1]["id"]].layout is None:
         configs.append({"id": "float32"})
@@ -54,6 +56,8 @@ def parse_codec_string(text: str) -> list[dict]:
 
 def _token(stage: Codec) -> str:
     cfg = stage.get_config()
+    if cfg["id"] == "ivf":
+        return f"ivf{cfg['nlist']}"
     if cfg["id"] == "pca":
         return f"pca{cfg['n_components']}"
     if cfg["id"] == "pq":

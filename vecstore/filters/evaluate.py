@@ -4,7 +4,7 @@ one boolean row mask, with whole-column numpy operations (never a Python loop ov
 Semantics (docs/filters.md, normative for any reader):
 
 - A comparison (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``, ``has``) is false on a
-  row whose value is missing; ``not`` is the plain complement, so ``not (lang = 'en')`` holds for
+  row whose value is missing; ``is missing`` holds exactly there, ``is not missing`` elsewhere; ``not`` is the plain complement, so ``not (lang = 'en')`` holds for
   rows without a language and ``lang != 'en'`` does not.
 - int fields compare exactly with any number (``year < 2020.5`` is ``year <= 2020``); float fields
   compare as float64. Strings compare by Unicode code point. bool fields take ``=``/``!=``/``in``
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .columns import Column
-from .parse import And, Compare, Has, In, Not, Or, fields_of, parse
+from .parse import And, Compare, Has, In, Missing, Not, Or, fields_of, parse
 
 _NAMES = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
 _KIND_OF_VALUE = {bool: "bool", int: "number", float: "number", str: "string"}
@@ -67,6 +67,8 @@ class Predicate:
         if kind is None:
             known = ", ".join(f"{n} ({t})" for n, t in self.types.items())
             self._fail(f"unknown field {node.field!r}; the store's fields are {known}", node.pos)
+        if isinstance(node, Missing):  # any type
+            return
         if isinstance(node, Has):
             if kind != "tags":
                 self._fail(f"'has' tests a tags field, but {node.field!r} is {kind}: use {node.field} = ...",
@@ -109,6 +111,9 @@ def _eval(node, columns: Mapping[str, Column], count: int) -> np.ndarray:
     if isinstance(node, Not):
         return ~_eval(node.arg, columns, count)
     col = columns[node.field]
+    if isinstance(node, Missing):
+        present = _present(col, count)
+        return present.copy() if node.negated else ~present
     if isinstance(node, Has):
         return _has(col, node.value, count)
     if isinstance(node, In):
@@ -122,8 +127,11 @@ def _eval(node, columns: Mapping[str, Column], count: int) -> np.ndarray:
 
 
 def _present(col: Column, count: int) -> np.ndarray:
+    """Rows whose value is not missing (docs/format.md, Fields: a tags value is missing when empty)."""
     if col.kind == "string":
         return np.asarray(col.codes) >= 0
+    if col.kind == "tags":
+        return np.diff(np.asarray(col.offsets)) > 0
     return np.asarray(col.present).view(bool)
 
 
@@ -139,15 +147,30 @@ def _compare(col: Column, op: str, value, count: int) -> np.ndarray:
         op, value = test
     elif col.kind == "bool":
         value = np.uint8(value)
+    else:
+        value = _binary64(value)
     hit = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
            ">=": np.greater_equal}[op](values, value)
     return hit & present
 
 
+def _binary64(value) -> float:
+    """A number literal as an IEEE binary64 (an integer rounded to nearest, beyond the range an
+    infinity), what a float field compares with (docs/filters.md)."""
+    if isinstance(value, float):
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _int_comparison(op: str, value):
     """``x op value`` for int64 x and any number value, as (op, int64 value), or a bool when it
     holds for every present row (True) or none (False)."""
-    if isinstance(value, float):
+    if isinstance(value, float) and math.isinf(value):  # 1e999: beyond every int64
+        value = (1 << 64) if value > 0 else -(1 << 64)
+    elif isinstance(value, float):
         if op in ("=", "!="):
             if value != math.floor(value):
                 return op == "!="

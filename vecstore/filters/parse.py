@@ -6,13 +6,18 @@
     comparison = FIELD op literal
                | FIELD [ "not" ] "in" "(" literal { "," literal } ")"
                | FIELD "has" STRING
+               | FIELD "is" [ "not" ] "missing"
     op         = "=" | "!=" | "<" | "<=" | ">" | ">="
     literal    = STRING | NUMBER | "true" | "false"
     STRING     = "'" { any character but "'", or "''" for one quote } "'"
     NUMBER     = [ "-" ] digits [ "." digits ] [ ( "e" | "E" ) [ "+" | "-" ] digits ]
     FIELD      = letter or "_", then letters, digits, "_"
 
-Keywords are case-insensitive; field names are not. ``and`` binds tighter than ``or``; ``not``
+Letters, digits and white space are ASCII (a "٣" is not a digit here). A NUMBER with a "." or an
+exponent is a binary64 (the nearest to its decimal text); one without is an integer of any size.
+
+Keywords are case-insensitive; field names are not. ``is`` and ``missing`` are keywords only in
+that place (after a field name), so fields may still be called ``is`` or ``missing``. ``and`` binds tighter than ``or``; ``not``
 tighter than both. Errors are InvalidInputErrors that give the position (0-based character offset).
 """
 
@@ -50,6 +55,14 @@ class Has:
 
 
 @dataclass(frozen=True)
+class Missing:
+    """``field is missing`` (or ``is not missing``: negated)."""
+    field: str
+    negated: bool
+    pos: int
+
+
+@dataclass(frozen=True)
 class Not:
     arg: object
 
@@ -74,7 +87,7 @@ _TOKEN = re.compile(r"""
   | (?P<op>!=|<=|>=|=|<|>)
   | (?P<punct>[(),])
   | (?P<unclosed>')
-""", re.VERBOSE)
+""", re.VERBOSE | re.ASCII)   # digits and white space are ASCII, as the grammar says
 KEYWORDS = {"and", "or", "not", "in", "has", "true", "false"}
 
 
@@ -184,6 +197,17 @@ class FilterSyntax:
         if self.tok.kind == "op":
             op = self.take().text
             return Compare(field, op, self.literal(), pos)
+        if self.tok.kind == "word" and self.tok.text.lower() == "is":
+            self.take()
+            negated = False
+            if self.is_kw("not"):
+                self.take()
+                negated = True
+            if not (self.tok.kind == "word" and self.tok.text.lower() == "missing"):
+                found = "the end" if self.tok.kind == "end" else repr(self.tok.text)
+                self.fail(f"expected 'missing' after {'is not' if negated else 'is'}, found {found}", self.tok.pos)
+            self.take()
+            return Missing(field, negated, pos)
         if self.is_kw("has"):
             self.take()
             value_tok = self.tok
@@ -211,7 +235,7 @@ class FilterSyntax:
             self.take()
             return In(field, tuple(values), negated, pos)
         found = "the end" if self.tok.kind == "end" else repr(self.tok.text)
-        self.fail(f"expected an operator (= != < <= > >= in, not in, has) after {field!r}, found {found}",
+        self.fail(f"expected an operator (= != < <= > >= in, not in, has, is missing) after {field!r}, found {found}",
                   self.tok.pos)
 
     def literal(self):

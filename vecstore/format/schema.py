@@ -31,7 +31,16 @@ import xxhash
 from ..errors import FormatError, StoreNotFoundError, StoreWriteError, UnsupportedVersionError
 
 FORMAT_NAME = "vecstore"
-FORMAT_VERSION = 1
+# The highest format version this code reads. Version 2 is version 1 plus inverted-file tiers (their
+# codes are in list order, which a version-1 reader would misread); a file without one is written as
+# version 1, so readers of version 1 still open it (docs/format.md, "Reserved for later versions").
+FORMAT_VERSION = 2
+IVF_FORMAT_VERSION = 2
+
+
+def version_for(codecs) -> int:
+    """The format version a file holding tiers of these codec pipelines is written as."""
+    return IVF_FORMAT_VERSION if any(c.ivf is not None for c in codecs) else 1
 METRICS = ("ip", "cosine", "l2")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PAGE = 4096
@@ -58,6 +67,11 @@ TIERS = "tiers"
 CODES = "codes"
 SQNORMS = "sqnorms"
 PARAMS = "params"
+# An inverted-file tier's lists (docs/format.md, "Inverted-file tiers"): /tiers/<name>/lists/offsets
+# (nlist + 1, <i8) and /tiers/<name>/lists/rows (count, <i8); its codes and sqnorms are in list order.
+LISTS = "lists"
+LIST_OFFSETS = "offsets"
+LIST_ROWS = "rows"
 RAW_TIER = "raw"
 ENCODERS = "encoders"
 ATTR_CONFIG = "config"
@@ -556,6 +570,12 @@ def _read_structure(path: str, file_size: int, f: h5py.File) -> Header:
         }
         add(tier, CODES, tw)
         add(tier, SQNORMS, tw, required=False)
+        lists = _hard_child(tier, LISTS, tw)
+        if lists is not None:
+            if not isinstance(lists, h5py.Group):
+                raise FormatError(f"{tw}/{LISTS}: expected a group")
+            add(lists, LIST_OFFSETS, f"{tw}/{LISTS}")
+            add(lists, LIST_ROWS, f"{tw}/{LISTS}")
         params = _hard_child(tier, PARAMS, tw)
         if params is not None:
             add_arrays(params, f"{tw}/{PARAMS}")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .._version import __version__
 from ..codecs import Pipeline, codec_string
+from ..codecs.ivf import group_by_list
 from ..errors import StoreWriteError, VecstoreError
 from ..kernels.flat import sqnorms_f32
 from . import schema as fmt
@@ -28,14 +29,38 @@ from . import schema as fmt
 class TierPlan:
     """One tier of the file being written.
 
-    ``copy_from`` holds an existing tier's (codes, sqnorms) to copy unchanged; without it, every
-    source chunk is encoded with ``codec``.
+    ``copy_from`` holds an existing tier's (codes, sqnorms) to copy unchanged (an inverted-file
+    tier's in list order, with its ``lists``: (offsets, rows)); without it, every source chunk is
+    encoded with ``codec`` (an inverted-file tier's codes are gathered in RAM, then written in list
+    order: they are small beside the vectors, which are never all in RAM).
     """
 
     name: str
     codec: Pipeline
     copy_from: tuple[np.ndarray, np.ndarray | None] | None = None
     calibration: dict | None = None
+    lists: tuple[np.ndarray, np.ndarray] | None = None
+
+
+class _Listing:
+    """An inverted-file tier being encoded: codes, norms and lists of every row, in row order."""
+
+    def __init__(self, codec: Pipeline, count: int, l2: bool):
+        self.codec = codec
+        self.codes = np.empty((count, codec.code_width), dtype=codec.code_dtype)
+        self.norms = np.empty(count, dtype=np.float32) if l2 else None
+        self.lists = np.empty(count, dtype=np.int64)
+
+    def add(self, start: int, rows: np.ndarray) -> None:
+        stop = start + rows.shape[0]
+        self.codes[start:stop] = codes = self.codec.encode(rows)
+        if self.norms is not None:
+            self.norms[start:stop] = _sqnorms(self.codec, codes, rows)
+        self.lists[start:stop] = self.codec.ivf.assign(rows)
+
+    def in_list_order(self) -> tuple[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
+        rows, offsets = group_by_list(self.lists, self.codec.ivf.nlist)
+        return (self.codes[rows], None if self.norms is None else self.norms[rows]), (offsets, rows)
 
 
 @dataclass
@@ -88,7 +113,7 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
     with fmt.atomic_target(path, before_rename) as tmp:
         with fmt.create_file(tmp) as f:
             f.attrs[fmt.ATTR_FORMAT] = fmt.FORMAT_NAME
-            f.attrs[fmt.ATTR_VERSION] = np.int64(fmt.FORMAT_VERSION)
+            f.attrs[fmt.ATTR_VERSION] = np.int64(fmt.version_for(t.codec for t in tiers))
             f.attrs[fmt.ATTR_WRITER] = __version__
             f.attrs[fmt.ATTR_DIM] = np.int64(contents.dim)
             f.attrs[fmt.ATTR_COUNT] = np.int64(contents.count)
@@ -133,12 +158,20 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                                            plan.codec.code_dtype)
                 norms = (fmt.ChecksumWriter(group, fmt.SQNORMS, (contents.count,), np.dtype("<f4"))
                          if contents.metric == "l2" else None)
-                writers.append((plan, codes, norms))
+                if plan.codec.ivf is not None and plan.copy_from is None:
+                    listing = _Listing(plan.codec, contents.count, norms is not None)
+                    writers.append((listing, codes, norms))
+                else:
+                    _write_lists(group, plan)
+                    writers.append((plan, codes, norms))
             bar = tqdm(total=contents.count, unit="vec", desc=description, disable=not progress,
                        dynamic_ncols=True)
             with bar:
                 for start, stop, rows in _chunks(source if need_source else None, contents.count):
                     for plan, codes_w, norms_w in writers:
+                        if isinstance(plan, _Listing):
+                            plan.add(start, rows)
+                            continue
                         if plan.copy_from is not None:
                             old_codes, old_norms = plan.copy_from
                             codes_w.write(old_codes[start:stop])
@@ -150,7 +183,14 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                         if norms_w is not None:
                             norms_w.write(_sqnorms(plan.codec, codes, rows))
                     bar.update(stop - start)
-            for _, codes_w, norms_w in writers:
+            for plan, codes_w, norms_w in writers:
+                if isinstance(plan, _Listing):
+                    (codes, norms), lists = plan.in_list_order()
+                    _write_lists(codes_w.dataset.parent, TierPlan("", plan.codec, lists=lists))
+                    for start in range(0, contents.count, COPY_ROWS):
+                        codes_w.write(codes[start:start + COPY_ROWS])
+                        if norms_w is not None:
+                            norms_w.write(norms[start:start + COPY_ROWS])
                 codes_w.close()
                 if norms_w is not None:
                     norms_w.close()
@@ -161,6 +201,18 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
 
 
 COPY_ROWS = 65536
+
+
+def _write_lists(group: h5py.Group, plan: TierPlan) -> None:
+    """An inverted-file tier's lists (docs/format.md, "Inverted-file tiers"); nothing for other tiers."""
+    if plan.codec.ivf is None:
+        return
+    if plan.lists is None:
+        raise RuntimeError(f"tier {plan.name!r}: an ivf tier copied from another needs its lists")
+    offsets, rows = plan.lists
+    lists = group.create_group(fmt.LISTS)
+    fmt.write_array(lists, fmt.LIST_OFFSETS, np.asarray(offsets, dtype="<i8"))
+    fmt.write_array(lists, fmt.LIST_ROWS, np.asarray(rows, dtype="<i8"))
 
 
 def _chunks(source, count: int) -> Iterator[tuple[int, int, np.ndarray | None]]:

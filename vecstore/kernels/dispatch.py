@@ -146,11 +146,21 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
     if layout == "pq4":
         if FAST_SCAN and finite and blocked is not None:
             return _scan_fast(lut, codes, bias, k, *blocked(), exact, allow)
-        if finite and not exact and allow is None:  # no fast scan here: the same quantised candidates
+        if finite and not exact:  # no fast scan here: the same quantised candidates
             lut8, base, scale, _ = fastscan.quantize_tables(lut)
-            with threads_for(work):
-                return fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
-                                                   pq_parts(nq, n, k, 1))
+            if allow is None:
+                with threads_for(work):
+                    return fastscan.scan_pq4_quantised(lut8, base, scale, codes, lut.shape[1], bias, k,
+                                                       pq_parts(nq, n, k, 1))
+            # with a mask: the admitted rows' codes (and biases), in row order so ties still go to
+            # the lower row, scanned by the same kernel; a fallback path, so the copy is acceptable
+            rows = np.flatnonzero(allow)
+            sub_bias = bias[rows] if bias.shape[0] else bias
+            with threads_for(nq * rows.shape[0] * codes.shape[1]):
+                scores, found = fastscan.scan_pq4_quantised(lut8, base, scale, np.ascontiguousarray(codes[rows]),
+                                                            lut.shape[1], sub_bias, k,
+                                                            pq_parts(nq, rows.shape[0], k, 1))
+            return scores, rows[found]
         lut = pq.pair_tables(lut, codes.shape[1])
     mask = ALL_ROWS if allow is None else allow
     if finite and nq >= GROUPED_MIN_QUERIES:
@@ -184,6 +194,47 @@ def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blo
         return fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, allowed, k,
                                       fast_scan_parts(nq, n), exact)
 
+
+
+# -- inverted-file tiers (vecstore.codecs.ivf) --------------------------------------------------------
+#
+# A query scans only its probed lists: ``ranges`` (nq, nprobe, 2) holds each list's [start, stop)
+# positions in the list-ordered codes, in increasing order, and the rows returned are those positions.
+# Every query has its own rows, so the scans run a query a task.
+
+
+def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
+               ranges: np.ndarray, blocked=None, exact: bool = True,
+               allow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k over each query's ``ranges`` of ``codes`` (PQ layouts through ``lut``, dense ones
+    through the ``folded`` queries), best first, padded with row -1 and -inf where the probed
+    lists hold fewer than k rows (that ``allow``, a uint8 mask in position order, admits)."""
+    nq = ranges.shape[0]
+    work = int((ranges[:, :, 1] - ranges[:, :, 0]).sum()) * codes.shape[1]
+    if layout in ("pq8", "pq4"):
+        finite = bool(np.isfinite(lut).all())
+        if layout == "pq4" and FAST_SCAN and finite and blocked is not None:
+            quantize = fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else fastscan.quantize_tables_parallel
+            lut8, base, scale, margin = quantize(lut)
+            block_bits, bias_max = blocked()
+            allowed = fastscan.ALL_ROWS_ALLOWED if allow is None else fastscan.block_allow(allow, codes.shape[0])
+            with threads_for(work // fastscan.SPEEDUP):
+                return fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, block_bits, codes, bias, bias_max,
+                                               allowed, ranges, k, exact)
+        if layout == "pq4":
+            lut = pq.pair_tables(lut, codes.shape[1])
+        with threads_for(work):
+            return pq.scan_pq8_lists(lut, codes, bias, ALL_ROWS if allow is None else allow, ranges, k)
+    scores = np.full((nq, k), -np.inf, dtype=np.float32)
+    rows = np.full((nq, k), -1, dtype=np.int64)
+    for q in range(nq):  # dense layouts: a query at a time over the rows of its lists
+        mine = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges[q]])
+        if allow is not None:
+            mine = mine[allow[mine] != 0]
+        kq = min(k, mine.shape[0])
+        if kq:
+            scores[q, :kq], rows[q, :kq] = (a[0] for a in scan_dense_rows(folded[q:q + 1], codes, bias, kq, layout, mine))
+    return scores, rows
 
 # -- rescoring and results --------------------------------------------------------------------------
 

@@ -384,6 +384,48 @@ def _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
     return top * scale - slack
 
 
+@nb.njit(inline="always", **NJIT)
+def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off, base, scale, margin, slack, bias,
+                bias_max, use_bias, allowed, use_mask, sums, chunk, masks, bs, bi, size, thr, cut, k, exact):
+    """One query over block b's rows in lo..hi: the candidates its quantised sums admit are scored
+    (exactly, or by those sums) into the reservoir (bs, bi). Returns the new (size, threshold, cut)."""
+    if use_mask:
+        any_allowed = np.uint64(0)
+        for w in range(allowed.shape[1]):
+            any_allowed |= allowed[b, w]
+        if any_allowed == 0:
+            return size, thr, cut
+    block_cut = cut
+    if use_bias and size >= k:
+        block_cut = _cut(thr, base, margin, scale, slack, bias_max, b, True)
+    if not _candidates(blocked, b, msq, flat8, lut_off, block_cut, sums, chunk, masks):
+        return size, thr, cut
+    for w in range(masks.shape[0]):
+        bits = masks[w] & allowed[b, w] if use_mask else masks[w]
+        while bits != 0:
+            t = w * 64 + trailing_zeros(bits)
+            bits &= bits - np.uint64(1)
+            row = b * BLOCK + t
+            if row >= hi:
+                break
+            if row < lo:
+                continue
+            # the threshold may have risen since the block's masks were taken
+            if size >= k and sums[t] <= _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
+                continue
+            if exact:
+                acc = _exact(table, packed, row, width, m)
+            else:
+                acc = np.float32(base + sums[t] / scale)
+            if use_bias:
+                acc += bias[row]
+            if size < k or acc > thr:
+                size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
+                if size >= k:
+                    cut = _cut(thr, base, margin, scale, slack, bias_max, 0, False)
+    return size, thr, cut
+
+
 @nb.njit(parallel=True, **NJIT)
 def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, k, nparts, exact):
     """Best-first (scores, rows), (nq, k), scanned through quantised tables.
@@ -432,43 +474,50 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
                 if size >= k:
                     cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
                 for b in range(s0, s1):
-                    if use_mask:
-                        any_allowed = np.uint64(0)
-                        for w in range(allowed.shape[1]):
-                            any_allowed |= allowed[b, w]
-                        if any_allowed == 0:
-                            continue
-                    block_cut = cut
-                    if use_bias and size >= k:
-                        block_cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, b, True)
-                    if not _candidates(blocked, b, msq, flat8, lut_off, block_cut, sums, chunk, masks):
-                        continue
-                    for w in range(masks.shape[0]):
-                        bits = masks[w] & allowed[b, w] if use_mask else masks[w]
-                        while bits != 0:
-                            t = w * 64 + trailing_zeros(bits)
-                            bits &= bits - np.uint64(1)
-                            row = b * BLOCK + t
-                            if row >= n:
-                                break
-                            # the threshold may have risen since the block's masks were taken
-                            if size >= k and sums[t] <= _cut(thr, base[q], margin[q], scale[q], slack, bias_max,
-                                                             b, use_bias):
-                                continue
-                            if exact:
-                                acc = _exact(table, packed, row, width, m)
-                            else:
-                                acc = np.float32(base[q] + sums[t] / scale[q])
-                            if use_bias:
-                                acc += bias[row]
-                            if size < k or acc > thr:
-                                size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
-                                if size >= k:
-                                    cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
+                    size, thr, cut = _scan_block(b, 0, n, table, packed, width, m, blocked, msq, flat8, lut_off,
+                                                 base[q], scale[q], margin[q], slack, bias, bias_max, use_bias,
+                                                 allowed, use_mask, sums, chunk, masks, bs, bi, size, thr, cut, k,
+                                                 exact)
                 part_sizes[p, q] = size
                 part_thr[p, q] = thr
     return merge_partial(part_s, part_i, part_sizes, k)
 
+
+
+@nb.njit(parallel=True, **NJIT)
+def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, ranges, k, exact):
+    """:func:`scan_pq4_fast` over only the rows of each query's ``ranges`` (nq, r, 2): [start, stop)
+    pairs, in increasing order, of an inverted-file tier's probed lists (vecstore.codecs.ivf). A
+    query a task; a block two lists share is read for each. Rows are positions in the list-ordered
+    codes; ``allowed`` in the same order."""
+    nq, m, _ = lut.shape
+    width = packed.shape[1]
+    msq = padded_subquantizers(m)
+    use_bias = bias.shape[0] > 0
+    use_mask = allowed.shape[0] > 0
+    slack = 0.5 * m + 1.0
+    flat8 = lut8.reshape(-1)
+    part_s, part_i, part_sizes, part_thr = partial_tops(1, nq, k)
+    for q in prange(nq):
+        sums = np.empty(BLOCK, dtype=np.int64)
+        chunk = np.empty(BLOCK, dtype=np.uint16)
+        masks = np.zeros(max(1, BLOCK // 64), dtype=np.uint64)
+        table = lut[q]
+        bs = part_s[0, q]
+        bi = part_i[0, q]
+        size = 0
+        thr = np.float32(-np.inf)
+        cut = -1.0
+        for r in range(ranges.shape[1]):
+            lo = ranges[q, r, 0]
+            hi = ranges[q, r, 1]
+            for b in range(lo // BLOCK, (hi + BLOCK - 1) // BLOCK):
+                size, thr, cut = _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, q * msq * HALF,
+                                             base[q], scale[q], margin[q], slack, bias, bias_max, use_bias,
+                                             allowed, use_mask, sums, chunk, masks, bs, bi, size, thr, cut, k, exact)
+        part_sizes[0, q] = size
+        part_thr[0, q] = thr
+    return merge_partial(part_s, part_i, part_sizes, k)
 
 # -- filters: rows outside a mask are skipped ---------------------------------------------------------
 #

@@ -106,6 +106,46 @@ def scan_pq8(lut, codes, bias, allow, k, nparts):
     return merge_partial(part_s, part_i, part_sizes, k)
 
 
+
+@nb.njit(parallel=True, **SCALAR)
+def scan_pq8_lists(lut, codes, bias, allow, ranges, k):
+    """:func:`scan_pq8` over only the rows of each query's ``ranges`` (nq, r, 2): [start, stop) pairs,
+    in increasing order, of an inverted-file tier's probed lists; a query a task."""
+    nq = lut.shape[0]
+    width = codes.shape[1]
+    use_bias = bias.shape[0] > 0
+    part_s, part_i, part_sizes, part_thr = partial_tops(1, nq, k)
+    for q in prange(nq):
+        for r in range(ranges.shape[1]):
+            _scan_rows(lut[q], codes, width, bias, use_bias, allow, ranges[q, r, 0], ranges[q, r, 1],
+                       part_s[0, q], part_i[0, q], part_sizes[0], part_thr[0], q)
+    return merge_partial(part_s, part_i, part_sizes, k)
+
+
+@nb.njit(parallel=True, **NJIT)
+def nearest_codes(x, codebooks):
+    """Encode: (n, m * dsub) float32 rows -> (n, m) uint8, each sub-vector's nearest centroid of
+    ``codebooks`` (m, ksub, dsub) by squared L2, the lowest index on ties. Rows in parallel; the
+    distances summed directly (numpy's |x|^2 - 2 x.c + |c|^2, a product per sub-space with an inner
+    dimension of 4-16, spent most of a 4096-dim encode in call overhead)."""
+    n = x.shape[0]
+    m, ksub, dsub = codebooks.shape
+    out = np.empty((n, m), dtype=np.uint8)
+    for i in prange(n):
+        for j in range(m):
+            best = np.float32(np.inf)
+            arg = 0
+            for c in range(ksub):
+                acc = np.float32(0.0)
+                for t in range(dsub):
+                    diff = x[i, j * dsub + t] - codebooks[j, c, t]
+                    acc += diff * diff
+                if acc < best:
+                    best = acc
+                    arg = c
+            out[i, j] = arg
+    return out
+
 @nb.njit(parallel=True, **NJIT)
 def pair_tables(lut, width):
     """(nq, m, 16) tables -> (nq, width, 256): pair[q, i, byte] = lut[q, 2i, low] + lut[q, 2i+1, high].

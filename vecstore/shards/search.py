@@ -220,7 +220,8 @@ class ShardedStore(ClosesOnExit):
         Returns
         -------
         ShardedSearchResult
-            ``(distances, ids)``, each (nq, k), best first, plus ``missing_shards``.
+            ``(distances, ids)``, each (nq, k), best first, plus ``missing_shards``; with a filter
+            also ``strategies`` (one per shard), ``strategy`` and ``allowed``.
         """
         backend = self._check_open()
         plan = self.resolve_plan(tier, rescore, oversample)
@@ -240,7 +241,14 @@ class ShardedStore(ClosesOnExit):
         else:
             parts, failed = backend.search(send, int(k), plan, bool(allow_partial), where, allows)
         merged = merge_results(parts, int(k), self.metric)
-        return ShardedSearchResult(merged.distances, merged.ids, tuple(self._specs[i].name for i in failed))
+        missing = tuple(self._specs[i].name for i in failed)
+        if where is None and allows is None:
+            return ShardedSearchResult(merged.distances, merged.ids, missing)
+        # parts are the answering shards in order: each one's strategy in its shard's place
+        answered = iter(parts)
+        strategies = [None if i in failed else next(answered).strategy for i in range(len(self._specs))]
+        allowed = sum(p.allowed for p in parts)
+        return ShardedSearchResult(merged.distances, merged.ids, missing, strategies, allowed)
 
     def _allow_per_shard(self, allow) -> list[np.ndarray]:
         """allow= ids (or a boolean mask over the collection's ids) split by the shards' id ranges."""

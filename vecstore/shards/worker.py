@@ -19,7 +19,7 @@ from ..errors import (
 )
 from ..ingest import VectorSource, open_vectors
 from ..plan import RAW_TIER, rescore_refusal
-from ..query import SearchResult
+from ..query import FilteredSearchResult, SearchResult
 from ..store import build, compress
 from ..store import open as open_store
 from ..store.quality import calibrate
@@ -65,10 +65,12 @@ def search_store(store, xq: np.ndarray, k: int, plan: tuple, where: str | None =
                  allow: np.ndarray | None = None) -> SearchResult:
     """One shard's top-k of validated queries under the collection's resolved plan, among the
     documents that satisfy ``where`` (the filter's text: each shard evaluates it on its own columns)
-    and are in ``allow`` (ids)."""
+    and are in ``allow`` (ids): a FilteredSearchResult (its strategies and admitted count) then."""
     tier, rescore, oversample = plan
     result = store.search(xq, k, tier=tier, rescore=rescore, oversample=oversample, where=where, allow=allow)
-    return SearchResult(result.distances, result.ids)
+    if where is None and allow is None:
+        return SearchResult(result.distances, result.ids)
+    return FilteredSearchResult(result.distances, result.ids, result.strategies, result.allowed)
 
 
 def shard_failure(failed: dict[int, BaseException], specs: list[ShardSpec], what: str) -> ShardUnavailableError:

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..codecs import Pipeline, codec_string, get_codec
+from ..codecs.ivf import group_by_list
 from ..errors import InvalidInputError, StoreNotFoundError
 from ..format import schema as fmt
 from ..format import segments as seg
@@ -29,9 +30,11 @@ from .provenance import model_record
 from .quality import TARGET_RECALL
 from .quality import calibrate_fastest
 from .store import Store
-from .tier import Tier
+from .tier import InvertedLists, Tier
 
 DEFAULT_TRAIN_SIZE = 50_000
+# Sampled vectors per list that train an inverted file's centroids by default: FAISS warns below 39.
+IVF_TRAIN_PER_LIST = 40
 CALIBRATE_MAX_BYTES = 256 << 20
 
 
@@ -138,7 +141,8 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
              progress: bool | None = None) -> Store:
     """Add a tier encoded with ``codec`` to the store at ``path`` (rewritten atomically), and open it.
 
-    The codec is trained on ``train_size`` vectors sampled from the raw tier with ``seed``, unless
+    The codec is trained on ``train_size`` vectors sampled from the raw tier with ``seed`` (with the
+    default size, an ``ivf<nlist>`` codec takes at least IVF_TRAIN_PER_LIST x nlist), unless
     ``params`` (learned arrays, as exported) are given: then it encodes with those, untrained.
     A tier of at most 256 MiB of codes is also calibrated (see vecstore.store.quality): the oversampling
     that rescoring from the raw tier needs for recall@10 >= ``target_recall`` is recorded with it,
@@ -165,10 +169,11 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
         else:
             if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
                 raise InvalidInputError(f"train_size must be a positive integer, got {train_size!r}")
+            if pipeline.ivf is not None and train_size == DEFAULT_TRAIN_SIZE:
+                train_size = max(train_size, IVF_TRAIN_PER_LIST * pipeline.ivf.nlist)
             with tqdm(total=1, desc=f"train {codec_string(pipeline)}", unit="step", disable=not show) as bar:
                 pipeline.fit(sample_rows(store, train_size, seed), seed=seed, progress=_advance(bar))
-        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration)
-                 for t in store.tiers.values() if t.name != name]
+        plans = [kept(t) for t in store.tiers.values() if t.name != name]
         raw = store.tier(fmt.RAW_TIER).codes
 
         def source():
@@ -185,6 +190,7 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
                 new.calibration = calibrate_fastest(tier, list(store.tiers.values()), store.tier(fmt.RAW_TIER),
                                                     seed=seed, target=target_recall, progress=_advance(bar))
             new.copy_from = (tier.codes, tier.sqnorms)
+            new.lists = None if tier.lists is None else (tier.lists.offsets, tier.lists.rows)
         plans.append(new)
         contents = _contents_of(store)
         write_store(path, contents, plans, source, progress=show, description=f"write {name}",
@@ -257,23 +263,37 @@ def add_encoder(path: str | os.PathLike, encoder, *, name: str = "text", replace
             raise InvalidInputError(f"store already has an encoder {name!r}: pass replace=True (CLI: --replace)")
         contents = _contents_of(store)
         contents.encoders = {**contents.encoders, name: encoder}
-        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
+        plans = [kept(t) for t in store.tiers.values()]
         write_store(path, contents, plans, None, description=f"add encoder {name}",
                     before_rename=replacing_main(path, contents))
     return Store(path)
 
 
+def kept(tier: Tier) -> TierPlan:
+    """The plan that copies ``tier`` unchanged into a rewritten file."""
+    lists = None if tier.lists is None else (tier.lists.offsets, tier.lists.rows)
+    return TierPlan(tier.name, tier.codec, (tier.codes, tier.sqnorms), tier.calibration, lists)
+
+
 def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, show: bool) -> Tier:
     codes = np.empty((store.count, pipeline.code_width), dtype=pipeline.code_dtype)
     sqnorms = np.empty(store.count, dtype=np.float32) if store.metric == "l2" else None
+    lists = np.empty(store.count, dtype=np.int64) if pipeline.ivf is not None else None
     with tqdm(total=store.count, unit="vec", desc=f"encode {name}", disable=not show) as bar:
         for start, rows in source():
             block = pipeline.encode(rows)
             codes[start:start + rows.shape[0]] = block
             if sqnorms is not None:
                 sqnorms[start:start + rows.shape[0]] = sqnorms_f32(pipeline.decode(block))
+            if lists is not None:
+                lists[start:start + rows.shape[0]] = pipeline.ivf.assign(rows)
             bar.update(rows.shape[0])
-    tier = Tier(name, pipeline, codes, sqnorms, store.metric)
+    inverted = None
+    if lists is not None:  # codes and norms in list order (docs/format.md, "Inverted-file tiers")
+        order, offsets = group_by_list(lists, pipeline.ivf.nlist)
+        codes, sqnorms = codes[order], None if sqnorms is None else sqnorms[order]
+        inverted = InvertedLists(offsets, order, f"/{fmt.TIERS}/{name}/{fmt.LISTS}")
+    tier = Tier(name, pipeline, codes, sqnorms, store.metric, inverted)
     tier.resident = True
     return tier
 
@@ -301,6 +321,6 @@ def add_fields(path, fields, *, replace: bool = False):
         contents = _contents_of(store)
         contents.fields = {**(contents.fields or {}),
                            **field_contents(encode_fields(names, dicts, np.asarray(store.ids)))}
-        plans = [TierPlan(t.name, t.codec, (t.codes, t.sqnorms), t.calibration) for t in store.tiers.values()]
+        plans = [kept(t) for t in store.tiers.values()]
         write_store(path, contents, plans, None, description="add fields", before_rename=replacing_main(path, contents))
     return Store(path)

@@ -97,6 +97,9 @@ class StoreFile(ClosesOnExit):
                 name: open_tier(name, header, self._map, self.dim, self.count, self.metric)
                 for name in header.tier_attrs
             }
+            if self.format_version < fmt.IVF_FORMAT_VERSION and any(t.lists is not None for t in self.tiers.values()):
+                raise FormatError(f"{self.path!r}: format version {self.format_version} cannot hold an inverted-file "
+                                  "tier (version 2 can); the file was edited")
             fmt.check_store_checksum(header, self.path)
         except BaseException:
             self._map.close()
@@ -164,23 +167,25 @@ class StoreFile(ClosesOnExit):
             self._random_access.add(name)
         return tier
 
-    def search_plan(self, xq: np.ndarray, k: int, plan: Plan) -> SearchResult:
+    def search_plan(self, xq: np.ndarray, k: int, plan: Plan, nprobe: int | None = None) -> SearchResult:
         """Top-k of validated queries ``xq`` under a resolved ``plan`` (vecstore.plan.resolve_plan):
-        scan the plan's tier, rescore ``k * oversample`` candidates from its rescoring tier if it
-        names one. ``k`` is validated and may exceed the count: the extra columns are padding."""
+        scan the plan's tier (an inverted-file tier: ``nprobe`` lists), rescore ``k * oversample``
+        candidates from its rescoring tier if it names one. ``k`` is validated and may exceed the
+        count: the extra columns are padding."""
         kk = min(k, self.count)
         if kk == 0:
             return empty_result(xq.shape[0], k, self.metric)
         coarse = self.tier(plan.tier)
         if plan.rescore is None:
-            scores, rows = coarse.scan(xq, kk)
+            scores, rows = coarse.scan(xq, kk, nprobe=nprobe)
         else:
             width = min(self.count, int(np.ceil(kk * plan.oversample)))
-            _, candidates = coarse.scan(xq, width, candidates=True)
+            _, candidates = coarse.scan(xq, width, candidates=True, nprobe=nprobe)
             scores, rows = self.rescoring_tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
 
-    def search_allowed(self, xq: np.ndarray, k: int, plan: Plan, allow: np.ndarray) -> tuple[SearchResult, str]:
+    def search_allowed(self, xq: np.ndarray, k: int, plan: Plan, allow: np.ndarray,
+                       nprobe: int | None = None) -> tuple[SearchResult, str]:
         """Top-k of validated queries among the rows the uint8 mask ``allow`` (count,) admits, and
         the strategy used (vecstore.filters.strategy): few allowed rows are scored exactly on the
         plan's fine tier; otherwise the plan's tier is scanned with the mask and, for a two-stage
@@ -194,10 +199,10 @@ class StoreFile(ClosesOnExit):
         if strategy == "exact":
             scores, rows = self.tier(plan.rescore or plan.tier).scan_allowed(xq, kk, allow, np.flatnonzero(allow))
         elif plan.rescore is None:
-            scores, rows = self.tier(plan.tier).scan_allowed(xq, kk, allow)
+            scores, rows = self.tier(plan.tier).scan_allowed(xq, kk, allow, nprobe=nprobe)
         else:
             width = min(allowed, int(np.ceil(kk * plan.oversample)))
-            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow)
+            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, allow, candidates=True, nprobe=nprobe)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq)), strategy
 

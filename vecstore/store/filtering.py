@@ -78,11 +78,12 @@ def _allow_parts(view: View, allow) -> list[np.ndarray]:
     return [_member(np.asarray(part.ids), ids) for part in view.parts]
 
 
-def search_masked(view: View, xq: np.ndarray, k: int, plan: Plan, masks: list[np.ndarray]) -> FilteredSearchResult:
+def search_masked(view: View, xq: np.ndarray, k: int, plan: Plan, masks: list[np.ndarray],
+                  nprobe: int | None = None) -> FilteredSearchResult:
     """Each part's top-k among its mask's rows (StoreFile.search_allowed), merged."""
     results, strategies = [], []
     for part, mask in zip(view.parts, masks):
-        result, strategy = part.search_allowed(xq, k, plan, mask)
+        result, strategy = part.search_allowed(xq, k, plan, mask, nprobe)
         results.append(result)
         strategies.append(strategy)
     merged = results[0] if len(results) == 1 else merge_results(results, k, view.base.metric)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..format import segments as seg
+from ..codecs.ivf import group_by_list, lists_of_positions
 from ..format.writer import StoreContents, TierPlan, write_store
 from ..ingest import as_ids, int64_ids, open_vectors, prepared_chunks, read_keys, read_metadata
 from ..progress import progress_enabled
@@ -172,6 +173,30 @@ def _strings(view: View, column: str, live: list[np.ndarray | None]) -> list[str
     return out
 
 
+def _relisted(name: str, tier, view: View, live: list[np.ndarray | None]) -> TierPlan:
+    """An inverted-file tier of every part merged: each part's codes, norms and lists back in row
+    order, the live rows kept, then grouped by list again (in RAM: codes are small; nothing is
+    re-encoded, every document keeps the list it was assigned to)."""
+    codes, norms, lists = [], [], []
+    for part, rows in zip(view.parts, live):
+        own = part.tiers[name]
+        order = own.lists.checked_rows()
+        by_row = np.empty_like(np.asarray(own.codes))
+        by_row[order] = own.codes
+        list_of = np.empty(part.count, dtype=np.int64)
+        list_of[order] = lists_of_positions(own.lists.offsets)
+        keep = slice(None) if rows is None else rows
+        codes.append(by_row[keep])
+        lists.append(list_of[keep])
+        if own.sqnorms is not None:
+            norm_of = np.empty(part.count, dtype=np.float32)
+            norm_of[order] = own.sqnorms
+            norms.append(norm_of[keep])
+    order, offsets = group_by_list(np.concatenate(lists), tier.codec.ivf.nlist)
+    merged_norms = np.concatenate(norms)[order] if norms else None
+    return TierPlan(name, tier.codec, (np.concatenate(codes)[order], merged_norms), tier.calibration, (offsets, order))
+
+
 def compact_locked(path: str, *, progress: bool | None = None) -> dict:
     """:func:`compact` for a caller that holds the writer lock."""
     started = time.perf_counter()
@@ -189,6 +214,9 @@ def compact_locked(path: str, *, progress: bool | None = None) -> dict:
                                  fields=compacted_fields(view, live))
         plans = []
         for name, tier in base.tiers.items():
+            if tier.lists is not None:
+                plans.append(_relisted(name, tier, view, live))
+                continue
             codes = _Gather([p.tiers[name].codes for p in view.parts], live)
             norms = (_Gather([p.tiers[name].sqnorms for p in view.parts], live)
                      if tier.sqnorms is not None else None)

@@ -41,7 +41,7 @@ class PreparedPlan:
         self.fine = file.rescoring_tier(plan.rescore) if plan.rescore is not None else None
         self.fused = self._can_fuse()
         # an exact scan of a float32 / int8 tier small enough for one thread: one call, no parallel region
-        self.dense = SEARCH_DENSE.get(self.coarse.layout) if self.fine is None else None
+        self.dense = SEARCH_DENSE.get(self.coarse.layout) if self.fine is None and self.coarse.lists is None else None
         if self.fused:
             self.blocked, self.bias_max = self.coarse.fast_layout()
             self.codebooks = self.coarse.codec.terminal.codebooks_
@@ -54,8 +54,9 @@ class PreparedPlan:
         books = codec.terminal.codebooks_
         return bool(np.isfinite(books).all() and (np.sqrt((books.astype(np.float64) ** 2).sum(axis=2)) < MAX_CODEBOOK_NORM).all())
 
-    def search(self, xq: np.ndarray, k: int) -> SearchResult:
-        """Top-k of validated queries ``xq`` (k validated; it may exceed the count)."""
+    def search(self, xq: np.ndarray, k: int, nprobe: int | None = None) -> SearchResult:
+        """Top-k of validated queries ``xq`` (k validated; it may exceed the count; ``nprobe``: lists
+        an inverted-file tier scans)."""
         count = self.file.count
         kk = min(k, count)
         if kk == 0:
@@ -64,7 +65,7 @@ class PreparedPlan:
                 and xq.shape[0] * count * self.coarse.codes.shape[1] < dispatch.SERIAL_WORK):
             return self._search_dense(xq, k, kk)
         if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
-            return self.file.search_plan(xq, k, self.plan)
+            return self.file.search_plan(xq, k, self.plan, nprobe)
         coarse_q, const, bias = self.coarse.fold(xq)
         width, fine_q, fine_codes, fine_bias = kk, coarse_q, NO_CODES, NO_BIAS
         if self.fine is not None:  # (codes read now: a tier loaded into RAM since is used from RAM)

@@ -155,7 +155,7 @@ class Store(ClosesOnExit):
 
     def search(self, queries, k: int = 10, *, tier: str | None = None, rescore: str | None = None,
                oversample: float | None = None, model: str | None = None, where: str | None = None,
-               allow=None, budget: float | None = None) -> SearchResult:
+               allow=None, budget: float | None = None, nprobe: int | None = None) -> SearchResult:
         """The k nearest live documents to each query.
 
         Parameters
@@ -185,6 +185,9 @@ class Store(ClosesOnExit):
         budget : float, optional
             Bytes per vector the default plan's scanned tier may take; default: the store's
             (``vecstore.open(..., budget=)``, 64). Applies only when no tier option is given.
+        nprobe : int, optional
+            Lists an inverted-file tier (codec ``ivf<nlist>,...``) scans, 1 to nlist; default: the
+            tier's calibrated figure (with its oversampling, for the target recall).
 
         Returns
         -------
@@ -193,22 +196,26 @@ class Store(ClosesOnExit):
             ``where`` or ``allow``, a :class:`~vecstore.query.FilteredSearchResult` that also says
             the strategy each part was searched with; fewer matching documents than k are padded.
         """
-        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model, where, allow, budget)
+        return self._search_in(self._now(), queries, k, tier, rescore, oversample, model, where, allow, budget,
+                               nprobe)
 
     def _search_in(self, view: View, queries, k, tier, rescore, oversample, model, where=None,
-                   allow=None, budget=None) -> SearchResult:
+                   allow=None, budget=None, nprobe=None) -> SearchResult:
         """:meth:`search` on one given view (so a caller that read the view can stay on it)."""
         base = view.base
         if model is not None:
             check_model(base.model, model, "queries")
         plan = view.resolve(tier, rescore, oversample, self._budget(budget))
+        # every part probes as many lists as the main file's tier says (segments are not calibrated)
+        nprobe = base.tier(plan.tier).check_nprobe(nprobe) or None
         xq = prepare_queries(queries, base.dim, base.metric)
         check_k(k, view.count)
         if where is not None or allow is not None:
-            return search_masked(view, xq, k, plan, part_masks(view, where, allow))
+            return search_masked(view, xq, k, plan, part_masks(view, where, allow), nprobe)
         if view.simple:
-            return view.prepared(plan).search(xq, k)
-        results = [_search_part(part, dead, xq, k, plan, base.metric) for part, dead in zip(view.parts, view.dead)]
+            return view.prepared(plan).search(xq, k, nprobe)
+        results = [_search_part(part, dead, xq, k, plan, base.metric, nprobe)
+                   for part, dead in zip(view.parts, view.dead)]
         return merge_results(results, k, base.metric)
 
     def search_text(self, texts, k: int = 10, *, encoder: str | None = None, model: str | None = None,
@@ -237,8 +244,8 @@ class Store(ClosesOnExit):
         if enc.dim != view.base.dim:
             raise FormatError(f"encoder produces {enc.dim}-dim vectors but the store holds {view.base.dim}")
         batch = [texts] if isinstance(texts, str) else list(texts)
-        tier, rescore, oversample, where, allow, budget = (
-            options.pop(o, None) for o in ("tier", "rescore", "oversample", "where", "allow", "budget"))
+        tier, rescore, oversample, where, allow, budget, nprobe = (
+            options.pop(o, None) for o in ("tier", "rescore", "oversample", "where", "allow", "budget", "nprobe"))
         if options:
             raise TypeError(f"search_text() got an unexpected keyword argument {sorted(options)[0]!r}")
         if on_empty == "error":
@@ -247,17 +254,20 @@ class Store(ClosesOnExit):
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{exc}, or pass on_empty='skip' (CLI: --on-empty skip) to search "
                                         "the other texts") from None
-            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow, budget)
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow, budget,
+                                                  nprobe)
             return TextSearchResult(distances, ids, unknown)
         vectors, unknown = enc.encode(batch, on_empty="zero")
         live = np.flatnonzero(vectors.any(axis=1))
         if live.shape[0] == len(batch):
-            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow, budget)
+            distances, ids = self._search_in(view, vectors, k, tier, rescore, oversample, model, where, allow, budget,
+                                                  nprobe)
             return TextSearchResult(distances, ids, unknown)
         check_k(k, view.count)
         distances, ids = empty_result(len(batch), k, view.base.metric)
         if live.shape[0]:
-            found = self._search_in(view, vectors[live], k, tier, rescore, oversample, model, where, allow, budget)
+            found = self._search_in(view, vectors[live], k, tier, rescore, oversample, model, where, allow, budget,
+                                                  nprobe)
             distances[live], ids[live] = found.distances, found.ids
         else:  # nothing to search, but the options and the model are still checked
             view.resolve(tier, rescore, oversample, self._budget(budget))
@@ -405,18 +415,19 @@ class Store(ClosesOnExit):
             view.close()
 
 
-def _search_part(part: StoreFile, dead: np.ndarray, xq: np.ndarray, k: int, plan: Plan, metric: str) -> SearchResult:
+def _search_part(part: StoreFile, dead: np.ndarray, xq: np.ndarray, k: int, plan: Plan, metric: str,
+                 nprobe: int | None = None) -> SearchResult:
     """Top-k live documents of one part. With deletions, ask for a few more than k, and only for
     the queries that still lack k live results ask again for k plus every deleted one."""
     if dead.shape[0] == 0:
-        return part.search_plan(xq, k, plan)
+        return part.search_plan(xq, k, plan, nprobe)
     want = min(k, part.count - dead.shape[0])
     extra = min(dead.shape[0], max(want, 16))
-    first = merge_results([drop_ids(part.search_plan(xq, min(part.count, want + extra), plan), dead, metric)],
+    first = merge_results([drop_ids(part.search_plan(xq, min(part.count, want + extra), plan, nprobe), dead, metric)],
                           k, metric)
     short = (first.ids >= 0).sum(axis=1) < want
     if short.any() and extra < dead.shape[0]:
-        again = drop_ids(part.search_plan(xq[short], min(part.count, want + dead.shape[0]), plan), dead, metric)
+        again = drop_ids(part.search_plan(xq[short], min(part.count, want + dead.shape[0]), plan, nprobe), dead, metric)
         again = merge_results([again], k, metric)
         first.distances[short], first.ids[short] = again.distances, again.ids
     return first

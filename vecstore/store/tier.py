@@ -12,16 +12,42 @@ import threading
 import numpy as np
 
 from ..codecs import Pipeline, codec_string, pipeline_from_config
-from ..errors import FormatError, VecstoreError
+from ..errors import FormatError, InvalidInputError, VecstoreError
 from ..format import schema as fmt
 from ..kernels import dispatch
+
+
+# An inverted-file tier with no calibrated nprobe probes one list in this many.
+DEFAULT_PROBE_SHARE = 16
+
+
+class InvertedLists:
+    """The lists of an inverted-file tier: ``offsets`` (nlist + 1) in RAM, list l at positions
+    offsets[l]:offsets[l + 1] of the tier's codes; ``rows`` (count,) mapped, the store row each
+    position holds. docs/format.md, "Inverted-file tiers"."""
+
+    def __init__(self, offsets: np.ndarray, rows: np.ndarray, where: str):
+        self.offsets, self.rows, self.where = offsets, rows, where
+        self._checked = False
+        self._lock = threading.Lock()
+
+    def checked_rows(self) -> np.ndarray:
+        """``rows``, checked on first use to hold every row once (O(count): not at open)."""
+        if not self._checked:
+            with self._lock:
+                n = self.rows.shape[0]
+                if n and (int(self.rows.min()) < 0 or int(self.rows.max()) >= n
+                          or np.bincount(self.rows, minlength=n).max() != 1):
+                    raise FormatError(f"{self.where}/rows: not every row once; the file is damaged")
+                self._checked = True
+        return self.rows
 
 
 class Tier:
     """A searchable encoding of the store's documents."""
 
     def __init__(self, name: str, codec: Pipeline, codes: np.ndarray, sqnorms: np.ndarray | None,
-                 metric: str):
+                 metric: str, lists: InvertedLists | None = None):
         self.name = name
         self.codec = codec
         self.codes = codes
@@ -33,6 +59,10 @@ class Tier:
         self._blocked: tuple[np.ndarray, np.ndarray] | None = None
         self._blocked_lock = threading.Lock()
         self._bias: np.ndarray | None = None
+        # inverted-file tiers: codes (and norms) in list order, and which row each position holds
+        self.lists = lists
+        if (lists is None) != (codec.ivf is None):
+            raise FormatError(f"tier {name!r}: an ivf codec needs its lists, and only an ivf codec has lists")
 
     @property
     def codec_string(self) -> str:
@@ -130,12 +160,17 @@ class Tier:
     def _add_const(scores: np.ndarray, const: np.ndarray) -> np.ndarray:
         return scores + const[:, None].astype(np.float32) if const.any() else scores
 
-    def scan(self, xq: np.ndarray, k: int, *, candidates: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def scan(self, xq: np.ndarray, k: int, *, candidates: bool = False,
+             nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Best-first (scores, rows) where score = q . x (ip, cosine) or 2 q . x - |x|^2 (l2).
 
         ``candidates=True``: the rows are candidates that a finer tier will rescore, so a 4-bit
         fast scan may rank them by its quantised scores (see kernels.fastscan.scan_pq4_fast).
+        ``nprobe``: lists an inverted-file tier scans (default: :attr:`default_nprobe`); rows past
+        what the probed lists hold are -1.
         """
+        if self.lists is not None:
+            return self._scan_lists(xq, k, not candidates, nprobe, None)
         folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
@@ -145,19 +180,81 @@ class Tier:
             scores, rows = dispatch.scan_dense(folded, self.dense_codes(), bias, k, self.layout)
         return self._add_const(scores, const), rows
 
-    def scan_allowed(self, xq: np.ndarray, k: int, allow: np.ndarray,
-                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def scan_allowed(self, xq: np.ndarray, k: int, allow: np.ndarray, rows: np.ndarray | None = None, *,
+                     candidates: bool = False, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`scan` over only the rows the uint8 mask ``allow`` admits (``rows``: its
-        np.flatnonzero, if the caller has it); 1 <= k <= their count."""
+        np.flatnonzero, if the caller has it); 1 <= k <= their count. ``candidates=True`` as in
+        :meth:`scan`: a 4-bit tier ranks the admitted rows by its quantised scores (docs/format.md,
+        "Candidates of a 4-bit PQ tier"). An inverted-file tier probes ``nprobe`` / (admitted
+        share) lists, so that about as many admitted rows are scanned as without the filter."""
+        if self.lists is not None:
+            return self._scan_lists(xq, k, not candidates, nprobe, allow)
         folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
             scores, found = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias),
-                                             allow=allow)
+                                             exact=not candidates, allow=allow)
         else:
             rows = np.flatnonzero(allow) if rows is None else rows
             scores, found = dispatch.scan_dense_rows(folded, self.dense_codes(), bias, k, self.layout, rows)
         return self._add_const(scores, const), found
+
+    # -- inverted-file tiers ---------------------------------------------------------------------
+
+    @property
+    def nlist(self) -> int:
+        return self.codec.ivf.nlist if self.lists is not None else 0
+
+    @property
+    def default_nprobe(self) -> int:
+        """Lists a search probes without ``nprobe=``: the calibrated figure, else one in DEFAULT_PROBE_SHARE."""
+        cal = self.calibration or {}
+        value = cal.get("nprobe")
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= self.nlist:
+            return value
+        return max(1, -(-self.nlist // DEFAULT_PROBE_SHARE))
+
+    def check_nprobe(self, nprobe) -> int:
+        """``nprobe`` validated for this tier (None: the default)."""
+        if nprobe is None:
+            return self.default_nprobe if self.lists is not None else 0
+        if self.lists is None:
+            raise InvalidInputError(f"nprobe applies to inverted-file tiers (codec 'ivf<nlist>,...'); tier "
+                                    f"{self.name!r} is {self.codec_string}: drop nprobe or choose an ivf tier")
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or not 1 <= nprobe <= self.nlist:
+            raise InvalidInputError(f"nprobe must be an integer from 1 to the tier's {self.nlist} lists, got {nprobe!r}")
+        return int(nprobe)
+
+    def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
+        """(nq, nprobe, 2) int64: the [start, stop) positions of each query's ``nprobe`` nearest
+        lists (highest ``2 q . c - |c|^2``, ties to the lower list), in list order."""
+        ivf, offsets = self.codec.ivf, self.lists.offsets
+        if nprobe >= self.nlist:
+            chosen = np.broadcast_to(np.arange(self.nlist), (xq.shape[0], self.nlist))
+        else:
+            scores = ivf.probe_scores(xq)
+            chosen = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
+            least = np.take_along_axis(scores, chosen, axis=1).min(axis=1)
+            tied = np.flatnonzero((scores >= least[:, None]).sum(axis=1) > nprobe)
+            if tied.shape[0]:  # the nprobe-th score is shared: the lower lists win, as a stable sort says
+                chosen[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :nprobe]
+            chosen = np.sort(chosen, axis=1)
+        return np.stack([offsets[chosen], offsets[chosen + 1]], axis=-1)
+
+    def _scan_lists(self, xq: np.ndarray, k: int, exact: bool, nprobe: int | None,
+                    allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        nprobe = self.check_nprobe(nprobe)
+        rows_of = self.lists.checked_rows()
+        if allow is not None:
+            allow = allow[rows_of]  # position order
+            share = max(np.count_nonzero(allow), 1) / max(self.count, 1)
+            nprobe = min(self.nlist, int(np.ceil(nprobe / share)))
+        ranges = self.probe(xq, nprobe)
+        folded, const, bias = self.fold(xq)
+        lut = self.codec.terminal.lookup_tables(folded) if self.layout in ("pq8", "pq4") else None
+        scores, found = dispatch.scan_lists(folded, lut, self.codes, bias, k, self.layout, ranges,
+                                            lambda: self._fast_layout(bias), exact, allow)
+        return self._add_const(scores, const), np.where(found >= 0, rows_of[np.maximum(found, 0)], -1)
 
     def _fast_layout(self, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._blocked_lock:
@@ -205,9 +302,37 @@ def open_tier(name: str, header: fmt.Header, file_map: fmt.FileMap, dim: int, co
     if attrs.get(fmt.ATTR_CODEC_STRING) != codec_string(codec):
         raise FormatError(f"{where}: attribute 'codec_string' {attrs.get(fmt.ATTR_CODEC_STRING)!r} does not "
                           f"describe its codec config ({codec_string(codec)!r}); the file was edited")
-    tier = Tier(name, codec, file_map.array(codes_span), sqnorms, metric)
+    tier = Tier(name, codec, file_map.array(codes_span), sqnorms, metric,
+                _open_lists(header, file_map, where, codec, count))
     tier.calibration = _checked_calibration(attrs.get(fmt.ATTR_CALIBRATION), where)
     return tier
+
+
+def _open_lists(header: fmt.Header, file_map: fmt.FileMap, where: str, codec: Pipeline,
+                count: int) -> InvertedLists | None:
+    """An inverted-file tier's lists, their offsets checked (O(nlist)); rows are checked on first use."""
+    prefix = f"{where[1:]}/{fmt.LISTS}"
+    offsets_span = header.datasets.get(f"{prefix}/{fmt.LIST_OFFSETS}")
+    if codec.ivf is None:
+        if offsets_span is not None:
+            raise FormatError(f"{where}: has {fmt.LISTS} but its codec {codec_string(codec)!r} has no ivf stage")
+        return None
+    rows_span = header.datasets.get(f"{prefix}/{fmt.LIST_ROWS}")
+    if offsets_span is None or rows_span is None:
+        raise FormatError(f"{where}: an ivf tier needs {fmt.LISTS}/{fmt.LIST_OFFSETS} and {fmt.LISTS}/{fmt.LIST_ROWS}; "
+                          "the file is damaged")
+    nlist = codec.ivf.nlist
+    if offsets_span.shape != (nlist + 1,) or offsets_span.dtype != np.dtype("<i8"):
+        raise FormatError(f"/{prefix}/{fmt.LIST_OFFSETS}: {offsets_span.dtype.str}{offsets_span.shape}, "
+                          f"expected <i8({nlist + 1},)")
+    if rows_span.shape != (count,) or rows_span.dtype != np.dtype("<i8"):
+        raise FormatError(f"/{prefix}/{fmt.LIST_ROWS}: {rows_span.dtype.str}{rows_span.shape}, expected <i8({count},)")
+    offsets = np.array(file_map.array(offsets_span))
+    if offsets[0] != 0 or offsets[-1] != count or (np.diff(offsets) < 0).any():
+        raise FormatError(f"/{prefix}/{fmt.LIST_OFFSETS}: must rise from 0 to the count {count}; the file is damaged")
+    rows = file_map.array(rows_span)
+    file_map.advise_random(rows_span)  # a search reads k x oversample scattered entries
+    return InvertedLists(offsets, rows, f"/{prefix}")
 
 
 def _checked_calibration(record, where: str) -> dict | None:

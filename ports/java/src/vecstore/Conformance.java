@@ -21,7 +21,7 @@ public final class Conformance {
     private final Map<String, Object> expected;
     private final Map<String, Store> stores = new HashMap<>();
     private final StringBuilder out = new StringBuilder();
-    private int cases, idMismatches, skipped, tokenMismatches;
+    private int cases, idMismatches, skipped, tokenMismatches, strategyMismatches, filterCases, filterMismatches;
     private double maxScoreError, maxVectorError;
     private int bitIdenticalVectors, vectors;
 
@@ -89,14 +89,72 @@ public final class Conformance {
             }
             float[] q = query((String) c.getOrDefault("query_file", "queries.json"), ((Double) c.get("query")).intValue());
             Object f = c.get("oversample");
-            Store.Result r = store(storeName).search(q, ((Double) c.get("k")).intValue(), (String) c.get("tier"),
-                                                     (String) c.get("rescore"), f == null ? 1.0 : (Double) f);
+            Store s = store(storeName);
+            int k = ((Double) c.get("k")).intValue();
+            String strategy = null;
+            Store.Result r;
+            if (c.containsKey("strategy")) {    // a filtered search: where= and/or allow=
+                String[] used = new String[1];
+                r = s.searchFiltered(q, k, (String) c.get("tier"), (String) c.get("rescore"), f == null ? 1.0 : (Double) f,
+                                     admitted(storeName, (String) c.get("where"), c.get("allow")), used);
+                strategy = used[0];
+                if (!strategy.equals(c.get("strategy"))) strategyMismatches++;
+            } else {
+                r = s.search(q, k, (String) c.get("tier"), (String) c.get("rescore"), f == null ? 1.0 : (Double) f);
+            }
             compare(Json.list(c.get("ids")), Json.list(c.get("scores")), r);
             Map<String, Object> line = new LinkedHashMap<>();
             line.put("kind", "search");
             line.put("index", i);
+            if (strategy != null) line.put("strategy", strategy);
             line.put("ids", longs(r.ids));
             line.put("scores", doubles(r.scores));
+            emit(line);
+        }
+    }
+
+    /** The rows of a store that a filter admits: where= evaluated on its fields, AND allow= ids
+     *  (ids not in the store are ignored); either may be null. */
+    private boolean[] admitted(String storeName, String where, Object allow) throws IOException {
+        Store s = store(storeName);
+        boolean[] mask;
+        if (where != null) {
+            Map<String, Object> types = Json.obj(Json.obj(Json.obj(expected.get("stores")).get(storeName)).get("fields"));
+            mask = s.where(where, types);
+        } else {
+            mask = new boolean[s.count];
+            java.util.Arrays.fill(mask, true);
+        }
+        if (allow != null) {
+            java.util.Set<Long> ids = new java.util.HashSet<>();
+            for (Object v : Json.list(allow)) ids.add(((Double) v).longValue());
+            long[] rowIds = s.ids();
+            for (int r = 0; r < mask.length; r++) mask[r] &= ids.contains(rowIds[r]);
+        }
+        return mask;
+    }
+
+    /** expected.json "filters": the ids each filter admits. */
+    private void filters() throws IOException {
+        if (!expected.containsKey("filters")) return;
+        List<Object> all = Json.list(expected.get("filters"));
+        for (int i = 0; i < all.size(); i++) {
+            Map<String, Object> c = Json.obj(all.get(i));
+            String storeName = (String) c.get("store");
+            boolean[] mask = admitted(storeName, (String) c.get("where"), c.get("allow"));
+            long[] rowIds = store(storeName).ids();
+            List<Object> got = new ArrayList<>();
+            for (int r = 0; r < mask.length; r++) if (mask[r]) got.add(rowIds[r]);
+            got.sort((a, b) -> Long.compare((Long) a, (Long) b));
+            List<Object> want = Json.list(c.get("admitted"));
+            boolean same = want.size() == got.size();
+            for (int j = 0; same && j < want.size(); j++) same = ((Double) want.get(j)).longValue() == (Long) got.get(j);
+            filterCases++;
+            if (!same) filterMismatches++;
+            Map<String, Object> line = new LinkedHashMap<>();
+            line.put("kind", "filter");
+            line.put("index", i);
+            line.put("admitted", got);
             emit(line);
         }
     }
@@ -150,6 +208,7 @@ public final class Conformance {
             System.exit(2);
         }
         Conformance c = new Conformance(Path.of(args[0]));
+        c.filters();
         c.searches();
         c.encoders();
         Map<String, Object> tol = Json.obj(c.expected.get("tolerance"));
@@ -164,7 +223,11 @@ public final class Conformance {
         summary.put("bit_identical_vectors", c.bitIdenticalVectors);
         summary.put("max_abs_vector_error", c.maxVectorError);
         summary.put("token_mismatches", c.tokenMismatches);
+        summary.put("filters", c.filterCases);
+        summary.put("filter_mismatches", c.filterMismatches);
+        summary.put("strategy_mismatches", c.strategyMismatches);
         boolean ok = c.idMismatches == 0 && c.tokenMismatches == 0 && c.maxScoreError <= scoreTol
+                && c.filterMismatches == 0 && c.strategyMismatches == 0
                 && c.maxVectorError <= vectorTol;
         summary.put("ok", ok);
         c.emit(summary);

@@ -26,6 +26,7 @@ public final class Store {
     private final Map<String, Object> tierFiles;    // tier name -> export-params document path
     private final Path dir;
     private final Map<String, Tier> tiers = new HashMap<>();
+    private Map<String, Filter.Column> columns;     // filterable fields, read on first use
 
     /** The result of a search: ids (-1 = padding) and scores (NaN = padding), best first. */
     public static final class Result {
@@ -53,6 +54,18 @@ public final class Store {
         ids = new long[b.remaining() / 8];
         for (int r = 0; r < ids.length; r++) ids[r] = b.getLong(8 * r);
         count = ids.length;
+    }
+
+    /** The ids, in row order. */
+    public long[] ids() {
+        return ids.clone();
+    }
+
+    /** The rows a where= filter admits (docs/filters.md), over the fields whose types are given
+     *  (the groups' "type" attributes; here from expected.json). */
+    public boolean[] where(String filter, Map<String, Object> fieldTypes) {
+        if (columns == null) columns = Filter.readColumns(file, datasets, fieldTypes, count);
+        return Filter.mask(filter, columns, count);
     }
 
     /** Map STORE, or read STORE.gz decompressed when only that exists. */
@@ -118,21 +131,55 @@ public final class Store {
     }
 
     public Result search(float[] query, int k, String tierName, String rescore, double oversample) throws IOException {
-        float[] q = prepare(query);
-        Tier coarse = tier(tierName);
         Integer[] all = new Integer[count];
         for (int r = 0; r < count; r++) all[r] = r;
-        int kk = Math.min(k, count);
+        return searchRows(query, k, tierName, rescore, oversample, all);
+    }
+
+    /** The strategy of a filtered search (docs/format.md, "Filtered search"), from the admitted count. */
+    public String strategy(int admitted, int k, String tierName, String rescore) throws IOException {
+        if (admitted == 0) return "none";
+        if (rescore == null) return "filtered-scan";
+        int dim = tier(tierName).dim;
+        // admitted x dim (an exact integer) against the binary64 product 0.05 x rows x code bytes
+        if (admitted <= k || (double) admitted * dim <= 0.05 * ((double) count * tier(tierName).codeBytes)) return "exact";
+        return "filtered-two-stage";
+    }
+
+    /** A search among the rows a mask admits; the strategy is returned in strategyOut[0]. */
+    public Result searchFiltered(float[] query, int k, String tierName, String rescore, double oversample,
+                                 boolean[] admit, String[] strategyOut) throws IOException {
+        int a = 0;
+        for (boolean b : admit) if (b) a++;
+        Integer[] rows = new Integer[a];
+        for (int r = 0, i = 0; r < count; r++) if (admit[r]) rows[i++] = r;
+        String strategy = strategy(a, k, tierName, rescore);
+        strategyOut[0] = strategy;
+        switch (strategy) {
+            case "exact": return searchRows(query, k, rescore, null, 1.0, rows);
+            case "filtered-scan": return searchRows(query, k, tierName, null, 1.0, rows);
+            case "filtered-two-stage": return searchRows(query, k, tierName, rescore, oversample, rows);
+            default: return searchRows(query, k, tierName, null, 1.0, rows);   // no row: padding
+        }
+    }
+
+    /** One- or two-stage search among ``rows`` (ascending): w = min(rows, ceil(min(k, rows) * f)). */
+    private Result searchRows(float[] query, int k, String tierName, String rescore, double oversample,
+                              Integer[] rows) throws IOException {
+        float[] q = prepare(query);
+        Tier coarse = tier(tierName);
+        int n = rows.length;
+        int kk = Math.min(k, n);
         Tier scored = coarse;
         Integer[] top;
         if (rescore == null) {
-            top = best(coarse, q, all, kk);
+            top = best(coarse, q, rows, kk);
         } else {
-            int w = (int) Math.min(count, Math.ceil(kk * oversample));
+            int w = (int) Math.min(n, Math.ceil(kk * oversample));
             scored = tier(rescore);
             // a 4-bit PQ tier's candidates: the best w by its quantised scores (docs/format.md,
             // "Candidates of a 4-bit PQ tier"), ties to the lower row
-            Integer[] candidates = coarse.isPq4() ? quantisedBest(coarse, q, all, w) : best(coarse, q, all, w);
+            Integer[] candidates = coarse.isPq4() ? quantisedBest(coarse, q, rows, w) : best(coarse, q, rows, w);
             top = best(scored, q, candidates, kk);
         }
         long[] outIds = new long[k];

@@ -1,0 +1,107 @@
+"""Inverted file: documents partitioned into ``nlist`` lists by their nearest coarse centroid (L2).
+
+An ``ivf<nlist>`` stage comes first in a chain (``ivf4096,pq32x4``, ``ivf1024,pca128,int8``): it
+learns ``centroids`` (nlist, dim) with FAISS k-means and passes vectors through unchanged, so the
+stages after it encode each vector itself, not its residual. A tier with an ivf stage stores its
+codes grouped by list (docs/format.md, "Inverted-file tiers"), and a search scans only the ``nprobe``
+lists whose centroids are nearest the query: the codes of a list are those the same chain without
+the ivf stage would produce, so with every list probed the tier answers exactly as that flat tier.
+
+Why no residuals (FAISS's default for IVF-PQ): one set of lookup tables serves every probed list,
+so a query costs its tables once, not once per list; the lists' codes can be copied from, or
+compared with, the flat tier's; and two-stage search rescores the candidates anyway.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from .abc import Codec
+
+KMEANS_ITERATIONS = 20
+# FAISS's default cap: a larger sample costs k-means time without better centroids.
+MAX_POINTS_PER_LIST = 256
+# Rows assigned per call: (rows x nlist) float32 scores stay near 64 MB.
+ASSIGN_BYTES = 64 << 20
+
+
+class IVF(Codec):
+    codec_id = "ivf"
+    param_names = ("centroids",)
+    code_dtype = np.dtype("f4")
+
+    def __init__(self, dim: int | None = None, nlist: int = 0):
+        super().__init__(dim)
+        if isinstance(nlist, bool) or not isinstance(nlist, int) or nlist < 1:
+            raise InvalidInputError(f"ivf needs nlist >= 1 lists, got {nlist!r} (e.g. 'ivf1024,pq32x4')")
+        self.nlist = nlist
+
+    def hyperparameters(self) -> dict:
+        return {"nlist": self.nlist}
+
+    def expected_param_shapes(self):
+        return {"centroids": ((self.nlist, self.dim), np.dtype("<f4"))}
+
+    def fit(self, sample: np.ndarray, *, seed: int = 0) -> IVF:
+        """Train the coarse centroids: FAISS k-means (L2) on ``sample``, at most 256 points a list."""
+        import faiss
+
+        if sample.shape[0] < self.nlist:
+            raise InvalidInputError(
+                f"ivf{self.nlist} needs at least {self.nlist} training vectors for {self.nlist} lists, got "
+                f"{sample.shape[0]}: raise --train-size (ideally {39 * self.nlist}+) or use fewer lists"
+            )
+        km = faiss.Kmeans(self.dim, self.nlist, niter=KMEANS_ITERATIONS, seed=seed,
+                          max_points_per_centroid=MAX_POINTS_PER_LIST, verbose=False)
+        km.train(np.ascontiguousarray(sample, dtype=np.float32))
+        self.centroids_ = np.ascontiguousarray(km.centroids, dtype="<f4")
+        return self
+
+    def assign(self, x: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 -> (n,) int64: the list of each row, its nearest centroid by L2 (the
+        highest :meth:`probe_scores`; ties: the lowest list number). Done once, when a row is written."""
+        self.check_fitted()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty(x.shape[0], dtype=np.int64)
+        step = max(1, ASSIGN_BYTES // (4 * self.nlist))
+        for start in range(0, x.shape[0], step):
+            out[start:start + step] = np.argmax(self.probe_scores(x[start:start + step]), axis=1)
+        return out
+
+    def probe_scores(self, xq: np.ndarray) -> np.ndarray:
+        """(nq, nlist) float32: ``2 q . c - |c|^2`` (= |q|^2 - |q - c|^2), higher = nearer; the lists a
+        search scans are the ``nprobe`` highest."""
+        self.check_fitted()
+        return np.asarray(2.0 * (xq @ self.centroids_.T) - self.centroid_sqnorms, dtype=np.float32)
+
+    @property
+    def centroid_sqnorms(self) -> np.ndarray:
+        norms = getattr(self, "_sqnorms", None)
+        if norms is None:
+            norms = self._sqnorms = (self.centroids_ * self.centroids_).sum(axis=1, dtype=np.float32)
+        return norms
+
+    def set_params(self, params, where: str = "parameters") -> IVF:
+        self._sqnorms = None
+        return super().set_params(params, where)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return codes
+
+
+def group_by_list(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's list (n,) -> (rows, offsets): ``rows`` (n,) int64 the rows in list order (by row
+    within a list), ``offsets`` (nlist + 1,) int64 where list l is ``rows[offsets[l]:offsets[l+1]]``."""
+    rows = np.argsort(lists, kind="stable").astype(np.int64)
+    offsets = np.zeros(nlist + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lists, minlength=nlist), out=offsets[1:])
+    return rows, offsets
+
+
+def lists_of_positions(offsets: np.ndarray) -> np.ndarray:
+    """(nlist + 1,) offsets -> (n,) int64: the list of each position of a list-ordered array."""
+    return np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
