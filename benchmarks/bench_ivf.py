@@ -725,12 +725,12 @@ def markdown(r: dict, args) -> str:
     if V and V.get("head_to_head"):
         h = V["head_to_head"]
         dflt = h.get("vecstore default")
-        for label in ("least memory", "fastest"):
+        for label in ("least_memory", "fastest"):
             f = h.get(f"faiss {label}")
             if dflt and f:
-                tgt(f"p50, default search vs FAISS's {label} at recall >= 0.95 (`{f['config']}`)",
-                    dflt["p50_ms"] / f["p50_ms"], T["p50"], False)
-                tgt(f"batch QPS, default search vs FAISS's {label}", dflt["qps"] / f["qps"], T["qps"], True)
+                tgt(f"p50, default search vs FAISS's {label.replace('_', '-')} configuration at recall >= 0.95 "
+                    f"(`{f['config']}`)", dflt["p50_ms"] / f["p50_ms"], T["p50"], False)
+                tgt(f"batch QPS, default search vs FAISS's {label.replace('_', '-')}", dflt["qps"] / f["qps"], T["qps"], True)
         if dflt:
             tgt("recall@10 of the default search, held-out queries", dflt["recall_at_10"], TARGET_RECALL, True, "{:.4f}")
         ds = V.get("default_search") or []
@@ -804,7 +804,7 @@ def markdown(r: dict, args) -> str:
                   "(order rotated, a fresh query every call); batch = all queries in one call, median of runs alternating.", "",
                   "| system | recall@10 | p50 ms | p99 ms | QPS | p50 / FAISS least-memory | QPS / FAISS least-memory |",
                   "|---|---|---|---|---|---|---|"]
-            ref = h.get("faiss least memory")
+            ref = h.get("faiss least_memory")
             for name, x in h.items():
                 L.append(f"| {name}" + (f" `{x['config']}`" if "config" in x else "") + f" | {x['recall_at_10']:.4f} | "
                          f"{x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {x['qps']:,.0f} | "
