@@ -72,7 +72,7 @@ TARGET_RECALL = 0.95
 BUDGET = 64.0
 TARGETS = {"p50": 1.0, "qps": 1.0, "growth": 3.0, "build_rss_gb": 4.0, "build_time": 1.5, "real_loss": 0.0}
 NPROBE = "1 2 4 8 16 32 64 128 256 512"
-K_FACTORS = "1 2 4 8 16 32 64 128"
+K_FACTORS = "1 2 4 8 16 32 64 128 256 512 1024"
 REAL = os.path.join(ROOT, "..", "shared", "data", "wordnet-minilm-384.hdf5")
 
 
