@@ -94,7 +94,7 @@ def parse_args(argv=None):
                     help="training rows for both systems (default: min(n, max(100,000, 64 nlist)))")
     ap.add_argument("--nprobe", default=NPROBE, help="FAISS nprobe sweep (values above nlist dropped)")
     ap.add_argument("--k-factors", default=K_FACTORS, help="FAISS Refine k_factor sweep")
-    ap.add_argument("--vs-nprobe", default="4 8 16 32 64 128", help="vecstore nprobe sweep at the calibrated oversample")
+    ap.add_argument("--vs-nprobe", default="4 8 16 32 64 128 256", help="vecstore nprobe sweep at the calibrated oversample")
     ap.add_argument("--single", type=int, default=1000, help="single-query calls per system in the head-to-head")
     ap.add_argument("--sweep-single", type=int, default=200, help="single-query calls per swept configuration")
     ap.add_argument("--repeats", type=int, default=5, help="timed batch runs after a warm-up")
@@ -530,11 +530,39 @@ class Bench:
                 cal = tiers.get(codec, {}).get("calibration")
                 out["codecs"][codec] = {"calibration": cal}
                 self.log(f"  {codec} calibration: {cal}")
+            # nprobe sweep of each tier at its calibrated oversample
+            out["sweep"] = []
+            for codec in a.codecs:
+                cal = out["codecs"][codec]["calibration"] or {}
+                for nprobe in [int(p) for p in values(a.vs_nprobe) if p <= parse_ivf(codec)[0]]:
+                    kw = {"tier": codec, "nprobe": nprobe}
+                    if cal.get("rescore"):
+                        kw.update(rescore=cal["rescore"], oversample=cal.get("oversample"))
+                    fn = lambda q, kw=kw: store.search(q, K, **kw)  # noqa: E731
+                    recall = metrics.recall_at_k(np.asarray(fn(xq)[1]), gt, K)
+                    runs = metrics.time_repeated(lambda fn=fn: fn(xq), repeats=a.repeats, warmup=1)
+                    one = metrics.time_each(fn, [xq[i % xq.shape[0]:i % xq.shape[0] + 1]
+                                                 for i in range(a.sweep_single)], warmup=5)
+                    row = {"codec": codec, "nprobe": nprobe, "oversample": cal.get("oversample"),
+                           "recall_at_10": recall, "qps": xq.shape[0] / runs.median, "p50_ms": one.p50 * 1e3,
+                           "p99_ms": one.p99 * 1e3}
+                    out["sweep"].append(row)
+                    self.log(f"  {codec} nprobe={nprobe} x{cal.get('oversample')}: recall {recall:.4f}, "
+                             f"p50 {row['p50_ms']:.3f} ms, {row['qps']:,.0f} QPS")
+            # the fastest swept plan that reaches the target on the held-out queries: "at the same recall"
+            ok = [r for r in out["sweep"] if r["recall_at_10"] >= TARGET_RECALL]
+            out["sweep_best"] = min(ok, key=lambda r: r["p50_ms"]) if ok else None
             # the default search and each codec's calibrated plan, beside FAISS's two configurations
             systems = {"vecstore default": lambda q: store.search(q, K)}
             for codec in a.codecs:   # each tier's calibrated plan (the default search is one of them)
                 kw = calibrated_options(codec, out["codecs"][codec]["calibration"])
                 systems[f"vecstore {codec}"] = lambda q, kw=kw: store.search(q, K, **kw)
+            if out["sweep_best"]:
+                b = out["sweep_best"]
+                kw = calibrated_options(b["codec"], out["codecs"][b["codec"]]["calibration"])
+                kw.update(nprobe=b["nprobe"])
+                systems[f"vecstore {b['codec']} nprobe={b['nprobe']} (held-out >= {TARGET_RECALL})"] = \
+                    lambda q, kw=kw: store.search(q, K, **kw)
             loaded = {}
             for label, r in twins.items():
                 systems[f"faiss {label}"] = self.faiss_search(r, loaded)
@@ -573,25 +601,6 @@ class Bench:
                                                                        if isinstance(v, (int, float))}
             out["rss_anon_bytes_per_vector"] = mem_after["process"].get("RssAnon", 0) / n \
                 if isinstance(mem_after.get("process"), dict) else None
-            # nprobe sweep of each tier at its calibrated oversample
-            out["sweep"] = []
-            for codec in a.codecs:
-                cal = out["codecs"][codec]["calibration"] or {}
-                for nprobe in [int(p) for p in values(a.vs_nprobe) if p <= parse_ivf(codec)[0]]:
-                    kw = {"tier": codec, "nprobe": nprobe}
-                    if cal.get("rescore"):
-                        kw.update(rescore=cal["rescore"], oversample=cal.get("oversample"))
-                    fn = lambda q, kw=kw: store.search(q, K, **kw)  # noqa: E731
-                    recall = metrics.recall_at_k(np.asarray(fn(xq)[1]), gt, K)
-                    runs = metrics.time_repeated(lambda fn=fn: fn(xq), repeats=a.repeats, warmup=1)
-                    one = metrics.time_each(fn, [xq[i % xq.shape[0]:i % xq.shape[0] + 1]
-                                                 for i in range(a.sweep_single)], warmup=5)
-                    row = {"codec": codec, "nprobe": nprobe, "oversample": cal.get("oversample"),
-                           "recall_at_10": recall, "qps": xq.shape[0] / runs.median, "p50_ms": one.p50 * 1e3,
-                           "p99_ms": one.p99 * 1e3}
-                    out["sweep"].append(row)
-                    self.log(f"  {codec} nprobe={nprobe} x{cal.get('oversample')}: recall {recall:.4f}, "
-                             f"p50 {row['p50_ms']:.3f} ms, {row['qps']:,.0f} QPS")
         finally:
             store.close()
         return out
@@ -749,6 +758,13 @@ def markdown(r: dict, args) -> str:
                 tgt(f"p50, default search vs FAISS's {label.replace('_', '-')} configuration at recall >= 0.95 "
                     f"(`{f['config']}`)", dflt["p50_ms"] / f["p50_ms"], T["p50"], False)
                 tgt(f"batch QPS, default search vs FAISS's {label.replace('_', '-')}", dflt["qps"] / f["qps"], T["qps"], True)
+        same = next((n for n in h if "held-out" in n), None)
+        for label in ("least_memory", "fastest"):
+            f = h.get(f"faiss {label}")
+            if same and f:
+                tgt(f"p50 at the same recall: `{same[9:]}` (recall {h[same]['recall_at_10']:.4f}) vs FAISS's "
+                    f"{label.replace('_', '-')} ({f['recall_at_10']:.4f})", h[same]["p50_ms"] / f["p50_ms"], T["p50"], False)
+                tgt(f"batch QPS at the same recall, same pair", h[same]["qps"] / f["qps"], T["qps"], True)
         if dflt:
             tgt("recall@10 of the default search, held-out queries", dflt["recall_at_10"], TARGET_RECALL, True, "{:.4f}")
         ds = V.get("default_search") or []
