@@ -597,6 +597,11 @@ class Bench:
                 res = t.get("resident_bytes", 0) + t.get("fastscan_bytes", 0) + t.get("param_bytes", 0) \
                     + t.get("bias_bytes", 0)
                 out["codecs"][codec]["resident_bytes_per_vector"] = res / n
+                # an ivf tier's lists/rows (the store row of each list position) stay mapped, so
+                # store.memory() does not count them, but every query reads its candidates' entries
+                lists = getattr(store.tier(codec), "lists", None)
+                rows_b = int(lists.rows.nbytes) if lists is not None else 0
+                out["codecs"][codec]["list_rows_bytes_per_vector"] = rows_b / n
                 out["codecs"][codec]["memory_all_bytes_per_vector"] = {k: v / n for k, v in t.items()
                                                                        if isinstance(v, (int, float))}
             out["rss_anon_bytes_per_vector"] = mem_after["process"].get("RssAnon", 0) / n \
@@ -831,7 +836,9 @@ def markdown(r: dict, args) -> str:
         for codec, c in V["codecs"].items():
             cal = c.get("calibration") or {}
             L.append(f"| `{codec}` | {cal.get('nprobe')} | {cal.get('oversample')} | {cal.get('rescore')} | "
-                     f"{cal.get('recall_at_10')} | {cal.get('latency_us')} | {c.get('resident_bytes_per_vector', float('nan')):.1f} |")
+                     f"{cal.get('recall_at_10')} | {cal.get('latency_us')} | {c.get('resident_bytes_per_vector', float('nan')):.1f}"
+                     + (f" (+ {c['list_rows_bytes_per_vector']:.0f} B of mapped lists/rows)" if c.get("list_rows_bytes_per_vector") else "")
+                     + " |")
         h = V.get("head_to_head")
         if h:
             L += ["", f"Head to head: {next(iter(h.values()))['single_calls']} single-query calls each, systems round-robin "
