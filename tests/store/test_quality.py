@@ -218,3 +218,20 @@ def test_release_leaves_private_arrays_alone(tmp_path):
         after = f.memory()["process"].get("RssFile")
         if before is not None:
             assert after <= before + (1 << 20)  # the 5 MB read left the resident set again
+
+
+def test_build_of_a_large_store_warms_up_on_its_first_rows_only(tmp_path, monkeypatch):
+    """The post-build warm-up must not read every row of a store larger than RAM (10M x 384: 15 GB
+    of mapped pages in the build's resident set); it scans a slice with the same kernels."""
+    import sys
+
+    from vecstore.store.tier import Tier
+
+    build_module = sys.modules["vecstore.store.build"]
+    monkeypatch.setattr(build_module, "WARM_EXACT_ROWS", 100)
+    scanned = []
+    real_scan = Tier.scan
+    monkeypatch.setattr(Tier, "scan", lambda self, *a, **kw: scanned.append(self.count) or real_scan(self, *a, **kw))
+    monkeypatch.setattr(build_module.Store, "search", lambda *a, **kw: pytest.fail("searched the whole store"))
+    vecstore.build(tmp_path / "s.vs", _data(8, n=1000), progress=False).close()
+    assert scanned == [100]

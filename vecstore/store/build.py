@@ -234,10 +234,12 @@ def _warmed(store: Store) -> Store:
         raw = store.tier(fmt.RAW_TIER)
         query = np.asarray(raw.codes[:1], dtype=np.float32)
         if query.shape[0] and np.isfinite(query).all() and query.any():
-            store.search(query, 10)
             if store.count <= WARM_EXACT_ROWS:
+                store.search(query, 10)
                 store.search(query, 10, tier=fmt.RAW_TIER)
             else:  # the same kernels over a slice (Tier.scan: what search_plan calls for a large tier)
+                if store.default_plan().rescore is not None:  # (an exact default would read every row)
+                    store.search(query, 10)
                 head = Tier(raw.name, raw.codec, raw.codes[:WARM_EXACT_ROWS],
                             None if raw.sqnorms is None else raw.sqnorms[:WARM_EXACT_ROWS], raw.metric)
                 head.scan(query, 10)
