@@ -52,12 +52,12 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     one plus every factor of OVERSAMPLES, for each nprobe tried of an inverted-file tier; the last
     call says done == total, also when it stops early).
 
-    An inverted-file tier is calibrated for (nprobe, oversample) together, so that it loses no recall
-    against the flat tier it wraps: first with every list probed (the flat tier's plan: its least
-    oversampling meeting the target, and the recall that reaches, ``flat_recall_at_10``); then nprobe
-    doubles from 1, each with the least oversampling that reaches that recall (at least the target),
-    until two such plans in a row are no faster than the fastest so far; the fastest is recorded (``nprobe``, with every pair tried
-    under ``nprobe_sweep``).
+    An inverted-file tier is calibrated for (nprobe, oversample) together, so that its lists lose no
+    recall against the flat tier they wrap: first with every list probed (the flat tier: recall for
+    each oversampling until the target is met, ``flat_recall_by_oversample``); then nprobe doubles
+    from 1, each with the least oversampling whose recall reaches both the target and the flat
+    tier's at that oversampling (less FLAT_TOLERANCE), until two such plans in a row are no faster
+    than the fastest so far; the fastest is recorded (``nprobe``, every pair tried under ``nprobe_sweep``).
     """
     probes = _nprobe_grid(coarse)
     total = 1 + len(OVERSAMPLES) * len(probes)
@@ -77,15 +77,14 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     k = min(K, count - 1)
     truth = without(exact_rows(raw, xq, k + 1, release), own)[:, :k]
     step()
-    goal, flat = target, None
-    if coarse.lists is not None:  # every list probed: the flat tier's plan, whose recall the lists must keep
-        flat = _oversample_sweep(coarse, fine, xq, own, truth, k, target, coarse.nlist, step, release)
-        if flat["meets_target"]:
-            goal = max(target, flat["recall_at_10"])
+    goal, flat = (lambda factor: target), None
+    if coarse.lists is not None:  # every list probed: the flat tier, whose recall the lists must keep
+        flat = _oversample_sweep(coarse, fine, xq, own, truth, k, goal, coarse.nlist, step, release)
+        goal = _keeping(flat["recall_by_oversample"], target)
     sweep, best, slower = [], None, 0
     for nprobe in probes:
         if flat is not None and nprobe == coarse.nlist:
-            record = dict(flat, meets_target=flat["recall_at_10"] >= goal)
+            record = flat
         else:
             record = _oversample_sweep(coarse, fine, xq, own, truth, k, goal, nprobe, step, release)
         record["latency_us"] = round(plan_latency_us(coarse, fine, xq, k, record["oversample"], nprobe), 1)
@@ -119,6 +118,7 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
         out["nprobe"] = best["nprobe"]
         out["flat_recall_at_10"] = flat["recall_at_10"]
         out["flat_oversample"] = flat["oversample"]
+        out["flat_recall_by_oversample"] = flat["recall_by_oversample"]
         out["nprobe_sweep"] = [{key: r[key] for key in ("nprobe", "oversample", "recall_at_10", "meets_target",
                                                           "latency_us")} for r in sweep]
     return out
@@ -156,10 +156,26 @@ def _nprobe_grid(coarse: Tier) -> list[int | None]:
     return grid + [coarse.nlist]
 
 
+# Recall an inverted-file tier's lists may lose against its flat tier at the same oversampling: ten
+# neighbours of the 2,000 the calibration checks (about its own noise).
+FLAT_TOLERANCE = 0.005
+
+
+def _keeping(flat: dict[str, float], target: float) -> Callable[[int], float]:
+    """The recall an nprobe plan must reach at each oversampling: the target, and the flat tier's
+    recall at that oversampling (past the largest the flat sweep tried: at that one) less
+    FLAT_TOLERANCE, so that the lists lose no recall the flat tier would have found."""
+    def goal(factor: int) -> float:
+        tried = [int(f) for f in flat if int(f) <= factor]
+        return max(target, flat[str(max(tried))] - FLAT_TOLERANCE) if tried else target
+    return goal
+
+
 def _oversample_sweep(coarse: Tier, fine: Tier, xq: np.ndarray, own: np.ndarray, truth: np.ndarray, k: int,
-                      target: float, nprobe: int | None, step: Callable[..., None],
+                      target: Callable[[int], float], nprobe: int | None, step: Callable[..., None],
                       release: Callable[[np.ndarray], None] | None = None) -> dict:
-    """Recall@k for each oversampling of OVERSAMPLES until one meets ``target``: that one, else the best."""
+    """Recall@k for each oversampling of OVERSAMPLES until one reaches ``target(factor)``: that one,
+    else the best."""
     count = coarse.count
     recalls, chosen = {}, None
     for tried, factor in enumerate(OVERSAMPLES, 1):
@@ -170,8 +186,8 @@ def _oversample_sweep(coarse: Tier, fine: Tier, xq: np.ndarray, own: np.ndarray,
         recall = float(recall_at_k(found, truth, k).mean())
         recalls[str(factor)] = round(recall, 4)
         step()
-        if recall >= target or width >= count - 1:
-            chosen = factor if recall >= target else None
+        if recall >= target(factor) or width >= count - 1:
+            chosen = factor if recall >= target(factor) else None
             if nprobe is not None:  # the next nprobe's steps start at its own share of the total
                 step(len(OVERSAMPLES) - tried)
             break
