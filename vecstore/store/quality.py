@@ -87,9 +87,7 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
             record = flat
         else:
             record = _oversample_sweep(coarse, fine, xq, own, truth, k, goal, nprobe, step, release)
-        record["latency_us"] = round(plan_latency_us(coarse, fine, xq, k, record["oversample"], nprobe), 1)
-        if release is not None:
-            release(fine.codes)
+        record["latency_us"] = round(plan_latency_us(coarse, fine, xq, k, record["oversample"], nprobe, release), 1)
         sweep.append(record)
         if record["meets_target"]:
             if best is not None and record["latency_us"] >= best["latency_us"]:
@@ -226,8 +224,11 @@ def calibrate_fastest(coarse: Tier, fines: list[Tier], raw: Tier, *, seed: int =
     return best
 
 
-# Bytes of rows a calibration rescores between two releases of the rescoring tier's pages.
-RESCORE_BATCH_BYTES = 64 << 20
+# Bytes of mapped pages a calibration's rescoring may add between two releases of the rescoring
+# tier's pages. A page fault on a file mapping maps its neighbours too (the kernel's fault-around, 64
+# KB; MADV_RANDOM does not stop it): scattered rows cost 64 KB each, not their own bytes.
+RESCORE_BATCH_BYTES = 256 << 20
+FAULT_AROUND_BYTES = 64 << 10
 
 
 def _rescored(fine: Tier, xq: np.ndarray, cand: np.ndarray, k: int,
@@ -236,7 +237,7 @@ def _rescored(fine: Tier, xq: np.ndarray, cand: np.ndarray, k: int,
     pages released after each batch: at large factors the candidates cover most of the tier."""
     if release is None:
         return fine.rescore(xq, cand, k)[1]
-    row_bytes = fine.codes.shape[1] * fine.codes.itemsize
+    row_bytes = max(fine.codes.shape[1] * fine.codes.itemsize, FAULT_AROUND_BYTES)
     batch = max(1, RESCORE_BATCH_BYTES // max(1, cand.shape[1] * row_bytes))
     found = []
     for q0 in range(0, xq.shape[0], batch):
@@ -246,7 +247,7 @@ def _rescored(fine: Tier, xq: np.ndarray, cand: np.ndarray, k: int,
 
 
 def plan_latency_us(coarse: Tier, fine: Tier, xq: np.ndarray, k: int, factor: float,
-                    nprobe: int | None = None) -> float:
+                    nprobe: int | None = None, release: Callable[[np.ndarray], None] | None = None) -> float:
     """Median microseconds of one query's two-stage search (scan ``coarse`` for ``k * factor``
     candidates, rescore them on ``fine``) over the first LATENCY_QUERIES of ``xq``, on this machine
     now: what makes one calibrated plan faster than another of the same store."""
@@ -254,11 +255,14 @@ def plan_latency_us(coarse: Tier, fine: Tier, xq: np.ndarray, k: int, factor: fl
     times = []
     for i in range(min(LATENCY_WARMUP + LATENCY_QUERIES, xq.shape[0])):
         q = xq[i:i + 1]
-        start = time.perf_counter()
-        _, cand = coarse.scan(q, width, candidates=True, nprobe=nprobe)
-        fine.rescore(q, cand, k)
-        if i >= LATENCY_WARMUP:
-            times.append(time.perf_counter() - start)
+        for timed in (False, True):  # the first call maps the candidates' pages: time the second
+            start = time.perf_counter()
+            _, cand = coarse.scan(q, width, candidates=True, nprobe=nprobe)
+            fine.rescore(q, cand, k)
+            if timed and i >= LATENCY_WARMUP:
+                times.append(time.perf_counter() - start)
+        if release is not None:
+            release(fine.codes)
     return float(np.median(times) * 1e6) if times else 0.0
 
 
