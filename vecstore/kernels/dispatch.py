@@ -15,6 +15,7 @@ which kernel answers which query and why.
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import numpy as np
 
@@ -132,8 +133,18 @@ NUMPY_MAX_WORK = 4_000_000
 
 def by_numpy(layout: str, nq: int, n: int, dim: int) -> bool:
     """Whether an exact scan of ``nq`` queries over ``n`` rows of ``dim`` codes (layout "f32", "f16",
-    "i8") is answered by :func:`search_dense_numpy` rather than the compiled kernels."""
-    return layout == "f32" and nq < GEMM_MIN_QUERIES and nq * n * dim <= NUMPY_MAX_WORK
+    "i8") is answered by :func:`search_dense_numpy` rather than the compiled kernels: a small one,
+    while this process has not imported numba. The numpy path saves a fresh process numba's import
+    and kernel load; once numba is in (an encoder, a PQ tier, any kernel), the kernels cost nothing
+    more, and they scale with Python threads where BLAS's own threads oversubscribe the cores (text
+    queries from 2 threads on 2 cores: 0.63x the rate of one through numpy)."""
+    return (layout == "f32" and nq < GEMM_MIN_QUERIES and nq * n * dim <= NUMPY_MAX_WORK
+            and not numba_imported())
+
+
+def numba_imported() -> bool:
+    """Whether this process has imported numba (by_numpy's test, apart so that tests can vary it)."""
+    return "numba" in sys.modules
 
 
 def search_dense_numpy(folded: np.ndarray, codes: np.ndarray, bias: np.ndarray, const: np.ndarray, kk: int, k: int,
