@@ -104,6 +104,10 @@ def test_calibration_records_nprobe_and_the_default_search_uses_it(store_path, d
         tried = [r["nprobe"] for r in cal["nprobe_sweep"]]
         assert tried[0] == 1 and all(b == 2 * a or b == NLIST for a, b in zip(tried, tried[1:]))
         assert store.tier(f"ivf{NLIST},pq8x4").default_nprobe == cal["nprobe"]
+        # the lists' bytes are reported apart: 8 B a row mapped, plus the offsets
+        memory = store.memory()["tiers"][f"ivf{NLIST},pq8x4"]
+        assert memory["list_bytes"] == 8 * store.count + 8 * (NLIST + 1)
+        assert store.memory()["tiers"]["pq8x4"]["list_bytes"] == 0
         plan = ("ivf16,pq8x4", "raw", None)
         default = store.search(x[:20], 10, tier=plan[0], rescore="raw")
         given = store.search(x[:20], 10, tier=plan[0], rescore="raw", oversample=cal["oversample"],

@@ -118,14 +118,18 @@ class Tier:
 
         A 4-bit PQ tier that has been searched also holds its codes in fast-scan blocks
         (``fastscan_bytes``, private memory, about the size of the codes); an l2 tier that has been
-        searched holds its negated norms (``bias_bytes``, 4 bytes a row).
+        searched holds its negated norms (``bias_bytes``, 4 bytes a row). An inverted-file tier's
+        lists (``list_bytes``: the row of each position, 8 bytes a row, mapped and read for every
+        candidate, plus the offsets in private memory) count apart.
         """
         size = int(self.codes.nbytes) + (int(self.sqnorms.nbytes) if self.sqnorms is not None else 0)
         blocked = self._blocked
+        lists = 0 if self.lists is None else int(self.lists.rows.nbytes + self.lists.offsets.nbytes)
         return {"resident_bytes": size if self.resident else 0, "mapped_bytes": 0 if self.resident else size,
                 "param_bytes": self.param_bytes,
                 "fastscan_bytes": 0 if blocked is None else int(blocked[0].nbytes + blocked[1].nbytes),
-                "bias_bytes": 0 if self._bias is None else int(self._bias.nbytes)}
+                "bias_bytes": 0 if self._bias is None else int(self._bias.nbytes),
+                "list_bytes": lists}
 
     # -- search ---------------------------------------------------------------------------------
 
