@@ -10,6 +10,7 @@ and ``calibration`` (the record vecstore.store.quality writes, or None).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
@@ -104,6 +105,19 @@ def check_budget(budget) -> None:
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                or math.isnan(budget) or budget < 0):
         raise InvalidInputError(f"budget must be bytes per vector >= 0 (float('inf'): no limit), got {budget!r}")
+
+
+def check_nprobe(nprobe, nlist: int, name: str, codec: str) -> int | None:
+    """``nprobe`` validated for a scanned tier ``name`` (codec string ``codec``) of ``nlist`` lists
+    (0: not an inverted-file tier). None stays None (the tier's calibrated default)."""
+    if nprobe is None:
+        return None
+    if not nlist:
+        raise InvalidInputError(f"nprobe applies to inverted-file tiers (codec 'ivf<nlist>,...'); tier {name!r} is "
+                                f"{codec}: drop nprobe or choose an ivf tier")
+    if isinstance(nprobe, bool) or not isinstance(nprobe, numbers.Integral) or not 1 <= nprobe <= nlist:
+        raise InvalidInputError(f"nprobe must be an integer from 1 to the tier's {nlist} lists, got {nprobe!r}")
+    return int(nprobe)
 
 
 def check_oversample(oversample) -> None:

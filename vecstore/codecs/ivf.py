@@ -24,6 +24,9 @@ from .abc import Codec
 KMEANS_ITERATIONS = 10
 # FAISS's default cap: a larger sample costs k-means time without better centroids.
 MAX_POINTS_PER_LIST = 256
+# Sampled vectors per list worth training on (FAISS warns below 39): compress's default sample size
+# for an ivf codec, and the advice when a sample is too small.
+IVF_TRAIN_PER_LIST = 40
 # Rows assigned per call: (rows x nlist) float32 scores stay near 64 MB.
 ASSIGN_BYTES = 64 << 20
 
@@ -52,7 +55,7 @@ class IVF(Codec):
         if sample.shape[0] < self.nlist:
             raise InvalidInputError(
                 f"ivf{self.nlist} needs at least {self.nlist} training vectors for {self.nlist} lists, got "
-                f"{sample.shape[0]}: raise --train-size (ideally {39 * self.nlist}+) or use fewer lists"
+                f"{sample.shape[0]}: raise --train-size (ideally {IVF_TRAIN_PER_LIST * self.nlist}+) or use fewer lists"
             )
         km = faiss.Kmeans(self.dim, self.nlist, niter=KMEANS_ITERATIONS, seed=seed,
                           max_points_per_centroid=MAX_POINTS_PER_LIST, verbose=False)

@@ -42,24 +42,31 @@ class TierPlan:
     lists: tuple[np.ndarray, np.ndarray] | None = None
 
 
-class _Listing:
-    """An inverted-file tier being encoded: codes, norms and lists of every row, in row order."""
+class EncodedRows:
+    """A tier encoded in RAM chunk by chunk: its codes, its norms (l2 stores) and, for an
+    inverted-file codec, the list of each row. What the writer does with an inverted-file tier (its
+    codes are written in list order, known only at the end) and what compress does with a tier it
+    calibrates before writing."""
 
     def __init__(self, codec: Pipeline, count: int, metric: str):
         self.codec, self.metric = codec, metric
-        l2 = metric == "l2"
         self.codes = np.empty((count, codec.code_width), dtype=codec.code_dtype)
-        self.norms = np.empty(count, dtype=np.float32) if l2 else None
-        self.lists = np.empty(count, dtype=np.int64)
+        self.norms = np.empty(count, dtype=np.float32) if metric == "l2" else None
+        self.lists = np.empty(count, dtype=np.int64) if codec.ivf is not None else None
 
     def add(self, start: int, rows: np.ndarray) -> None:
         stop = start + rows.shape[0]
         self.codes[start:stop] = codes = self.codec.encode(rows)
         if self.norms is not None:
             self.norms[start:stop] = _sqnorms(self.codec, codes, rows)
-        self.lists[start:stop] = self.codec.ivf.assign(rows, self.metric)
+        if self.lists is not None:
+            self.lists[start:stop] = self.codec.ivf.assign(rows, self.metric)
 
-    def in_list_order(self) -> tuple[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
+    def arrays(self) -> tuple[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray] | None]:
+        """((codes, norms), lists): in row order with lists None, or for an inverted-file codec in
+        list order with lists (offsets, rows) (docs/format.md, "Inverted-file tiers")."""
+        if self.lists is None:
+            return (self.codes, self.norms), None
         rows, offsets = group_by_list(self.lists, self.codec.ivf.nlist)
         return (self.codes[rows], None if self.norms is None else self.norms[rows]), (offsets, rows)
 
@@ -164,17 +171,17 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                 norms = (fmt.ChecksumWriter(group, fmt.SQNORMS, (contents.count,), np.dtype("<f4"))
                          if contents.metric == "l2" else None)
                 if plan.codec.ivf is not None and plan.copy_from is None:
-                    listing = _Listing(plan.codec, contents.count, contents.metric)
+                    listing = EncodedRows(plan.codec, contents.count, contents.metric)
                     writers.append((listing, codes, norms))
                 else:
-                    _write_lists(group, plan)
+                    _write_lists(group, plan.name, plan.codec, plan.lists)
                     writers.append((plan, codes, norms))
             bar = tqdm(total=contents.count, unit="vec", desc=description, disable=not progress,
                        dynamic_ncols=True)
             with bar:
                 for start, stop, rows in _chunks(source if need_source else None, contents.count):
                     for plan, codes_w, norms_w in writers:
-                        if isinstance(plan, _Listing):
+                        if isinstance(plan, EncodedRows):
                             plan.add(start, rows)
                             continue
                         if plan.copy_from is not None:
@@ -193,13 +200,12 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
                             norms_w.write(_sqnorms(plan.codec, codes, rows))
                     bar.update(stop - start)
             for plan, codes_w, norms_w in writers:
-                if isinstance(plan, _Listing):
-                    (codes, norms), lists = plan.in_list_order()
-                    _write_lists(codes_w.dataset.parent, TierPlan("", plan.codec, lists=lists))
-                    for start in range(0, contents.count, COPY_ROWS):
-                        codes_w.write(codes[start:start + COPY_ROWS])
-                        if norms_w is not None:
-                            norms_w.write(norms[start:start + COPY_ROWS])
+                if isinstance(plan, EncodedRows):  # in RAM: written whole, in list order
+                    (codes, norms), lists = plan.arrays()
+                    _write_lists(codes_w.dataset.parent, codes_w.dataset.parent.name, plan.codec, lists)
+                    codes_w.write(codes)
+                    if norms_w is not None:
+                        norms_w.write(norms)
                 codes_w.close()
                 if norms_w is not None:
                     norms_w.close()
@@ -212,13 +218,14 @@ def _write_store(path: str, contents: StoreContents, tiers: list[TierPlan],
 COPY_ROWS = 65536
 
 
-def _write_lists(group: h5py.Group, plan: TierPlan) -> None:
-    """An inverted-file tier's lists (docs/format.md, "Inverted-file tiers"); nothing for other tiers."""
-    if plan.codec.ivf is None:
+def _write_lists(group: h5py.Group, name: str, codec: Pipeline, lists: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """An inverted-file tier's lists (offsets, rows) (docs/format.md, "Inverted-file tiers");
+    nothing for other tiers."""
+    if codec.ivf is None:
         return
-    if plan.lists is None:
-        raise RuntimeError(f"tier {plan.name!r}: an ivf tier copied from another needs its lists")
-    offsets, rows = plan.lists
+    if lists is None:
+        raise RuntimeError(f"tier {name!r}: an ivf tier copied from another needs its lists")
+    offsets, rows = lists
     lists = group.create_group(fmt.LISTS)
     fmt.write_array(lists, fmt.LIST_OFFSETS, np.asarray(offsets, dtype="<i8"))
     fmt.write_array(lists, fmt.LIST_ROWS, np.asarray(rows, dtype="<i8"))

@@ -273,13 +273,19 @@ def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blo
                bias_max: np.ndarray, exact: bool, allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """4-bit PQ through quantised tables in SIMD registers; the same results as the float scan."""
     nq, n = lut.shape[0], codes.shape[0]
-    quantize = K.fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES else K.fastscan.quantize_tables_parallel
-    lut8, base, scale, margin = quantize(lut)
-    allowed = K.fastscan.ALL_ROWS_ALLOWED if allow is None else K.fastscan.block_allow(allow, n)
+    lut8, base, scale, margin, allowed = _fast_tables(lut, allow, n)
     with threads_for(fast_scan_work(nq, codes)):
         return K.fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, allowed, k,
-                                      fast_scan_parts(nq, n), exact)
+                                        fast_scan_parts(nq, n), exact)
 
+
+def _fast_tables(lut: np.ndarray, allow: np.ndarray | None, n: int) -> tuple:
+    """What a fast scan takes beside the codes: the tables quantised (on every thread for a batch)
+    and the block bits of ``allow`` (or of every row)."""
+    quantize = (K.fastscan.quantize_tables if lut.shape[0] < PARALLEL_TABLES_QUERIES
+                else K.fastscan.quantize_tables_parallel)
+    allowed = K.fastscan.ALL_ROWS_ALLOWED if allow is None else K.fastscan.block_allow(allow, n)
+    return (*quantize(lut), allowed)
 
 
 # -- inverted-file tiers (vecstore.codecs.ivf) --------------------------------------------------------
@@ -305,14 +311,11 @@ def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bi
     if layout in ("pq8", "pq4"):
         finite = bool(np.isfinite(lut).all())
         if layout == "pq4" and fast_scan() and finite and blocked is not None:
-            quantize = (K.fastscan.quantize_tables if nq < PARALLEL_TABLES_QUERIES
-                        else K.fastscan.quantize_tables_parallel)
-            lut8, base, scale, margin = quantize(lut)
+            lut8, base, scale, margin, allowed = _fast_tables(lut, allow, codes.shape[0])
             block_bits, bias_max = blocked()
-            allowed = K.fastscan.ALL_ROWS_ALLOWED if allow is None else K.fastscan.block_allow(allow, codes.shape[0])
             with threads_for(work // K.fastscan.SPEEDUP):
                 return K.fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, block_bits, codes, bias, bias_max,
-                                               allowed, ranges, k, exact)
+                                                 allowed, ranges, k, exact)
         if layout == "pq4":
             lut = K.pq.pair_tables(lut, codes.shape[1])
         with threads_for(work):
@@ -327,6 +330,7 @@ def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bi
         if kq:
             scores[q, :kq], rows[q, :kq] = (a[0] for a in scan_dense_rows(folded[q:q + 1], codes, bias, kq, layout, mine))
     return scores, rows
+
 
 # -- rescoring and results --------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ClosedStoreError, InvalidInputError, UnknownTierError, VecstoreError
 from ..filters import parse
 from ..ingest import int64_ids
-from ..plan import EXACT, Plan, resolve_plan
+from ..plan import EXACT, Plan, check_nprobe, resolve_plan
 from ..query import ShardedSearchResult, check_k, merge_results, prepare_queries
 from ..store.closing import ClosesOnExit
 from .dask_backend import DaskBackend
@@ -228,7 +228,8 @@ class ShardedStore(ClosesOnExit):
             also ``strategies`` (one per shard), ``strategy`` and ``allowed``.
         """
         backend = self._check_open()
-        plan = (*self.resolve_plan(tier, rescore, oversample), self._checked_nprobe(nprobe, tier))
+        plan = self.resolve_plan(tier, rescore, oversample)
+        plan = (*plan, self._checked_nprobe(nprobe, plan.tier))
         prepared = prepare_queries(queries, self.dim, self.metric)
         check_k(k, self.count)
         if self.metric == "cosine":
@@ -254,19 +255,11 @@ class ShardedStore(ClosesOnExit):
         allowed = sum(p.allowed for p in parts)
         return ShardedSearchResult(merged.distances, merged.ids, missing, strategies, allowed)
 
-    def _checked_nprobe(self, nprobe, tier: str | None) -> int | None:
+    def _checked_nprobe(self, nprobe, name: str) -> int | None:
         """``nprobe`` checked against the scanned tier's codec here, once, not by every shard."""
-        if nprobe is None:
-            return None
-        name = self.resolve_plan(tier).tier if tier is not None else self.default_plan().tier
-        stages = self.manifest.tier(name).config["stages"]  # validated when the manifest was read
-        nlist = stages[0]["nlist"] if stages[0]["id"] == "ivf" else None
-        if nlist is None:
-            raise InvalidInputError(f"nprobe applies to inverted-file tiers (codec 'ivf<nlist>,...'); tier {name!r} "
-                                    "is not one: drop nprobe or choose an ivf tier")
-        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or not 1 <= nprobe <= nlist:
-            raise InvalidInputError(f"nprobe must be an integer from 1 to the tier's {nlist} lists, got {nprobe!r}")
-        return int(nprobe)
+        entry = self.manifest.tier(name)
+        first = entry.config["stages"][0]  # validated when the manifest was read
+        return check_nprobe(nprobe, first["nlist"] if first["id"] == "ivf" else 0, name, entry.codec)
 
     def _allow_per_shard(self, allow) -> list[np.ndarray]:
         """allow= ids (or a boolean mask over the collection's ids) split by the shards' id ranges."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..codecs import Pipeline, codec_string, get_codec
-from ..codecs.ivf import group_by_list
+from ..codecs.ivf import IVF_TRAIN_PER_LIST
 from ..errors import InvalidInputError, StoreNotFoundError
 from ..format import schema as fmt
 from ..format import segments as seg
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     from ..format.writer import StoreContents, TierPlan
 
 DEFAULT_TRAIN_SIZE = 50_000
-# Sampled vectors per list that train an inverted file's centroids by default: FAISS warns below 39.
-IVF_TRAIN_PER_LIST = 40
 CALIBRATE_MAX_BYTES = 256 << 20
 
 
@@ -240,9 +238,7 @@ def _warmed(store: Store) -> Store:
             else:  # the same kernels over a slice (Tier.scan: what search_plan calls for a large tier)
                 if store.default_plan().rescore is not None:  # (an exact default would read every row)
                     store.search(query, 10)
-                head = Tier(raw.name, raw.codec, raw.codes[:WARM_EXACT_ROWS],
-                            None if raw.sqnorms is None else raw.sqnorms[:WARM_EXACT_ROWS], raw.metric)
-                head.scan(query, 10)
+                raw.row_slice(0, WARM_EXACT_ROWS).scan(query, 10)
     except BaseException:
         store.close()
         raise
@@ -317,24 +313,15 @@ def kept(tier: Tier) -> TierPlan:
 def _encode_in_memory(store: StoreFile, name: str, pipeline: Pipeline, source, show: bool) -> Tier:
     from tqdm import tqdm
 
-    from ..kernels.flat import sqnorms_f32
-    codes = np.empty((store.count, pipeline.code_width), dtype=pipeline.code_dtype)
-    sqnorms = np.empty(store.count, dtype=np.float32) if store.metric == "l2" else None
-    lists = np.empty(store.count, dtype=np.int64) if pipeline.ivf is not None else None
+    from ..format.writer import EncodedRows  # (imported here: see the module docstring)
+
+    encoded = EncodedRows(pipeline, store.count, store.metric)
     with tqdm(total=store.count, unit="vec", desc=f"encode {name}", disable=not show) as bar:
         for start, rows in source():
-            block = pipeline.encode(rows)
-            codes[start:start + rows.shape[0]] = block
-            if sqnorms is not None:
-                sqnorms[start:start + rows.shape[0]] = sqnorms_f32(pipeline.decode(block))
-            if lists is not None:
-                lists[start:start + rows.shape[0]] = pipeline.ivf.assign(rows, store.metric)
+            encoded.add(start, rows)
             bar.update(rows.shape[0])
-    inverted = None
-    if lists is not None:  # codes and norms in list order (docs/format.md, "Inverted-file tiers")
-        order, offsets = group_by_list(lists, pipeline.ivf.nlist)
-        codes, sqnorms = codes[order], None if sqnorms is None else sqnorms[order]
-        inverted = InvertedLists(offsets, order, f"/{fmt.TIERS}/{name}/{fmt.LISTS}")
+    (codes, sqnorms), lists = encoded.arrays()
+    inverted = None if lists is None else InvertedLists(*lists, f"/{fmt.TIERS}/{name}/{fmt.LISTS}")
     tier = Tier(name, pipeline, codes, sqnorms, store.metric, inverted)
     tier.resident = True
     return tier

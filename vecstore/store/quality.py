@@ -135,12 +135,11 @@ def exact_rows(raw: Tier, xq: np.ndarray, k: int, release: Callable[[np.ndarray]
         return raw.scan(xq, k)[1]
     scores, rows = [], []
     for start in range(0, raw.count, step):
-        block = raw.codes[start:start + step]
-        norms = None if raw.sqnorms is None else raw.sqnorms[start:start + step]
-        s, r = Tier(raw.name, raw.codec, block, norms, raw.metric).scan(xq, min(k, block.shape[0]))
+        part = raw.row_slice(start, start + step)
+        s, r = part.scan(xq, min(k, part.count))
         scores.append(s)
         rows.append(r + start)
-        release(block)
+        release(part.codes)
     scores, rows = np.concatenate(scores, axis=1), np.concatenate(rows, axis=1)
     order = np.lexsort((rows, -scores), axis=1)[:, :k]  # best first, ties to the lower row
     return np.take_along_axis(rows, order, axis=1)

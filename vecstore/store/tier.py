@@ -12,9 +12,10 @@ import threading
 import numpy as np
 
 from ..codecs import Pipeline, codec_string, pipeline_from_config
-from ..errors import FormatError, InvalidInputError, VecstoreError
+from ..errors import FormatError, VecstoreError
 from ..format import schema as fmt
 from ..kernels import dispatch
+from ..plan import check_nprobe
 
 
 # An inverted-file tier with no calibrated nprobe probes one list in this many.
@@ -102,6 +103,12 @@ class Tier:
             "resident": self.resident,
             "calibration": self.calibration,
         }
+
+    def row_slice(self, start: int, stop: int) -> Tier:
+        """This (flat) tier over rows start:stop only: a scan of it costs those rows, and its row
+        numbers count from ``start``. For passes in blocks and for warming the kernels on a few rows."""
+        norms = None if self.sqnorms is None else self.sqnorms[start:stop]
+        return Tier(self.name, self.codec, self.codes[start:stop], norms, self.metric)
 
     # -- residency ------------------------------------------------------------------------------
 
@@ -219,15 +226,11 @@ class Tier:
         return max(1, -(-self.nlist // DEFAULT_PROBE_SHARE))
 
     def check_nprobe(self, nprobe) -> int:
-        """``nprobe`` validated for this tier (None: the default)."""
-        if nprobe is None:
+        """``nprobe`` validated for this tier (vecstore.plan.check_nprobe); None: the default (0 for a
+        flat tier)."""
+        if nprobe is None:  # (every search asks: no codec string built then)
             return self.default_nprobe if self.lists is not None else 0
-        if self.lists is None:
-            raise InvalidInputError(f"nprobe applies to inverted-file tiers (codec 'ivf<nlist>,...'); tier "
-                                    f"{self.name!r} is {self.codec_string}: drop nprobe or choose an ivf tier")
-        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or not 1 <= nprobe <= self.nlist:
-            raise InvalidInputError(f"nprobe must be an integer from 1 to the tier's {self.nlist} lists, got {nprobe!r}")
-        return int(nprobe)
+        return check_nprobe(nprobe, self.nlist, self.name, self.codec_string)
 
     def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
         """(nq, nprobe, 2) int64: the [start, stop) positions of each query's ``nprobe`` nearest
