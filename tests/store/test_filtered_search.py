@@ -230,7 +230,8 @@ def test_shards_evaluate_the_same_filter(tmp_path):
             coll.search(q, K, where="lang =")
 
 
-def test_cli(tmp_path):
+def _cli_built(tmp_path, fields: str):
+    """(vectors, store path, runner): a store built by `vecstore build` with docs() as metadata."""
     x = data(1)
     np.save(tmp_path / "x.npy", x)
     with open(tmp_path / "meta.jsonl", "w") as fh:
@@ -238,8 +239,13 @@ def test_cli(tmp_path):
     store = str(tmp_path / "s.vs")
     runner = CliRunner()
     out = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), store, "--metadata", str(tmp_path / "meta.jsonl"),
-                              "--fields", "lang,year", "--quiet"])
+                              "--fields", fields, "--quiet"])
     assert out.exit_code == 0, out.output
+    return x, store, runner
+
+
+def test_cli(tmp_path):
+    x, store, runner = _cli_built(tmp_path, "lang,year")
     out = runner.invoke(cli, ["info", store])
     assert "fields     lang (string), year (int)" in out.output
     vector = ",".join(str(v) for v in x[5])
@@ -301,15 +307,7 @@ def test_filtered_candidates_of_a_4bit_tier_are_ranked_by_quantised_scores(store
 def test_cli_allow(tmp_path):
     """--allow takes ids separated by commas or a file of ids (one per line); ids not in the store
     are ignored, as allow= does; anything else is one line on stderr and a non-zero exit."""
-    x = data(1)
-    np.save(tmp_path / "x.npy", x)
-    with open(tmp_path / "meta.jsonl", "w") as fh:
-        fh.writelines(json.dumps(d) + "\n" for d in docs())
-    store = str(tmp_path / "s.vs")
-    runner = CliRunner()
-    out = runner.invoke(cli, ["build", str(tmp_path / "x.npy"), store, "--metadata", str(tmp_path / "meta.jsonl"),
-                              "--fields", "lang", "--quiet"])
-    assert out.exit_code == 0, out.output
+    x, store, runner = _cli_built(tmp_path, "lang")
     vector = ",".join(str(v) for v in x[5])
     allowed = [3, 5, 8, 13, 21, 34]
     truth = brute(x, x[5:6], np.isin(np.arange(N), allowed), "ip", k=4)[0].tolist()
