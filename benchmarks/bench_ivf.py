@@ -53,7 +53,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -398,9 +397,7 @@ class Bench:
     def part_faiss(self) -> dict:
         import faiss
 
-        from vecstore.bench import metrics
-
-        a, np = self.args, self.np
+        a = self.args
         d = self.ensure_data()
         out = {"twins": {}, "rows": []}
         for codec in a.codecs:
@@ -438,7 +435,7 @@ class Bench:
     def faiss_sweep(self, index, ivf, factory: str, mem: dict) -> list[dict]:
         from vecstore.bench import metrics
 
-        a, np, xq, gt = self.args, self.np, self.xq, self.gt
+        a, xq, gt = self.args, self.xq, self.gt
         rows = []
         for nprobe in [int(p) for p in values(a.nprobe) if p <= ivf.nlist]:
             ivf.nprobe = nprobe
@@ -769,7 +766,7 @@ def markdown(r: dict, args) -> str:
             if same and f:
                 tgt(f"p50 at the same recall: `{same[9:]}` (recall {h[same]['recall_at_10']:.4f}) vs FAISS's "
                     f"{label.replace('_', '-')} ({f['recall_at_10']:.4f})", h[same]["p50_ms"] / f["p50_ms"], T["p50"], False)
-                tgt(f"batch QPS at the same recall, same pair", h[same]["qps"] / f["qps"], T["qps"], True)
+                tgt("batch QPS at the same recall, same pair", h[same]["qps"] / f["qps"], T["qps"], True)
         if dflt:
             tgt("recall@10 of the default search, held-out queries", dflt["recall_at_10"], TARGET_RECALL, True, "{:.4f}")
         ds = V.get("default_search") or []
@@ -866,7 +863,7 @@ def markdown(r: dict, args) -> str:
         for codec, p in re_["plans"].items():
             L.append(f"| `{codec}` | {_cal_text(p['calibration'])} | {p['recall_at_10']:.4f} | {p['p50_ms']:.3f} |")
         if re_.get("ivf_nprobe_sweep"):
-            L += ["", f"The ivf tier at more lists, rescored as the flat tier's plan:", "",
+            L += ["", "The ivf tier at more lists, rescored as the flat tier's plan:", "",
                   "| nprobe | oversample | recall@10 | p50 ms |", "|---|---|---|---|"]
             for x in re_["ivf_nprobe_sweep"]:
                 L.append(f"| {x['nprobe']} | {x['oversample']} | {x['recall_at_10']:.4f} | {x['p50_ms']:.3f} |")
