@@ -14,6 +14,7 @@ import vecstore
 from vecstore.cli import cli
 from vecstore.codecs import get_codec
 from vecstore.errors import FormatError, InvalidInputError, UnknownCodecError
+from vecstore.store import quality
 
 NLIST = 16
 
@@ -97,6 +98,9 @@ def test_calibration_records_nprobe_and_the_default_search_uses_it(store_path, d
     with vecstore.open(store_path) as store:
         cal = store.tier(f"ivf{NLIST},pq8x4").calibration
         assert 1 <= cal["nprobe"] <= NLIST and cal["meets_target"]
+        # more stored documents than a flat tier's calibration searches: it compares close plans
+        assert cal["queries"] == min(quality.IVF_CALIBRATION_QUERIES, store.count) > quality.CALIBRATION_QUERIES
+        assert store.tier("pq8x4").calibration["queries"] == quality.CALIBRATION_QUERIES
         # the lists keep the recall of the flat tier they wrap (every list probed) at the same oversampling
         flat = cal["flat_recall_by_oversample"]
         at = str(min(cal["oversample"], max(int(f) for f in flat)))
