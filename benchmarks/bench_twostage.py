@@ -223,8 +223,8 @@ def sweep_faiss(w: Workload, raw: np.ndarray) -> list[dict]:
         for kf in (k_factors if refine else [None]):
             if kf is not None:
                 faiss.downcast_index(index).k_factor = kf
-            r = measure(w, lambda q: index.search(faiss_twins.normalize_rows(q) if metric == "cosine" else q, k),
-                        lambda q: index.search(xq_f, k))
+            r = measure(w, lambda q, index=index: index.search(faiss_twins.normalize_rows(q) if metric == "cosine" else q, k),
+                        lambda q, index=index: index.search(xq_f, k))
             rows.append({"system": "faiss", "config": spec if kf is None else f"{spec} k_factor={kf}",
                          "codec": spec, "oversample": kf, "resident_bytes_per_vector": resident,
                          "train_s": build_s, **r})
