@@ -311,8 +311,11 @@ class StoreFile(ClosesOnExit):
     # -- memory ---------------------------------------------------------------------------------
 
     def load(self, tier: str) -> None:
-        """Hold ``tier`` in private memory (typically the small coarse tier); others stay mapped."""
-        self.tier(tier).load()
+        """Hold ``tier`` in private memory (typically the small coarse tier); others stay mapped. A
+        4-bit tier held as fast-scan blocks (Tier.load) drops the mapped pages of the codes it read."""
+        found = self.tier(tier)
+        found.load()
+        self.release(found.codes)
 
     def memory(self) -> dict:
         """Per tier, bytes held in private memory against bytes merely mapped; and the process's
@@ -321,7 +324,7 @@ class StoreFile(ClosesOnExit):
         tiers = {name: t.memory() for name, t in self.tiers.items()}
         return {
             "tiers": tiers,
-            "resident_bytes": sum(t["resident_bytes"] + t["param_bytes"] for t in tiers.values()),
+            "resident_bytes": sum(t["resident_bytes"] + t["param_bytes"] + t["fastscan_bytes"] for t in tiers.values()),
             "mapped_bytes": self.header.file_size,
             "process": process_memory(),
         }

@@ -385,7 +385,7 @@ class Store(ClosesOnExit):
         for part in view.segments:
             extra = part.memory()
             for name, t in extra["tiers"].items():
-                for key in ("resident_bytes", "mapped_bytes", "list_bytes"):
+                for key in ("resident_bytes", "mapped_bytes", "list_bytes", "fastscan_bytes"):
                     report["tiers"][name][key] += t[key]
             report["resident_bytes"] += extra["resident_bytes"] - sum(t["param_bytes"] for t in extra["tiers"].values())
             report["mapped_bytes"] += extra["mapped_bytes"]

@@ -55,6 +55,7 @@ class Tier:
         self.sqnorms = sqnorms
         self.metric = metric
         self.resident = False
+        self._blocks_only = False  # resident as fast-scan blocks, the codes left mapped (see load)
         self.calibration: dict | None = None  # see quality.py
         # 4-bit PQ tiers: the codes in fast-scan blocks (kernels/fastscan.py), built on first search
         self._blocked: tuple[np.ndarray, np.ndarray] | None = None
@@ -113,26 +114,38 @@ class Tier:
     # -- residency ------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Copy this tier's codes (and norms) into private memory: scans no longer wait on the disk."""
-        if not self.resident:
+        """Hold what this tier's scans read in private memory, so they no longer wait on the disk:
+        its codes (and norms); for a 4-bit PQ tier on a CPU with the fast scan, its fast-scan blocks
+        instead of its codes. Those scans read only the blocks, and the stored codes, left mapped,
+        serve the few rows a single-stage search scores exactly: the tier costs its code bytes once,
+        not twice (the caller may release their mapped pages, vecstore.store.file.StoreFile.load)."""
+        if self.resident:
+            return
+        if self.sqnorms is not None:
+            self.sqnorms = np.array(self.sqnorms)
+        if self.layout == "pq4" and dispatch.fast_scan():
+            self.fast_layout()
+            self._blocks_only = True
+        else:
             self.codes = np.array(self.codes)
-            if self.sqnorms is not None:
-                self.sqnorms = np.array(self.sqnorms)
-            self.resident = True
+        self.resident = True
 
     def memory(self) -> dict:
         """Bytes of this tier held in private memory against bytes merely mapped from the file.
 
-        A 4-bit PQ tier that has been searched also holds its codes in fast-scan blocks
-        (``fastscan_bytes``, private memory, about the size of the codes); an l2 tier that has been
+        A 4-bit PQ tier that has been searched or loaded holds its codes in fast-scan blocks
+        (``fastscan_bytes``, private memory, about the size of the codes; loaded, those are all it
+        holds of its codes on a CPU with the fast scan); an l2 tier that has been
         searched holds its negated norms (``bias_bytes``, 4 bytes a row). An inverted-file tier's
         lists (``list_bytes``: the row of each position, 8 bytes a row, mapped and read for every
         candidate, plus the offsets in private memory) count apart.
         """
-        size = int(self.codes.nbytes) + (int(self.sqnorms.nbytes) if self.sqnorms is not None else 0)
+        codes = int(self.codes.nbytes)
+        norms = int(self.sqnorms.nbytes) if self.sqnorms is not None else 0
+        private = (0 if self._blocks_only else codes) + norms if self.resident else 0
         blocked = self._blocked
         lists = 0 if self.lists is None else int(self.lists.rows.nbytes + self.lists.offsets.nbytes)
-        return {"resident_bytes": size if self.resident else 0, "mapped_bytes": 0 if self.resident else size,
+        return {"resident_bytes": private, "mapped_bytes": codes + norms - private,
                 "param_bytes": self.param_bytes,
                 "fastscan_bytes": 0 if blocked is None else int(blocked[0].nbytes + blocked[1].nbytes),
                 "bias_bytes": 0 if self._bias is None else int(self._bias.nbytes),
