@@ -14,7 +14,14 @@ from conftest import make_store
 
 import vecstore
 from vecstore.errors import InvalidInputError
-from vecstore.store.quality import OVERSAMPLES, calibrate, calibrate_fastest, check_drift, self_check
+from vecstore.store.quality import (
+    OVERSAMPLES,
+    calibrate,
+    calibrate_fastest,
+    check_drift,
+    self_check,
+)
+from vecstore.store.tier import Tier
 
 N, DIM = 400, 16
 RECORD_FIELDS = {"method", "rescore", "target_recall_at_10", "oversample", "recall_at_10", "meets_target",
@@ -80,6 +87,17 @@ def test_the_smallest_oversample_meeting_the_target_is_chosen(store):
         record = _calibrate(store, target=target)
         assert str(record["oversample"]) == expected and record["meets_target"]
         assert record["recall_by_oversample"] == {f: full[f] for f in list(full)[:list(full).index(expected) + 1]}
+
+
+def test_recall_without_rescoring_on_raw_equals_recall_with_it(store):
+    """Calibrating against raw counts the true neighbours among the candidates instead of rescoring
+    them: the same recall at every oversampling as rescoring them on a second handle of raw."""
+    raw = store.tier("raw")
+    twin = Tier(raw.name, raw.codec, raw.codes, raw.sqnorms, raw.metric)  # rescored: not the truth's tier
+    counted = calibrate(store.tier("pq4"), raw, raw, queries=60, target=1.0)
+    rescored = calibrate(store.tier("pq4"), twin, raw, queries=60, target=1.0)
+    assert counted["recall_by_oversample"] == rescored["recall_by_oversample"]
+    assert len(counted["recall_by_oversample"]) >= 3 and min(counted["recall_by_oversample"].values()) < 0.9
 
 
 def test_calibration_reports_progress_per_oversampling_step(store):
