@@ -16,10 +16,10 @@ or when at most k rows are allowed. EXACT_RATIO is the measured break-even of
 benchmarks/bench_filters.py (both strategies forced at several allowed counts, alternating call by
 call; its crossover table in benchmarks/results/filters-*.md). One query, pq96x4 (48-byte codes) over
 100,000 x 384, warm page cache, 2 shared cores, both strategies one compiled call on one thread: the
-filtered two-stage search takes 0.11-0.12 ms from 1,000 to 5,000 allowed rows (below the unfiltered
-search's time: skipped blocks are nearly free); exact scoring about 0.035 ms + 0.03 ms per 1,000
-allowed rows up to ~2,500, then steeper (2,000: 0.093-0.104 ms, 2,400: 0.113, 2,600: 0.121, 3,000:
-0.128-0.137 against 0.115-0.117). They break even near 2,400-2,600 rows, ratio 0.19-0.21:
+filtered two-stage search takes 0.11-0.12 ms from 1,500 to 3,000 allowed rows (skipped blocks are
+nearly free, the rest of the tier is scanned); exact scoring about 0.035 ms + 0.03 ms per 1,000
+allowed rows, steeper beyond ~2,500. They break even near 2,400-2,800 rows (exact / two-stage 0.95-0.99
+at 2,400-2,500, 1.04-1.17 from 2,600 to 3,000; docs/filters.md, "Strategies"), ratio ~0.2:
 0.2 x 100,000 x 48 / 384 = 2,500. Below that exact is as fast or faster and has recall 1; above it
 the two-stage search is faster, and its recall is at least the unfiltered search's (fewer
 distractors compete for the same candidates). The constant is part of the normative strategy rule
