@@ -224,5 +224,8 @@ def test_strategy_choice():
     assert choose_strategy(0, 0, 384, two, 4_800_000) == "none"
     assert choose_strategy(5, 5, 384, two, 4_800_000) == "exact"
     assert choose_strategy(500, 10, 384, two, 4_800_000) == "exact"
+    # docs/format.md: exact while admitted x dim <= 0.2 x rows x code bytes (pq96x4 over 100,000 x 384)
+    assert choose_strategy(2_500, 10, 384, two, 4_800_000) == "exact"
+    assert choose_strategy(2_501, 10, 384, two, 4_800_000) == "filtered-two-stage"
     assert choose_strategy(10_000, 10, 384, two, 4_800_000) == "filtered-two-stage"
     assert choose_strategy(50_000, 10, 384, Plan("raw"), 4_800_000) == "filtered-scan"

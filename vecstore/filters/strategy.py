@@ -12,14 +12,18 @@ The crossover compares work: exact scoring costs ``allowed x dim`` multiply-adds
 the filtered scan costs about ``rows x code_size`` table lookups (or multiply-adds) over the whole
 coarse tier, whatever the selectivity (a skipped row is cheap but the scan still walks every row or
 block), plus rescoring. Exact is chosen while ``allowed x dim <= EXACT_RATIO x rows x code_size``,
-or when at most k rows are allowed. EXACT_RATIO was measured with benchmarks/bench_filters.py
-(both strategies forced at several allowed counts; see its crossover table in
-benchmarks/results/filters-*.md). One query, pq96x4 (48-byte codes) over 100,000 x 384, 2 shared
-cores: the filtered two-stage search takes 0.18-0.20 ms at any selectivity (about the unfiltered
-search's time: skipped rows and blocks are nearly free); exact scoring takes about 0.18 ms + 0.05 ms
-per 1,000 allowed rows on one thread. They break even near 600 rows = 0.05 x 100,000 x 48 / 384.
-Below that exact is as fast and has recall 1; above it the two-stage search is faster, and its
-recall is at least the unfiltered search's (fewer distractors compete for the same candidates).
+or when at most k rows are allowed. EXACT_RATIO is the measured break-even of
+benchmarks/bench_filters.py (both strategies forced at several allowed counts, alternating call by
+call; its crossover table in benchmarks/results/filters-*.md). One query, pq96x4 (48-byte codes) over
+100,000 x 384, warm page cache, 2 shared cores, both strategies one compiled call on one thread: the
+filtered two-stage search takes 0.11-0.12 ms from 1,500 to 3,000 allowed rows (skipped blocks are
+nearly free, the rest of the tier is scanned); exact scoring about 0.035 ms + 0.03 ms per 1,000
+allowed rows, steeper beyond ~2,500. They break even near 2,400-2,800 rows (exact / two-stage 0.95-0.99
+at 2,400-2,500, 1.04-1.17 from 2,600 to 3,000; docs/filters.md, "Strategies"), ratio ~0.2:
+0.2 x 100,000 x 48 / 384 = 2,500. Below that exact is as fast or faster and has recall 1; above it
+the two-stage search is faster, and its recall is at least the unfiltered search's (fewer
+distractors compete for the same candidates). The constant is part of the normative strategy rule
+(docs/format.md, "Filtered search"): changing it changes results.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 from ..plan import Plan
 
 # exact while allowed rows x dim <= EXACT_RATIO x rows x coarse code bytes (see the module doc)
-EXACT_RATIO = 0.05
+EXACT_RATIO = 0.2
 
 STRATEGIES = ("none", "exact", "filtered-scan", "filtered-two-stage")
 

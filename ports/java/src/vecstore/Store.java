@@ -136,13 +136,16 @@ public final class Store {
         return searchRows(query, k, tierName, rescore, oversample, all);
     }
 
+    /** The exact strategy's cost ratio (docs/format.md, "Filtered search"; vecstore/filters/strategy.py). */
+    static final double EXACT_RATIO = 0.2;
+
     /** The strategy of a filtered search (docs/format.md, "Filtered search"), from the admitted count. */
     public String strategy(int admitted, int k, String tierName, String rescore) throws IOException {
         if (admitted == 0) return "none";
         if (rescore == null) return "filtered-scan";
         int dim = tier(tierName).dim;
-        // admitted x dim (an exact integer) against the binary64 product 0.05 x rows x code bytes
-        if (admitted <= k || (double) admitted * dim <= 0.05 * ((double) count * tier(tierName).codeBytes)) return "exact";
+        // admitted x dim (an exact integer) against the binary64 product EXACT_RATIO x rows x code bytes
+        if (admitted <= k || (double) admitted * dim <= EXACT_RATIO * ((double) count * tier(tierName).codeBytes)) return "exact";
         return "filtered-two-stage";
     }
 
