@@ -61,12 +61,49 @@ def _prefetch(typingctx, arr, row, col):
 
 
 @nb.njit(inline="always", **NJIT)
+def _sorted_rows(cand_row):
+    """A new array of ``cand_row``'s rows (-1 = none) in increasing order, the -1s first: what
+    np.sort gives, by a radix sort of row + 1 a byte at a time (three passes up to 16M rows).
+    numba's np.sort is a comparison sort whose branches a random row order defeats: 640 candidates
+    took 61 us a query, the radix sort 7 us (1,000 queries, one thread)."""
+    n = cand_row.shape[0]
+    a = np.empty(n, dtype=np.int64)
+    b = np.empty(n, dtype=np.int64)
+    top = 0
+    for j in range(n):
+        v = cand_row[j] + 1
+        a[j] = v
+        top = max(top, v)
+    counts = np.empty(256, dtype=np.int64)
+    shift = 0
+    while (top >> shift) > 0:
+        counts[:] = 0
+        for j in range(n):
+            counts[(a[j] >> shift) & 255] += 1
+        total = 0
+        for c in range(256):
+            here = counts[c]
+            counts[c] = total
+            total += here
+        for j in range(n):  # stable: the order of the bytes below is kept
+            v = a[j]
+            digit = (v >> shift) & 255
+            b[counts[digit]] = v
+            counts[digit] += 1
+        a, b = b, a
+        shift += 8
+    for j in range(n):
+        a[j] -= 1
+    return a
+
+
+@nb.njit(inline="always", **NJIT)
 def _rescore_query(xq_row, codes, layout, cand_row, bias, hs_row, hi_row, bits_row):
     """Heap-select the best of one query's candidate rows (-1 = none) into hs_row/hi_row, best first."""
     d = codes.shape[1]
     use_bias = bias.shape[0] > 0
     widened = bits_row.view(np.float32)
-    order = np.sort(cand_row)
+    order = _sorted_rows(cand_row)
     line = max(1, CACHE_LINE // codes.itemsize)
     size = 0
     for j in range(order.shape[0]):
