@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecstore.kernels import dispatch, flat, pq, topk
+from vecstore.kernels import dispatch, flat, lists, pq, rescore, topk
 from vecstore.kernels.dispatch import scan_dense
 
 EMPTY = np.empty(0, dtype=np.float32)
@@ -147,6 +147,32 @@ def test_reservoir_top_k_equals_a_stable_sort_with_many_ties_and_large_k(k, part
     pq_scores = lut[:, 0, codes[:, 0]] + lut[:, 1, codes[:, 1]]
     _, rows = pq.scan_pq8(lut, codes, np.empty(0, np.float32), dispatch.ALL_ROWS, kk, parts)
     np.testing.assert_array_equal(rows, np.argsort(-pq_scores, axis=1, kind="stable")[:, :kk])
+
+
+@pytest.mark.parametrize("nlist, nprobe", [(256, 1), (256, 4), (256, 5), (256, 64), (256, 255), (256, 256), (7, 3)])
+def test_nearest_lists_are_the_best_scores_ties_to_the_lower_list(nlist, nprobe):
+    """lists.nearest_lists (a heap for few lists of many, a quickselect otherwise) against a
+    stable sort, with scores of a few values so that ties decide most cuts."""
+    rng = np.random.default_rng(nlist + nprobe)
+    scores = rng.integers(-3, 4, (40, nlist)).astype(np.float32)
+    scores[:3] = 0.0  # every list tied
+    offsets = np.concatenate([[0], np.cumsum(rng.integers(0, 5, nlist))]).astype(np.int64)
+    got = lists.nearest_lists(scores, nprobe, offsets)
+    chosen = np.sort(np.argsort(-scores, axis=1, kind="stable")[:, :nprobe], axis=1)
+    np.testing.assert_array_equal(got[:, :, 0], offsets[chosen])
+    np.testing.assert_array_equal(got[:, :, 1], offsets[chosen + 1])
+
+
+@pytest.mark.parametrize("n, top", [(0, 10), (1, 10), (640, 1_000_000), (700, 1 << 40), (50, 256), (300, 3)])
+def test_rescoring_reads_candidates_in_the_order_np_sort_gives(n, top):
+    """rescore._sorted_rows (a radix sort, a byte a pass) against np.sort: rows up to ``top``,
+    repeated and -1 (no candidate) among them, -1s first."""
+    rng = np.random.default_rng(n)
+    rows = rng.integers(-1, top, n).astype(np.int64)
+    rows[: n // 5] = -1
+    rng.shuffle(rows)
+    np.testing.assert_array_equal(rescore._sorted_rows(rows), np.sort(rows))
+    np.testing.assert_array_equal(rescore._sorted_rows(np.full(n, -1, dtype=np.int64)), np.full(n, -1))
 
 
 @pytest.mark.parametrize("nq", [1, 3, 7])

@@ -173,6 +173,36 @@ def test_fast_scan_with_flat_tables_and_tiny_ranges(rng):
                                rtol=0, atol=32 * 1000 * 2 ** -23)  # m additions of float32 ~1000
 
 
+@needs_simd
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_list_scan_in_any_order_selects_the_best_first_rows(rng, exact, with_bias):
+    """scan_pq4_lists with best_first=False (an inverted-file tier's candidates for rescoring):
+    per query the rows and scores of the best-first scan, in another order, padding last. Small
+    integer tables tie constantly, so ties to the lower position decide the cut."""
+    n, m, nq, k = 3000, 6, 5, 200
+    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
+    bias = (-rng.integers(0, 3, n)).astype(np.float32) if with_bias else EMPTY
+    blocked = fastscan.to_blocked(packed, m)
+    bias_max = fastscan.block_max(bias, n) if with_bias else np.empty(0)
+    tables = fastscan.quantize_tables(lut)
+    bounds = np.sort(rng.choice(np.arange(1, n), 2 * 3, replace=False)).reshape(1, 3, 2)
+    ranges = np.repeat(bounds, nq, axis=0).astype(np.int64)
+    ranges[1, :, 1] = ranges[1, :, 0] + 20  # a query whose lists hold fewer than k rows: padded
+    args = (lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, ranges, k, exact)
+    ordered = fastscan.scan_pq4_lists(*args, True)
+    loose = fastscan.scan_pq4_lists(*args, False)
+    for q in range(nq):
+        got = int((ordered[1][q] >= 0).sum())
+        assert (loose[1][q, got:] == -1).all() and (ordered[1][q, got:] == -1).all()
+        assert dict(zip(ordered[1][q, :got].tolist(), ordered[0][q, :got].tolist())) == \
+            dict(zip(loose[1][q, :got].tolist(), loose[0][q, :got].tolist()))
+    assert int((ordered[1][1] >= 0).sum()) == 60
+    assert (loose[1] != ordered[1]).any()  # (else the test shows nothing)
+
+
 @pytest.mark.parametrize("n, m, nq, k", [(1000, 8, 4, 5), (1000, 7, 17, 5), (5000, 64, 40, 10),
                                          (37, 6, 5, 40), (20000, 48, 33, 500)])
 @pytest.mark.parametrize("with_bias", [False, True])

@@ -302,10 +302,12 @@ def probe_lists(scores: np.ndarray, nprobe: int, offsets: np.ndarray) -> np.ndar
 
 def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
                ranges: np.ndarray, blocked=None, exact: bool = True,
-               allow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               allow: np.ndarray | None = None, best_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Top-k over each query's ``ranges`` of ``codes`` (PQ layouts through ``lut``, dense ones
     through the ``folded`` queries), best first, padded with row -1 and -inf where the probed
-    lists hold fewer than k rows (that ``allow``, a uint8 mask in position order, admits)."""
+    lists hold fewer than k rows (that ``allow``, a uint8 mask in position order, admits).
+    ``best_first=False``: each query's top k in any order (the padding still last), for callers
+    that need only the set; the 4-bit fast scan then skips its sort."""
     nq = ranges.shape[0]
     work = int((ranges[:, :, 1] - ranges[:, :, 0]).sum()) * codes.shape[1]
     if layout in ("pq8", "pq4"):
@@ -315,7 +317,7 @@ def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bi
             block_bits, bias_max = blocked()
             with threads_for(work // K.fastscan.SPEEDUP):
                 return K.fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, block_bits, codes, bias, bias_max,
-                                                 allowed, ranges, k, exact)
+                                                 allowed, ranges, k, exact, best_first)
         if layout == "pq4":
             lut = K.pq.pair_tables(lut, codes.shape[1])
         with threads_for(work):

@@ -14,7 +14,10 @@ import mmap
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
 from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .topk import NJIT, heap_push, heap_sort_best_first
 
@@ -28,6 +31,71 @@ PAGE = mmap.PAGESIZE
 # 2**112: float16 bits shifted into a float32's place, times this, is the float16 value (flat.scan_f16)
 F16_MAGIC = np.float32(5.192296858534828e33)
 
+# Rows ahead whose cache lines are requested while a row is scored. Candidate rows are scattered, so
+# the hardware prefetcher cannot guess the next one and every row began with a wait on memory. 1,000
+# queries x 640 float32 rows of 384 (of 1M, in the page cache), 2 threads, load 2.6: 103 ms without,
+# 87 ms with 8 rows ahead; in another run 120 ms without, 113 / 98 / 90 / 87 ms with 1 / 2 / 4 / 8.
+PREFETCH_ROWS = 8
+CACHE_LINE = 64
+
+
+@intrinsic
+def _prefetch(typingctx, arr, row, col):
+    """Ask the CPU for the cache line holding ``arr[row, col]``: llvm.prefetch, a hint that loads
+    nothing and never faults (a line of a page not in memory is simply not fetched)."""
+    sig = types.void(arr, row, col)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
+        byte = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        # read, keep in every cache level, data
+        builder.call(fn, [builder.bitcast(ptr, byte), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(inline="always", **NJIT)
+def _sorted_rows(cand_row):
+    """A new array of ``cand_row``'s rows (-1 = none) in increasing order, the -1s first: what
+    np.sort gives, by a radix sort of row + 1 a byte at a time (three passes up to 16M rows).
+    numba's np.sort is a comparison sort whose branches a random row order defeats: 640 candidates
+    took 61 us a query, the radix sort 7 us (1,000 queries, one thread)."""
+    n = cand_row.shape[0]
+    a = np.empty(n, dtype=np.int64)
+    b = np.empty(n, dtype=np.int64)
+    top = 0
+    for j in range(n):
+        v = cand_row[j] + 1
+        a[j] = v
+        top = max(top, v)
+    counts = np.empty(256, dtype=np.int64)
+    shift = 0
+    while (top >> shift) > 0:
+        counts[:] = 0
+        for j in range(n):
+            counts[(a[j] >> shift) & 255] += 1
+        total = 0
+        for c in range(256):
+            here = counts[c]
+            counts[c] = total
+            total += here
+        for j in range(n):  # stable: the order of the bytes below is kept
+            v = a[j]
+            digit = (v >> shift) & 255
+            b[counts[digit]] = v
+            counts[digit] += 1
+        a, b = b, a
+        shift += 8
+    for j in range(n):
+        a[j] -= 1
+    return a
+
 
 @nb.njit(inline="always", **NJIT)
 def _rescore_query(xq_row, codes, layout, cand_row, bias, hs_row, hi_row, bits_row):
@@ -35,9 +103,15 @@ def _rescore_query(xq_row, codes, layout, cand_row, bias, hs_row, hi_row, bits_r
     d = codes.shape[1]
     use_bias = bias.shape[0] > 0
     widened = bits_row.view(np.float32)
-    order = np.sort(cand_row)
+    order = _sorted_rows(cand_row)
+    line = max(1, CACHE_LINE // codes.itemsize)
     size = 0
     for j in range(order.shape[0]):
+        if j + PREFETCH_ROWS < order.shape[0]:
+            ahead = order[j + PREFETCH_ROWS]
+            if ahead >= 0:  # (-1: no candidate)
+                for t in range(0, d, line):
+                    _prefetch(codes, ahead, t)
         row = order[j]
         if row < 0:
             continue

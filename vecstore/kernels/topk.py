@@ -186,7 +186,7 @@ def partial_tops(nparts, nq, k):
 
 
 @nb.njit(inline="always", **NJIT)
-def _sort_best_first(bs, bi, size):
+def sort_best_first(bs, bi, size):
     """Sort bs[:size] best first in place: heapify as a min-heap, then heap-sort."""
     for pos in range(size // 2 - 1, -1, -1):
         _sift_down(bs, bi, size, pos)
@@ -212,7 +212,7 @@ def merge_partial(part_s, part_i, part_sizes, k):
         if size > k:
             select_best(all_s[q], all_i[q], size, k)
             size = k
-        _sort_best_first(all_s[q], all_i[q], size)
+        sort_best_first(all_s[q], all_i[q], size)
         for j in range(size):
             hs[q, j] = all_s[q, j]
             hi[q, j] = all_i[q, j]

@@ -185,7 +185,7 @@ class StoreFile(ClosesOnExit):
             scores, rows = coarse.scan(xq, kk, nprobe=nprobe)
         else:
             width = min(self.count, int(np.ceil(kk * plan.oversample)))
-            _, candidates = coarse.scan(xq, width, candidates=True, nprobe=nprobe)
+            _, candidates = coarse.scan(xq, width, candidates=True, nprobe=nprobe, any_order=True)
             scores, rows = self.rescoring_tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
 
@@ -208,7 +208,8 @@ class StoreFile(ClosesOnExit):
             scores, rows = tier.scan_allowed(xq, kk, mask, rows, nprobe=nprobe)
         else:
             width = min(allow.allowed, int(np.ceil(kk * plan.oversample)))
-            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, mask, candidates=True, nprobe=nprobe)
+            _, candidates = self.tier(plan.tier).scan_allowed(xq, width, mask, candidates=True, nprobe=nprobe,
+                                                              any_order=True)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq)), strategy
 

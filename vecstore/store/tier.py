@@ -185,16 +185,18 @@ class Tier:
         return scores + const[:, None].astype(np.float32) if const.any() else scores
 
     def scan(self, xq: np.ndarray, k: int, *, candidates: bool = False,
-             nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+             nprobe: int | None = None, any_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Best-first (scores, rows) where score = q . x (ip, cosine) or 2 q . x - |x|^2 (l2).
 
         ``candidates=True``: the rows are candidates that a finer tier will rescore, so a 4-bit
         fast scan may rank them by its quantised scores (see kernels.fastscan.scan_pq4_fast).
         ``nprobe``: lists an inverted-file tier scans (default: :attr:`default_nprobe`); rows past
         what the probed lists hold are -1.
+        ``any_order=True``: the same rows, each query's in any order (padding last), for a caller that
+        needs only the set, as rescoring does; an inverted-file 4-bit tier then skips its sort.
         """
         if self.lists is not None:
-            return self._scan_lists(xq, k, not candidates, nprobe, None)
+            return self._scan_lists(xq, k, not candidates, nprobe, None, any_order)
         folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
@@ -205,14 +207,16 @@ class Tier:
         return self._add_const(scores, const), rows
 
     def scan_allowed(self, xq: np.ndarray, k: int, allow: np.ndarray, rows: np.ndarray | None = None, *,
-                     candidates: bool = False, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     candidates: bool = False, nprobe: int | None = None,
+                     any_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`scan` over only the rows the uint8 mask ``allow`` admits (``rows``: its
-        np.flatnonzero, if the caller has it); 1 <= k <= their count. ``candidates=True`` as in
-        :meth:`scan`: a 4-bit tier ranks the admitted rows by its quantised scores (docs/format.md,
-        "Candidates of a 4-bit PQ tier"). An inverted-file tier probes ``nprobe`` / (admitted
-        share) lists, so that about as many admitted rows are scanned as without the filter."""
+        np.flatnonzero, if the caller has it); 1 <= k <= their count. ``candidates=True`` and
+        ``any_order`` as in :meth:`scan`: a 4-bit tier ranks the admitted rows by its quantised
+        scores (docs/format.md, "Candidates of a 4-bit PQ tier"). An inverted-file tier probes
+        ``nprobe`` / (admitted share) lists, so that about as many admitted rows are scanned as
+        without the filter."""
         if self.lists is not None:
-            return self._scan_lists(xq, k, not candidates, nprobe, allow)
+            return self._scan_lists(xq, k, not candidates, nprobe, allow, any_order)
         folded, const, bias = self.fold(xq)
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
@@ -251,7 +255,7 @@ class Tier:
         return dispatch.probe_lists(self.codec.ivf.probe_scores(xq, self.metric), nprobe, self.lists.offsets)
 
     def _scan_lists(self, xq: np.ndarray, k: int, exact: bool, nprobe: int | None,
-                    allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                    allow: np.ndarray | None, any_order: bool) -> tuple[np.ndarray, np.ndarray]:
         nprobe = self.check_nprobe(nprobe)
         rows_of = self.lists.checked_rows()
         if allow is not None:
@@ -262,7 +266,7 @@ class Tier:
         folded, const, bias = self.fold(xq)
         lut = self.codec.terminal.lookup_tables(folded) if self.layout in ("pq8", "pq4") else None
         scores, found = dispatch.scan_lists(folded, lut, self.codes, bias, k, self.layout, ranges,
-                                            lambda: self._fast_layout(bias), exact, allow)
+                                            lambda: self._fast_layout(bias), exact, allow, not any_order)
         return self._add_const(scores, const), np.where(found >= 0, rows_of[np.maximum(found, 0)], -1)
 
     def _fast_layout(self, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
