@@ -163,6 +163,30 @@ def test_nearest_lists_are_the_best_scores_ties_to_the_lower_list(nlist, nprobe)
     np.testing.assert_array_equal(got[:, :, 1], offsets[chosen + 1])
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("nq", [1, 63, 64, 130])
+def test_batch_list_scores_equal_blas_up_to_summation_order(metric, nq):
+    """dispatch.list_scores: numpy's BLAS for a few queries, lists.centroid_scores (four queries a
+    pass, blocks of centroids, odd sizes at every edge) for a batch; both equal a float64 product to
+    float32 summation error, and choose the same lists where scores are not that close."""
+    from vecstore.codecs.ivf import IVF
+
+    rng = np.random.default_rng(nq)
+    ivf = IVF(dim=37, nlist=45)
+    ivf.centroids_ = rng.standard_normal((45, 37)).astype("<f4")
+    xq = rng.standard_normal((nq, 37)).astype(np.float32)
+    got = dispatch.list_scores(xq, ivf, metric)
+    exact = xq.astype(np.float64) @ ivf.centroids_.T.astype(np.float64)
+    if metric == "l2":
+        exact = 2 * exact - (ivf.centroids_.astype(np.float64) ** 2).sum(axis=1)
+    assert got.shape == (nq, 45) and got.dtype == np.float32
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got, ivf.probe_scores(xq, metric), rtol=0, atol=1e-4)
+    offsets = np.arange(46, dtype=np.int64)
+    np.testing.assert_array_equal(lists.nearest_lists(got, 5, offsets), lists.nearest_lists(
+        exact.astype(np.float32), 5, offsets))
+
+
 @pytest.mark.parametrize("n, top", [(0, 10), (1, 10), (640, 1_000_000), (700, 1 << 40), (50, 256), (300, 3)])
 def test_rescoring_reads_candidates_in_the_order_np_sort_gives(n, top):
     """rescore._sorted_rows (a radix sort, a byte a pass) against np.sort: rows up to ``top``,

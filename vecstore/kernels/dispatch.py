@@ -295,6 +295,23 @@ def _fast_tables(lut: np.ndarray, allow: np.ndarray | None, n: int) -> tuple:
 # Every query has its own rows, so the scans run a query a task.
 
 
+# From this many queries on, list scores are computed by kernels/lists.py:centroid_scores instead of
+# numpy's BLAS (whose spinning threads slowed the rest of a batch; one query: BLAS 36 us, the kernel 78).
+BLAS_FREE_QUERIES = PARALLEL_TABLES_QUERIES
+
+
+def list_scores(xq: np.ndarray, ivf, metric: str) -> np.ndarray:
+    """(nq, nlist) float32 list scores of validated queries (vecstore.codecs.ivf.IVF.probe_scores):
+    numpy's BLAS for a few queries, the compiled kernel for a batch. The two sum in other orders,
+    so their last bits may differ (docs/format.md allows it: "List scores")."""
+    if xq.shape[0] < BLAS_FREE_QUERIES:
+        return ivf.probe_scores(xq, metric)
+    q = np.ascontiguousarray(xq, dtype=np.float32)
+    if metric == "l2":  # 2 q . c - |c|^2: (2 q) . c is exactly twice q . c
+        return K.lists.centroid_scores(q * np.float32(2.0), ivf.centroids_, -ivf.centroid_sqnorms)
+    return K.lists.centroid_scores(q, ivf.centroids_, np.empty(0, dtype=np.float32))
+
+
 def probe_lists(scores: np.ndarray, nprobe: int, offsets: np.ndarray) -> np.ndarray:
     """(nq, nprobe, 2) position ranges of each query's ``nprobe`` best lists by ``scores`` (nq, nlist)."""
     return K.lists.nearest_lists(np.ascontiguousarray(scores, dtype=np.float32), int(nprobe), offsets)

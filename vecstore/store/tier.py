@@ -252,7 +252,7 @@ class Tier:
     def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
         """(nq, nprobe, 2) int64: the [start, stop) positions of each query's ``nprobe`` nearest
         lists (highest IVF.probe_scores for the store's metric, ties to the lower list), in list order."""
-        return dispatch.probe_lists(self.codec.ivf.probe_scores(xq, self.metric), nprobe, self.lists.offsets)
+        return dispatch.probe_lists(dispatch.list_scores(xq, self.codec.ivf, self.metric), nprobe, self.lists.offsets)
 
     def _scan_lists(self, xq: np.ndarray, k: int, exact: bool, nprobe: int | None,
                     allow: np.ndarray | None, any_order: bool) -> tuple[np.ndarray, np.ndarray]:
