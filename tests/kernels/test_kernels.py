@@ -76,6 +76,71 @@ def test_f16_widening_is_exact_for_every_finite_half():
     np.testing.assert_array_equal(widened, halves.astype(np.float32))
 
 
+WIDEN_ALL_HALVES = """
+import numba, numpy as np
+from vecstore.kernels import half
+
+@numba.njit
+def widen_all(bits, out):
+    for i in range(bits.shape[0]):
+        out[i] = half.widen(bits[i])
+
+bits = np.arange(1 << 16, dtype=np.uint16)
+out = np.empty(1 << 16, dtype=np.float32)
+widen_all(bits, out)
+"""
+
+
+def check_widened(out):
+    """Every half widened as numpy widens it: finite ones (subnormals, -0 included) to the same float32
+    bits, infinities to infinities, NaNs to NaNs of the same sign."""
+    ref = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    finite, nan = np.isfinite(ref), np.isnan(ref)
+    np.testing.assert_array_equal(out[finite].view(np.uint32), ref[finite].view(np.uint32))
+    np.testing.assert_array_equal(out[~finite & ~nan], ref[~finite & ~nan])
+    assert np.isnan(out[nan]).all()
+    np.testing.assert_array_equal(np.signbit(out[nan]), np.signbit(ref[nan]))
+
+
+def test_widen_is_ieee_for_every_half():
+    scope = {}
+    exec(WIDEN_ALL_HALVES, scope)
+    check_widened(scope["out"])
+
+
+def test_widen_without_f16c_is_ieee_for_every_half(tmp_path):
+    """NUMBA_CPU_NAME=generic (no F16C): LLVM's fpext would call a compiler-rt function numba does
+    not link, so half.widen spells the conversion out in integers; same values."""
+    import os
+    import subprocess
+    import sys
+
+    script = WIDEN_ALL_HALVES + f"assert not half.F16C\nnp.save({str(tmp_path / 'out.npy')!r}, out)\n"
+    env = dict(os.environ, NUMBA_CPU_NAME="generic")
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=600)
+    check_widened(np.load(tmp_path / "out.npy"))
+
+
+@pytest.mark.parametrize("d", [1, 16, 383, 4096])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_rescoring_float16_equals_rescoring_its_float32_decode(rng, d, with_bias):
+    """Bit for bit: a float16 tier ranks and scores as a float32 tier holding its decoded rows, and
+    a damaged code (NaN, inf: an encoder never writes one) as a damaged float32 value (a NaN score
+    ranks last, as -inf)."""
+    xb = (rng.standard_normal((500, d)) * 3).astype(np.float16)
+    xb[0, 0], xb[1, 0] = np.float16(6e-8), np.float16(-1e-5)  # subnormals
+    xb[2, -1], xb[3, -1] = np.float16(np.nan), np.float16(np.inf)
+    xq = rng.standard_normal((7, d)).astype(np.float32)
+    cand = rng.integers(-1, 500, (7, 60)).astype(np.int64)
+    cand[:, :4] = [0, 1, 2, 3]
+    bias = rng.standard_normal(500).astype(np.float32) if with_bias else EMPTY
+    for kernel in (rescore.rescore, rescore.rescore_serial):
+        s16, r16 = kernel(xq, xb.view(np.uint16), 2, cand, bias, 10)
+        s32, r32 = kernel(xq, xb.astype(np.float32), 0, cand, bias, 10)
+        np.testing.assert_array_equal(r16, r32)
+        np.testing.assert_array_equal(s16.view(np.uint32), s32.view(np.uint32))
+
+
 @pytest.mark.parametrize("m", [1, 8, 15])
 @pytest.mark.parametrize("nbits", [8, 4])
 @pytest.mark.parametrize("nq", [1, 5])

@@ -36,6 +36,7 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
+from .target import target_features
 from .topk import NJIT, merge_partial, partial_tops, reservoir_push, select_best, sort_best_first
 
 
@@ -46,13 +47,7 @@ def simd_layout() -> str:
     or those NUMBA_CPU_NAME / NUMBA_CPU_FEATURES name (e.g. ``NUMBA_CPU_NAME=haswell
     NUMBA_CPU_FEATURES=+avx2`` for AVX2, ``NUMBA_CPU_NAME=generic`` for none).
     """
-    import llvmlite.binding as llvm
-    from numba.core import config
-
-    if config.CPU_NAME in (None, "host") and not config.CPU_FEATURES:
-        found = {name for name, on in llvm.get_host_cpu_features().items() if on}
-    else:
-        found = {f[1:] for f in (config.CPU_FEATURES or "").split(",") if f.startswith("+")}
+    found = target_features()
     if {"avx512bw", "avx512vbmi"} <= found:
         return "vbmi"
     return "avx2" if "avx2" in found else ""

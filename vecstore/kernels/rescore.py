@@ -3,9 +3,9 @@
 Only the candidates' rows of the fine tier are touched, so a mapped fine tier costs page reads for
 those rows alone; they are read in row order (a query's candidates are sorted first), so a fine
 tier that is not in the page cache is read forwards. Layout codes: 0 float32, 1 int8, 2 float16 as
-uint16 bits. One body (``_rescore_query``) serves the batch kernel (a parallel loop over queries)
-and the serial one a fused single-query search calls (kernels/fused.py), which must not pay for a
-parallel region.
+uint16 bits (widened by the CPU's conversion instruction: kernels/half.py). One body
+(``_rescore_query``) serves the batch kernel (a parallel loop over queries) and the serial one a
+fused single-query search calls (kernels/fused.py), which must not pay for a parallel region.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .half import widen
 from .topk import NJIT, heap_push, heap_sort_best_first
 
 # libc, called from compiled code (resolved by name, so the on-disk cache keeps working): telling the
@@ -27,9 +28,6 @@ _madvise = types.ExternalFunction("madvise", types.int32(types.intp, types.uintp
 _mincore = types.ExternalFunction("mincore", types.int32(types.intp, types.uintp, types.intp))
 MADV_WILLNEED = 3
 PAGE = mmap.PAGESIZE
-
-# 2**112: float16 bits shifted into a float32's place, times this, is the float16 value (flat.scan_f16)
-F16_MAGIC = np.float32(5.192296858534828e33)
 
 # Rows ahead whose cache lines are requested while a row is scored. Candidate rows are scattered, so
 # the hardware prefetcher cannot guess the next one and every row began with a wait on memory. 1,000
@@ -98,11 +96,10 @@ def _sorted_rows(cand_row):
 
 
 @nb.njit(inline="always", **NJIT)
-def _rescore_query(xq_row, codes, layout, cand_row, bias, hs_row, hi_row, bits_row):
+def _rescore_query(xq_row, codes, layout, cand_row, bias, hs_row, hi_row):
     """Heap-select the best of one query's candidate rows (-1 = none) into hs_row/hi_row, best first."""
     d = codes.shape[1]
     use_bias = bias.shape[0] > 0
-    widened = bits_row.view(np.float32)
     order = _sorted_rows(cand_row)
     line = max(1, CACHE_LINE // codes.itemsize)
     size = 0
@@ -124,10 +121,7 @@ def _rescore_query(xq_row, codes, layout, cand_row, bias, hs_row, hi_row, bits_r
                 acc += xq_row[t] * np.float32(codes[row, t])
         else:
             for t in range(d):
-                h = np.uint32(codes[row, t])
-                bits_row[t] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
-            for t in range(d):
-                acc += xq_row[t] * (widened[t] * F16_MAGIC)
+                acc += xq_row[t] * widen(np.uint16(codes[row, t]))  # (a no-op cast: types every layout)
         if use_bias:
             acc += bias[row]
         size = heap_push(hs_row, hi_row, size, acc, row)
@@ -143,9 +137,8 @@ def rescore(xq, codes, layout, candidates, bias, k):
     nq = candidates.shape[0]
     hs = np.full((nq, k), -np.inf, dtype=np.float32)
     hi = np.full((nq, k), -1, dtype=np.int64)
-    bits = np.empty((nq, codes.shape[1]), dtype=np.uint32)
     for q in prange(nq):
-        _rescore_query(xq[q], codes, layout, candidates[q], bias, hs[q], hi[q], bits[q])
+        _rescore_query(xq[q], codes, layout, candidates[q], bias, hs[q], hi[q])
     return hs, hi
 
 
@@ -155,9 +148,8 @@ def rescore_serial(xq, codes, layout, candidates, bias, k):
     nq = candidates.shape[0]
     hs = np.full((nq, k), -np.inf, dtype=np.float32)
     hi = np.full((nq, k), -1, dtype=np.int64)
-    bits = np.empty((nq, codes.shape[1]), dtype=np.uint32)
     for q in range(nq):
-        _rescore_query(xq[q], codes, layout, candidates[q], bias, hs[q], hi[q], bits[q])
+        _rescore_query(xq[q], codes, layout, candidates[q], bias, hs[q], hi[q])
     return hs, hi
 
 
