@@ -4,8 +4,9 @@ One thread owns one slice of rows and a top-k reservoir per query (kernels/topk.
 queries of the batch, and the partial heaps are merged at the end. Scores are ``q . x + bias[row]`` (bias is empty, or minus the squared norms for l2).
 For large batches, kernels/dispatch.py uses a BLAS product per block of rows plus ``topk.push_block``.
 
-float16 codes arrive viewed as uint16 (numba has no float16 type) and are widened row by row with
-the IEEE 754 bit layout, so no float32 copy of the tier is ever made.
+float16 codes arrive viewed as uint16 (numba has no float16 type) and are widened inside the dot
+product by the CPU's conversion instruction (kernels/half.py), so no float32 copy of the tier is
+ever made.
 """
 
 from __future__ import annotations
@@ -14,19 +15,24 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from .half import widen
 from .topk import NJIT, merge_partial, offer, partial_tops
 
 
 @nb.njit(inline="always", **NJIT)
 def _row_score(xq, q, xb, row, dtype_code):
+    """dtype_code 0 float32, 1 int8, 2 float16 given as uint16 bits."""
     acc = np.float32(0.0)
     d = xq.shape[1]
     if dtype_code == 0:
         for j in range(d):
             acc += xq[q, j] * xb[row, j]
-    else:
+    elif dtype_code == 1:
         for j in range(d):
             acc += xq[q, j] * np.float32(xb[row, j])
+    else:
+        for j in range(d):
+            acc += xq[q, j] * widen(np.uint16(xb[row, j]))  # (a no-op cast: types every layout)
     return acc
 
 
@@ -52,38 +58,7 @@ def _make_scan(dtype_code: int):
 
 scan_f32 = _make_scan(0)
 scan_i8 = _make_scan(1)
-
-
-@nb.njit(parallel=True, **NJIT)
-def scan_f16(xq, xb_bits, bias, k, nparts):
-    """As ``scan_f32`` over float16 codes given as their uint16 bit patterns.
-
-    Each row is widened into a per-part float32 buffer in one vectorized integer pass: the half's
-    magnitude bits shifted left by 13 and its sign moved to bit 31 give a float32 equal to the
-    half times 2**-112 (subnormals included), so the dot product multiplies by 2**112. Codes are
-    finite by construction.
-    """
-    nq = xq.shape[0]
-    n, d = xb_bits.shape
-    use_bias = bias.shape[0] > 0
-    part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
-    bits = np.empty((nparts, d), dtype=np.uint32)
-    widened = bits.view(np.float32)
-    magic = np.float32(5.192296858534828e33)  # 2**112
-    step = (n + nparts - 1) // nparts
-    for p in prange(nparts):
-        for row in range(p * step, min(p * step + step, n)):
-            for j in range(d):
-                h = np.uint32(xb_bits[row, j])
-                bits[p, j] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
-            for q in range(nq):
-                acc = np.float32(0.0)
-                for j in range(d):
-                    acc += xq[q, j] * (widened[p, j] * magic)
-                if use_bias:
-                    acc += bias[row]
-                offer(part_s, part_i, part_sizes, part_thr, p, q, acc, row)
-    return merge_partial(part_s, part_i, part_sizes, k)
+scan_f16 = _make_scan(2)
 
 
 @nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
@@ -127,34 +102,20 @@ def project(xq, rows):
 
 
 def _make_scan_rows(dtype_code: int):
-    """dtype_code 0 float32, 1 int8, 2 float16 given as uint16 bits (widened as in scan_f16)."""
+    """dtype_code 0 float32, 1 int8, 2 float16 given as uint16 bits."""
 
     @nb.njit(parallel=True, **NJIT)
     def scan_rows(xq, xb, bias, rows, k, nparts):
         nq = xq.shape[0]
         n = rows.shape[0]
-        d = xb.shape[1]
         use_bias = bias.shape[0] > 0
         part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
-        bits = np.empty((nparts, d if dtype_code == 2 else 0), dtype=np.uint32)
-        widened = bits.view(np.float32)
-        magic = np.float32(5.192296858534828e33)  # 2**112
         step = (n + nparts - 1) // nparts
         for p in prange(nparts):
             for i in range(p * step, min(p * step + step, n)):
                 row = rows[i]
-                if dtype_code == 2:
-                    for j in range(d):
-                        h = np.uint32(xb[row, j])
-                        bits[p, j] = (((h & np.uint32(0x7FFF)) << np.uint32(13))
-                                      | ((h & np.uint32(0x8000)) << np.uint32(16)))
                 for q in range(nq):
-                    if dtype_code == 2:
-                        s = np.float32(0.0)
-                        for j in range(d):
-                            s += xq[q, j] * (widened[p, j] * magic)
-                    else:
-                        s = _row_score(xq, q, xb, row, dtype_code)
+                    s = _row_score(xq, q, xb, row, dtype_code)
                     if use_bias:
                         s += bias[row]
                     offer(part_s, part_i, part_sizes, part_thr, p, q, s, row)
