@@ -190,7 +190,8 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
             if pipeline.ivf is not None and train_size == DEFAULT_TRAIN_SIZE:
                 train_size = max(train_size, IVF_TRAIN_PER_LIST * pipeline.ivf.nlist)
             with tqdm(total=1, desc=f"train {codec_string(pipeline)}", unit="step", disable=not show) as bar:
-                pipeline.fit(sample_rows(store, train_size, seed), seed=seed, progress=_advance(bar))
+                pipeline.fit(sample_rows(store, train_size, seed), seed=seed, metric=store.metric,
+                             progress=_advance(bar))
         plans = [kept(t) for t in store.tiers.values() if t.name != name]
         raw = store.tier(fmt.RAW_TIER).codes
 
