@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from ..format.writer import StoreContents, TierPlan
 
 DEFAULT_TRAIN_SIZE = 50_000
-CALIBRATE_MAX_BYTES = 256 << 20
+# Tiers up to this size are encoded in RAM and calibrated (the coarse tiers a default plan scans):
+# a 10M-document tier of 64 B a document, the issue-19 budget, is 640 MB.
+CALIBRATE_MAX_BYTES = 1 << 30
 
 
 def _check_metric(metric: str) -> str:
