@@ -343,12 +343,13 @@ class Bench:
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
-    def ensure_data(self) -> dict:
+    def ensure_data(self, base: bool = True) -> dict:
+        """The generated set (``base=False``: queries and ground truth only, when they exist)."""
         if self.data is None:
             import ivf_data
 
             a = self.args
-            self.data = ivf_data.ensure(a.workdir, a.n, a.nq, 100, a.seed, log=self.log)
+            self.data = ivf_data.ensure(a.workdir, a.n, a.nq, 100, a.seed, log=self.log, base=base)
             np = self.np
             self.xq = np.ascontiguousarray(np.load(self.data["queries"]))
             self.gt = np.load(self.data["gt_ids"])[:, :K]
@@ -486,10 +487,10 @@ class Bench:
         from vecstore.bench import metrics
 
         a, np, xq, gt = self.args, self.np, None, None
-        d = self.ensure_data()
-        xq, gt = self.xq, self.gt
         path = self.store_path()
         prev = self.result["parts"].get("vecstore", {})
+        d = self.ensure_data(base=a.rebuild or not os.path.exists(path) or prev.get("build") is None)
+        xq, gt = self.xq, self.gt
         out = {"store": path, "codecs": {}, "build": prev.get("build"), "compress": dict(prev.get("compress", {}))}
         if a.rebuild or not os.path.exists(path) or out["build"] is None:
             self.log(f"  vecstore.build {path} from {d['base']} in a child")

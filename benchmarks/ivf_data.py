@@ -137,12 +137,15 @@ def ground_truth(base_path: str, xq: np.ndarray, k: int, *, chunk: int = 262144,
     return heap.I.copy(), heap.D.copy()
 
 
-def ensure(workdir: str, n: int, nq: int, k: int = 100, seed: int = 0, *, log=None) -> dict:
-    """Base, queries and ground truth in ``workdir`` (each made once); returns paths and seconds."""
+def ensure(workdir: str, n: int, nq: int, k: int = 100, seed: int = 0, *, log=None, base: bool = True) -> dict:
+    """Base, queries and ground truth in ``workdir`` (each made once); returns paths and seconds.
+    ``base=False``: the base is not made when the ground truth exists (a run that only searches a
+    store built earlier: 10M rows are 15 GB of disk)."""
     os.makedirs(workdir, exist_ok=True)
     p = paths(workdir, n, nq, k, seed)
     m = model(seed)
-    t = {"generate_base_s": write(p["base"], m, 1, n, log=log),
+    have_truth = os.path.exists(p["gt_ids"]) and os.path.exists(p["gt_scores"])
+    t = {"generate_base_s": write(p["base"], m, 1, n, log=log) if base or not have_truth else 0.0,
          "generate_queries_s": write(p["queries"], m, 2, nq)}
     t0 = time.perf_counter()
     if not (os.path.exists(p["gt_ids"]) and os.path.exists(p["gt_scores"])):

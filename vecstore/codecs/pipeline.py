@@ -95,9 +95,10 @@ class Pipeline(Codec):
 
     # -- the transform --------------------------------------------------------------------------
 
-    def fit(self, sample: np.ndarray, *, seed: int = 0,
+    def fit(self, sample: np.ndarray, *, seed: int = 0, metric: str = "l2",
             progress: Callable[[int, int], None] | None = None) -> Pipeline:
-        """Fit the stages in order, each on the previous one's output.
+        """Fit the stages in order, each on the previous one's output; an ivf stage learns its lists
+        for the store's ``metric`` (vecstore.codecs.ivf.IVF.fit).
 
         ``progress(done, total)``, if given, is called as training advances: a stage with
         ``fit_steps`` (a product quantizer: one step per sub-quantizer) reports each step, any
@@ -111,6 +112,8 @@ class Pipeline(Codec):
         for stage, n in zip(self.stages, steps):
             if progress is not None and hasattr(stage, "fit_steps"):
                 stage.fit(x, seed=seed, progress=lambda d, _n, before=done: progress(before + d, total))
+            elif stage is self.ivf:
+                stage.fit(x, seed=seed, metric=metric)
             else:
                 stage.fit(x, seed=seed)
             done += n

@@ -198,7 +198,7 @@ def shard_build(vectors, outdir: str | os.PathLike, *, shards: int, codecs: Sequ
         with tqdm(total=len(pipelines), desc="train codecs", disable=not show) as bar:
             sample = training_sample(source, min(train_size, n), seed, metric)
             for name, pipeline in pipelines:
-                pipeline.fit(sample, seed=seed)
+                pipeline.fit(sample, seed=seed, metric=metric)
                 tiers.append((name, codec_string(pipeline), pipeline.params()))
                 bar.update(1)
             del sample

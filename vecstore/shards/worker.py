@@ -22,15 +22,12 @@ from ..plan import RAW_TIER, rescore_refusal
 from ..query import FilteredSearchResult, SearchResult
 from ..store import build, compress
 from ..store import open as open_store
+from ..store.build import CALIBRATE_MAX_BYTES
 from ..store.quality import calibrate
 from .manifest import ShardSpec, check_shard
 
 # Errors a shard raises because of what the caller asked (the same on every shard): raised as they are.
 CALLER_ERRORS = (InvalidInputError, InvalidDtypeError, UnknownTierError)
-
-
-# Larger coarse tiers are not calibrated (as vecstore.compress).
-CALIBRATE_MAX_BYTES = 256 << 20
 
 
 # -- open and search -------------------------------------------------------------------------------------

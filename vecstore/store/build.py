@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from ..format.writer import StoreContents, TierPlan
 
 DEFAULT_TRAIN_SIZE = 50_000
-CALIBRATE_MAX_BYTES = 256 << 20
+# Tiers up to this size are encoded in RAM and calibrated (the coarse tiers a default plan scans):
+# a 10M-document tier of 64 B a document, the issue-19 budget, is 640 MB.
+CALIBRATE_MAX_BYTES = 1 << 30
 
 
 def _check_metric(metric: str) -> str:
@@ -190,7 +192,8 @@ def compress(path: str | os.PathLike, codec: str | dict | Pipeline, *, name: str
             if pipeline.ivf is not None and train_size == DEFAULT_TRAIN_SIZE:
                 train_size = max(train_size, IVF_TRAIN_PER_LIST * pipeline.ivf.nlist)
             with tqdm(total=1, desc=f"train {codec_string(pipeline)}", unit="step", disable=not show) as bar:
-                pipeline.fit(sample_rows(store, train_size, seed), seed=seed, progress=_advance(bar))
+                pipeline.fit(sample_rows(store, train_size, seed), seed=seed, metric=store.metric,
+                             progress=_advance(bar))
         plans = [kept(t) for t in store.tiers.values() if t.name != name]
         raw = store.tier(fmt.RAW_TIER).codes
 
