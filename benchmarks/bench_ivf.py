@@ -154,12 +154,6 @@ def values(text: str) -> list[float]:
     return [float(x) for x in str(text).replace(",", " ").split()]
 
 
-def verdict(value, target: float, higher_is_better: bool) -> str:
-    if value is None:
-        return "n/a"
-    return "met" if (value >= target if higher_is_better else value <= target) else "MISSED"
-
-
 def least_memory(rows: list[dict]) -> dict | None:
     """Least resident bytes among rows reaching the target; the fastest (p50) of those."""
     ok = [r for r in rows if r["recall_at_10"] >= TARGET_RECALL]
@@ -300,28 +294,6 @@ def child_main(spec: dict) -> None:
     else:
         raise SystemExit(f"unknown child kind {kind!r}")
     print(json.dumps(out))
-
-
-def interleaved_singles(fns: dict, xq, rounds: int, *, warmup: int = 5) -> dict:
-    """Seconds of ``rounds`` one-query calls per system, round-robin with the order rotated each
-    round, each call on the next query (as bench_realtime.py)."""
-    names = list(fns)
-    nq = xq.shape[0]
-    call = 0
-    for _ in range(warmup):
-        for n in names:
-            fns[n](xq[call % nq:call % nq + 1])
-            call += 1
-    out = {n: [] for n in names}
-    for r in range(rounds):
-        for j in range(len(names)):
-            n = names[(r + j) % len(names)]
-            q = xq[call % nq:call % nq + 1]
-            call += 1
-            t0 = time.perf_counter_ns()
-            fns[n](q)
-            out[n].append((time.perf_counter_ns() - t0) / 1e9)
-    return out
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -582,7 +554,7 @@ class Bench:
                 recalls[name] = metrics.recall_at_k(np.asarray(fn(xq)[1]), gt, K)
                 self.log(f"  {name}: recall@10 {recalls[name]:.4f} on {xq.shape[0]} held-out queries")
             mem_after = store.memory()
-            times = interleaved_singles(systems, xq, a.single)
+            times = metrics.time_round_robin(systems, xq, a.single)
             batch = metrics.time_repeated_interleaved({n: (lambda fn=fn: fn(xq)) for n, fn in systems.items()},
                                                       repeats=a.repeats, warmup=1)
             h2h = {}
@@ -761,7 +733,7 @@ def markdown(r: dict, args) -> str:
 
     def tgt(name, value, goal, higher, fmt="{:.2f}x"):
         tg.append(f"| {name} | {fmt.format(value) if value is not None else 'n/a'} | "
-                  f"{'>=' if higher else '<='} {fmt.format(goal)} | {verdict(value, goal, higher)} |")
+                  f"{'>=' if higher else '<='} {fmt.format(goal)} | {metrics.verdict(value, goal, higher)} |")
 
     F, V = P.get("faiss"), P.get("vecstore")
     if V and V.get("head_to_head"):

@@ -118,13 +118,6 @@ def sweep_values(text: str) -> list[float]:
     return [float(x) for x in text.replace(",", " ").split()]
 
 
-def verdict(value: float | None, target: float, higher_is_better: bool) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    ok = value >= target if higher_is_better else value <= target
-    return "met" if ok else "MISSED"
-
-
 def pread_rows(fd: int, offset: int, row_bytes: int, rows) -> int:
     """Read each row (sorted order) with one ``os.pread``; returns the bytes read."""
     total = 0
@@ -143,28 +136,6 @@ def drop_cached(store_map: mmap.mmap | None, path: str) -> float | None:
     if store_map is not None:
         store_map.madvise(mmap.MADV_DONTNEED)
     return metrics.evict_page_cache(path)
-
-
-def interleaved_singles(fns: dict, xq_by: dict, rounds: int, *, warmup: int = 5) -> dict[str, list[float]]:
-    """Seconds of ``rounds`` one-query calls of each ``fns[name](q)``, systems round-robin with the order
-    rotated every round, each call on the next query (cycling through ``xq_by[name]``)."""
-    names = list(fns)
-    nq = next(iter(xq_by.values())).shape[0]
-    call = 0
-    for _ in range(warmup):
-        for n in names:
-            fns[n](xq_by[n][call % nq:call % nq + 1])
-            call += 1
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for j in range(len(names)):
-            n = names[(r + j) % len(names)]
-            q = xq_by[n][call % nq:call % nq + 1]
-            call += 1
-            t0 = time.perf_counter_ns()
-            fns[n](q)
-            out[n].append((time.perf_counter_ns() - t0) / 1e9)
-    return out
 
 
 def io_read_bytes() -> int | None:
@@ -296,7 +267,7 @@ class Bench:
         a, np = self.args, self.np
         names = list(systems)
         nq = next(iter(xq_by.values())).shape[0]
-        times = interleaved_singles({n: systems[n][0] for n in names}, xq_by, a.single, warmup=5)
+        times = metrics.time_round_robin({n: systems[n][0] for n in names}, xq_by, a.single, warmup=5)
         batch = metrics.time_repeated_interleaved(
             {n: (lambda b=b, n=n: b(xq_by[n])) for n, (_, b) in systems.items()}, repeats=a.repeats, warmup=1)
         return {n: {"p50_ms": float(np.percentile(times[n], 50) * 1e3), "p99_ms": float(np.percentile(times[n], 99) * 1e3),
@@ -528,7 +499,7 @@ class Bench:
         index = faiss.IndexFlatIP(xb.shape[1]) if ds.metric != "l2" else faiss.IndexFlatL2(xb.shape[1])
         index.add(faiss_twins.normalize_rows(xb) if ds.metric == "cosine" else xb)
         xq_f = script.faiss_queries(xq, ds.metric)
-        one = interleaved_singles({"vecstore": lambda q: store.search(q, K), "faiss": lambda q: index.search(q, K)},
+        one = metrics.time_round_robin({"vecstore": lambda q: store.search(q, K), "faiss": lambda q: index.search(q, K)},
                                   {"vecstore": xq, "faiss": xq_f}, max(a.single, 300), warmup=10)
         one = {n: metrics.Timing(t) for n, t in one.items()}
         same = np.mean([len(set(store.search(xq[i:i + 1], K).ids[0]) & set(index.search(xq_f[i:i + 1], K)[1][0])) / K
@@ -839,7 +810,7 @@ def markdown(r: dict) -> str:
 
     def tgt(name, value, goal, higher, fmt="{:.2f}x"):
         L.append(f"| {name} | {fmt.format(value) if value is not None else 'n/a'} | "
-                 f"{'>=' if higher else '<='} {fmt.format(goal)} | {verdict(value, goal, higher)} |")
+                 f"{'>=' if higher else '<='} {fmt.format(goal)} | {metrics.verdict(value, goal, higher)} |")
 
     for dim, t in P.get("twostage", {}).items():
         if not isinstance(t, dict):

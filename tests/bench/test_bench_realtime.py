@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from vecstore.bench import metrics
+
 _spec = importlib.util.spec_from_file_location("bench_realtime", os.path.join(ROOT, "benchmarks", "bench_realtime.py"))
 rt = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rt)
@@ -30,10 +32,11 @@ def test_fastest_respects_target_and_budget():
 
 
 def test_verdict_and_sweep_values():
-    assert rt.verdict(0.9, 1.0, higher_is_better=False) == "met"
-    assert rt.verdict(1.1, 1.0, higher_is_better=False) == "MISSED"
-    assert rt.verdict(0.95, 0.9, higher_is_better=True) == "met"
-    assert rt.verdict(None, 1.0, higher_is_better=True) == "n/a"
+    # the targets' verdict is vecstore.bench.metrics.verdict, which bench_ivf.py uses too
+    assert metrics.verdict(0.9, 1.0, higher_is_better=False) == "met"
+    assert metrics.verdict(1.1, 1.0, higher_is_better=False) == "MISSED"
+    assert metrics.verdict(0.95, 0.9, higher_is_better=True) == "met"
+    assert metrics.verdict(None, 1.0, higher_is_better=True) == "n/a"
     assert rt.sweep_values("1 2,4  8") == [1.0, 2.0, 4.0, 8.0]
 
 
@@ -60,12 +63,13 @@ def test_drop_cached_and_io_counter(tmp_path):
     assert before is None or before >= 0
 
 
-def test_interleaved_singles_gives_each_call_a_fresh_query():
+def test_round_robin_timing_gives_each_call_a_fresh_query():
+    # metrics.time_round_robin: the single-query timing of bench_realtime.py and bench_ivf.py
     seen = {"a": [], "b": []}
     xq = np.repeat(np.arange(6, dtype=np.float32)[:, None], 2, axis=1)  # row i holds i
-    out = rt.interleaved_singles({"a": lambda q: seen["a"].append(int(q[0, 0])),
-                                  "b": lambda q: seen["b"].append(int(q[0, 0]))},
-                                 {"a": xq, "b": xq}, 3, warmup=1)
+    out = metrics.time_round_robin({"a": lambda q: seen["a"].append(int(q[0, 0])),
+                                    "b": lambda q: seen["b"].append(int(q[0, 0]))},
+                                   {"a": xq, "b": xq}, 3, warmup=1)
     assert [len(v) for v in out.values()] == [3, 3]
     assert len(seen["a"]) + len(seen["b"]) == 8
     timed = seen["a"][1:] + seen["b"][1:]  # after each one's warm-up call

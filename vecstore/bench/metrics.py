@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import mmap
 import os
 import platform
@@ -174,6 +175,41 @@ def time_each_interleaved(fns: dict[str, Callable[[np.ndarray], object]], items:
         for name, fn in fns.items():
             out[name].seconds.append(_clock(lambda: fn(it)))
     return out
+
+
+def time_round_robin(fns: dict[str, Callable[[np.ndarray], object]], xq, rounds: int, *,
+                     warmup: int = 5) -> dict[str, list[float]]:
+    """Seconds of ``rounds`` one-query calls of each ``fns[name](q)``, systems round-robin with the
+    order rotated every round, each call on the next query: of ``xq`` (one array for every system)
+    or of ``xq[name]`` (a dict: each system's own form of the queries), cycling. Unlike
+    :func:`time_each_interleaved` no system always follows the same one, and no two calls share a
+    query, so neither warms the caches for the other."""
+    names = list(fns)
+    xq_by = xq if isinstance(xq, dict) else {n: xq for n in names}
+    nq = next(iter(xq_by.values())).shape[0]
+    call = 0
+    for _ in range(warmup):
+        for n in names:
+            fns[n](xq_by[n][call % nq:call % nq + 1])
+            call += 1
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for j in range(len(names)):
+            n = names[(r + j) % len(names)]
+            q = xq_by[n][call % nq:call % nq + 1]
+            call += 1
+            t0 = time.perf_counter_ns()
+            fns[n](q)
+            out[n].append((time.perf_counter_ns() - t0) / 1e9)
+    return out
+
+
+def verdict(value: float | None, target: float, higher_is_better: bool) -> str:
+    """"met", "MISSED", or "n/a" when there is no finite figure: a benchmark's target column."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "MISSED"
 
 
 # -- memory ------------------------------------------------------------------------------------------
