@@ -586,18 +586,16 @@ class Bench:
         width = min(store.count, int(math.ceil(K * plan.oversample)))
         fine_codes = prep.fine.dense_codes()
         qnorms = np.empty(0, dtype=np.float32)
-        work = dispatch.fast_scan_work(1, prep.coarse.codes)
+        threads = dispatch.fast_scan_threads(1, prep.coarse.codes)   # the thread count store.search gives one query
         nq = xq.shape[0]
         chunk = 50
 
         def pq_kernels(c):
             start = (c * chunk) % nq
             stop = min(start + chunk, nq)
-            with dispatch.threads_for(work):   # the thread count store.search gives one query
-                parts = dispatch.fast_scan_parts(1, store.count)
-                _loop_search_pq4(start, stop, coarse_q, prep.codebooks, prep.blocked, prep.coarse.codes, bias,
-                                 prep.bias_max, width, parts, fine_q, fine_codes, prep.fine_layout, fine_bias,
-                                 const, K, K, prep.file.ids, False, qnorms)
+            _loop_search_pq4(start, stop, coarse_q, prep.codebooks, prep.blocked, prep.coarse.codes, bias,
+                             prep.bias_max, width, threads, fine_q, fine_codes, prep.fine_layout, fine_bias,
+                             const, K, K, prep.file.ids, False, qnorms)
 
         rows = [xq[i:i + 1] for i in range(nq)]
         # -- text: bench_text's titles store and gloss queries
@@ -716,7 +714,7 @@ def _kernels():
     from vecstore.kernels.fused import search_pq4
 
     @nb.njit(nogil=True)
-    def loop_search_pq4(start, stop, coarse_q, codebooks, blocked, packed, bias, bias_max, width, parts, fine_q,
+    def loop_search_pq4(start, stop, coarse_q, codebooks, blocked, packed, bias, bias_max, width, threads, fine_q,
                         fine_codes, fine_layout, fine_bias, const, kk, k, ids, l2, qnorms):
         # one query at a time through C-contiguous buffers, as store.search passes it
         cq = np.empty((1, coarse_q.shape[1]), dtype=coarse_q.dtype)
@@ -726,7 +724,7 @@ def _kernels():
             cq[0, :] = coarse_q[i]
             fq[0, :] = fine_q[i]
             c1[0] = const[i]
-            search_pq4(cq, codebooks, blocked, packed, bias, bias_max, width, parts, fq,
+            search_pq4(cq, codebooks, blocked, packed, bias, bias_max, width, threads, fq,
                        fine_codes, fine_layout, fine_bias, c1, kk, k, ids, l2, qnorms, ALL_ROWS_ALLOWED)
 
     @nb.njit(nogil=True)

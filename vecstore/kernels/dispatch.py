@@ -262,11 +262,15 @@ def fast_scan_work(nq: int, codes: np.ndarray) -> int:
 
 
 def fast_scan_parts(nq: int, n: int) -> int:
-    """Row slices of a fast scan on the threads now in effect: at most one slice per thread (more
-    were slower), enough (query group, slice) tasks to keep every thread busy."""
-    threads = K.numba.get_num_threads()
-    groups = -(-nq // K.fastscan.QUERY_GROUP)
-    return max(1, min(threads, -(-4 * threads // groups), -(-n // K.fastscan.BLOCK)))
+    """Row slices of a fast scan on the threads now in effect (fastscan.scan_parts)."""
+    return K.fastscan.scan_parts(nq, n, K.numba.get_num_threads())
+
+
+def fast_scan_threads(nq: int, codes: np.ndarray) -> int:
+    """The ``threads`` argument of kernels/fused.py's search_pq4: :func:`threads_for`'s rule, which
+    the compiled call applies itself (no Python per query): 1 when the scan is too small to wake
+    another thread, else 0, the threads in effect."""
+    return 1 if fast_scan_work(nq, codes) < SERIAL_WORK else 0
 
 
 def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blocked: np.ndarray,

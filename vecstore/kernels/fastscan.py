@@ -421,6 +421,14 @@ def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off
     return size, thr, cut
 
 
+@nb.njit(**NJIT)
+def scan_parts(nq, n, threads):
+    """Row slices of a fast scan of ``nq`` queries over ``n`` rows on ``threads`` threads: at most one
+    slice per thread (more were slower), enough (query group, slice) tasks to keep every thread busy."""
+    groups = -(-nq // QUERY_GROUP)
+    return max(1, min(threads, -(-4 * threads // groups), -(-n // BLOCK)))
+
+
 @nb.njit(parallel=True, **NJIT)
 def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, k, nparts, exact):
     """Best-first (scores, rows), (nq, k), scanned through quantised tables.
@@ -442,7 +450,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     nblocks = (n + BLOCK - 1) // BLOCK
     use_bias = bias.shape[0] > 0
     use_mask = allowed.shape[0] > 0
-    slack = 0.5 * m + 1.0
+    slack = 0.5 * m + 1.0 if exact else 1.0  # the quantisation error bound, when rows are then scored exactly
     flat8 = lut8.reshape(-1)
     part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
     step = (nblocks + nparts - 1) // nparts
@@ -497,7 +505,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     msq = padded_subquantizers(m)
     use_bias = bias.shape[0] > 0
     use_mask = allowed.shape[0] > 0
-    slack = 0.5 * m + 1.0
+    slack = 0.5 * m + 1.0 if exact else 1.0  # the quantisation error bound, when rows are then scored exactly
     flat8 = lut8.reshape(-1)
     part_s, part_i, _, _ = partial_tops(1, nq, k)
     hs = np.full((nq, k), -np.inf, dtype=np.float32)

@@ -17,15 +17,16 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .fastscan import ALL_ROWS_ALLOWED, quantize_tables, scan_pq4_fast
+from .fastscan import ALL_ROWS_ALLOWED, quantize_tables, scan_parts, scan_pq4_fast
 from .flat import scan_f16_rows, scan_f32, scan_f32_rows, scan_i8, scan_i8_rows
 from .pq import lookup_tables
 from .rescore import prefetch_rows, rescore_serial
+from .threads import get_threads, set_threads
 from .topk import NJIT, to_results
 
 
 @nb.njit(**NJIT)
-def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, nparts,
+def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, threads,
                fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms,
                allowed=ALL_ROWS_ALLOWED):
     """(distances, ids), each (nq, k), of a 4-bit PQ tier searched alone (``fine_codes`` with no
@@ -37,8 +38,14 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, npar
     dispatch.blocked_codes; packed the stored codes; bias (n,) or (0,) (l2: minus the norms);
     qnorms (nq,) |q|^2 for l2. allowed: a filter's rows as fastscan.block_allow gives them (then
     ``width`` and ``kk`` are at most the admitted count; only admitted rows are scanned, so every
-    candidate is admitted), or ALL_ROWS_ALLOWED (every row: the one kernel serves both).
+    candidate is admitted), or ALL_ROWS_ALLOWED (every row: the one kernel serves both). threads:
+    1 for a scan too small to wake another thread (dispatch.fast_scan_threads), set for this call
+    and restored; 0: the threads in effect.
     """
+    previous = get_threads()
+    if threads > 0:
+        set_threads(threads)
+    nparts = scan_parts(coarse_q.shape[0], packed.shape[0], get_threads())
     lut = lookup_tables(coarse_q, codebooks)
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
@@ -51,6 +58,7 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, npar
         if fine_const[q] != 0:
             for j in range(scores.shape[1]):
                 scores[q, j] += np.float32(fine_const[q])
+    set_threads(previous)
     return to_results(scores, rows, ids, k, l2, qnorms)
 
 

@@ -72,6 +72,12 @@ class PreparedPlan:
         """A filtered search's exact scan of the admitted rows of a dense tier searched alone (filtered-scan)."""
         return None if self._dense_layout is None else K.fused.SEARCH_DENSE_ROWS.get(self._dense_layout)
 
+    def _norms(self, xq: np.ndarray) -> tuple[bool, np.ndarray]:
+        """(l2, the queries' |q|^2 for an l2 store, else an empty array): what the kernels add back."""
+        if self.file.metric == "l2":
+            return True, (xq * xq).sum(axis=1)
+        return False, NO_BIAS
+
     def _can_fuse(self) -> bool:
         codec = self.coarse.codec
         if self.coarse.layout != "pq4" or len(codec.stages) != 1 or not dispatch.fast_scan():
@@ -101,19 +107,16 @@ class PreparedPlan:
         return kk if self.fine is None else min(rows, math.ceil(kk * self.plan.oversample))
 
     def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> SearchResult:
-        count = self.file.count
         coarse_q, const, bias = self.coarse.fold(xq)
         fine_q, fine_codes, fine_bias = coarse_q, NO_CODES, NO_BIAS
         if self.fine is not None:  # (codes read now: a tier loaded into RAM since is used from RAM)
             fine_q, const, fine_bias = self.fine.fold(xq)
             fine_codes = self.fine.dense_codes()
-        l2 = self.file.metric == "l2"
-        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
-        with dispatch.threads_for(dispatch.fast_scan_work(xq.shape[0], self.coarse.codes)):
-            parts = dispatch.fast_scan_parts(xq.shape[0], count)
-            distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
-                                                self.bias_max, width, parts, fine_q, fine_codes, self.fine_layout,
-                                                fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
+        l2, qnorms = self._norms(xq)
+        distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
+                                            self.bias_max, width, dispatch.fast_scan_threads(xq.shape[0], self.coarse.codes),
+                                            fine_q, fine_codes, self.fine_layout, fine_bias, const, kk, k, self.file.ids,
+                                            l2, qnorms, allowed)
         return SearchResult(distances, ids)
 
     def search_allowed(self, xq: np.ndarray, k: int, allow: RowMask,
@@ -136,8 +139,7 @@ class PreparedPlan:
 
     def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
         folded, const, bias = self.coarse.fold(xq)
-        l2 = self.file.metric == "l2"
-        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        l2, qnorms = self._norms(xq)
         with dispatch.threads_for(0):  # small work: one thread (see search)
             distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
                                         dispatch.default_parts(self.file.count, kk))
@@ -145,8 +147,7 @@ class PreparedPlan:
 
     def _search_numpy(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
         folded, const, bias = self.coarse.fold(xq)
-        l2 = self.file.metric == "l2"
-        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        l2, qnorms = self._norms(xq)
         return SearchResult(*dispatch.search_dense_numpy(folded, self.coarse.codes, bias, const, kk, k, self.file.ids,
                                                          l2, qnorms))
 
@@ -155,8 +156,7 @@ class PreparedPlan:
         the threads and row slices dispatch.scan_dense_rows gives a batch this small."""
         folded, const, bias = tier.fold(xq)
         codes = tier.dense_codes()
-        l2 = self.file.metric == "l2"
-        qnorms = (xq * xq).sum(axis=1) if l2 else np.empty(0, dtype=np.float32)
+        l2, qnorms = self._norms(xq)
         with dispatch.threads_for(xq.shape[0] * rows.shape[0] * codes.shape[1]):
             distances, ids = kernel(folded, codes, bias, rows, const, kk, k, self.file.ids, l2, qnorms,
                                     dispatch.default_parts(rows.shape[0], kk))
