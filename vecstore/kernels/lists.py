@@ -53,40 +53,90 @@ def nearest_lists(scores, nprobe, offsets):
 
 
 # Centroids a task scores (32 x 384 floats: 48 KB, held in L2 while a chunk of queries passes) and
-# queries a task takes; queries are scored four at a time, each centroid value loaded once for four.
+# queries a task takes; they are scored in tiles of four queries x four centroids (sixteen sums in
+# registers, each value loaded once for four products): 1,000 queries x 4,096 lists x 384 dims
+# 11.4 ms against 29.4 ms four queries x one centroid at a time (numpy's BLAS: 12.4 ms).
 CENTROID_BLOCK = 32
 QUERY_CHUNK = 64
 
 
 @nb.njit(inline="always", **NJIT)
+def _tile(xq, centroids, bias, use_bias, out, c, q):
+    """out[q:q + 4, c:c + 4]: four queries x four centroids, sixteen accumulators."""
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.float32(0.0)
+    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = np.float32(0.0)
+    for t in range(xq.shape[1]):
+        v0 = centroids[c, t]
+        v1 = centroids[c + 1, t]
+        v2 = centroids[c + 2, t]
+        v3 = centroids[c + 3, t]
+        x0 = xq[q, t]
+        x1 = xq[q + 1, t]
+        x2 = xq[q + 2, t]
+        x3 = xq[q + 3, t]
+        a00 += x0 * v0
+        a01 += x0 * v1
+        a02 += x0 * v2
+        a03 += x0 * v3
+        a10 += x1 * v0
+        a11 += x1 * v1
+        a12 += x1 * v2
+        a13 += x1 * v3
+        a20 += x2 * v0
+        a21 += x2 * v1
+        a22 += x2 * v2
+        a23 += x2 * v3
+        a30 += x3 * v0
+        a31 += x3 * v1
+        a32 += x3 * v2
+        a33 += x3 * v3
+    for j in range(4):
+        b = bias[c + j] if use_bias else np.float32(0.0)
+        if j == 0:
+            out[q, c] = a00 + b
+            out[q + 1, c] = a10 + b
+            out[q + 2, c] = a20 + b
+            out[q + 3, c] = a30 + b
+        elif j == 1:
+            out[q, c + 1] = a01 + b
+            out[q + 1, c + 1] = a11 + b
+            out[q + 2, c + 1] = a21 + b
+            out[q + 3, c + 1] = a31 + b
+        elif j == 2:
+            out[q, c + 2] = a02 + b
+            out[q + 1, c + 2] = a12 + b
+            out[q + 2, c + 2] = a22 + b
+            out[q + 3, c + 2] = a32 + b
+        else:
+            out[q, c + 3] = a03 + b
+            out[q + 1, c + 3] = a13 + b
+            out[q + 2, c + 3] = a23 + b
+            out[q + 3, c + 3] = a33 + b
+
+
+@nb.njit(inline="always", **NJIT)
+def _one_by_one(xq, centroids, bias, use_bias, out, c, q):
+    a = np.float32(0.0)
+    for t in range(xq.shape[1]):
+        a += xq[q, t] * centroids[c, t]
+    out[q, c] = a + (bias[c] if use_bias else np.float32(0.0))
+
+
+@nb.njit(inline="always", **NJIT)
 def _score_block(xq, centroids, bias, out, c0, c1, q0, q1):
-    d = xq.shape[1]
+    """out[q0:q1, c0:c1]: whole tiles, then the queries and centroids left over one by one."""
     use_bias = bias.shape[0] > 0
-    for c in range(c0, c1):
-        b = bias[c] if use_bias else np.float32(0.0)
-        q = q0
-        while q + 4 <= q1:
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            for t in range(d):
-                v = centroids[c, t]
-                a0 += xq[q, t] * v
-                a1 += xq[q + 1, t] * v
-                a2 += xq[q + 2, t] * v
-                a3 += xq[q + 3, t] * v
-            out[q, c] = a0 + b
-            out[q + 1, c] = a1 + b
-            out[q + 2, c] = a2 + b
-            out[q + 3, c] = a3 + b
-            q += 4
-        while q < q1:
-            a0 = np.float32(0.0)
-            for t in range(d):
-                a0 += xq[q, t] * centroids[c, t]
-            out[q, c] = a0 + b
-            q += 1
+    tiles_q = q0 + (q1 - q0) // 4 * 4
+    tiles_c = c0 + (c1 - c0) // 4 * 4
+    for c in range(c0, tiles_c, 4):
+        for q in range(q0, tiles_q, 4):
+            _tile(xq, centroids, bias, use_bias, out, c, q)
+        for q in range(tiles_q, q1):
+            for j in range(4):
+                _one_by_one(xq, centroids, bias, use_bias, out, c + j, q)
+    for c in range(tiles_c, c1):
+        for q in range(q0, q1):
+            _one_by_one(xq, centroids, bias, use_bias, out, c, q)
 
 
 @nb.njit(parallel=True, **NJIT)
@@ -95,7 +145,7 @@ def centroid_scores(xq, centroids, bias):
     on numba's threads: a batch's list scores without numpy's BLAS, whose pthreads keep spinning for
     about 0.1 s after a product and took the cores from the scan and rescoring that follow (1,000
     queries over 4,096 lists: BLAS 13 ms on two threads, but the whole search 133 ms against 107 with
-    BLAS on one thread; this kernel 30 ms). Centroid blocks outermost, so each is read from memory once."""
+    BLAS on one thread; this kernel 11 ms). Centroid blocks outermost, so each is read from memory once."""
     nq = xq.shape[0]
     nlist = centroids.shape[0]
     out = np.empty((nq, nlist), dtype=np.float32)
