@@ -21,6 +21,7 @@ from vecstore.store.quality import (
     check_drift,
     self_check,
 )
+from vecstore.store import quality
 from vecstore.store.tier import Tier
 
 N, DIM = 400, 16
@@ -75,6 +76,33 @@ def test_calibrate_fastest_measures_every_rescoring_tier_and_keeps_the_fastest(t
     alone = calibrate_fastest(store.tier("pq4"), [store.tier("raw")], store.tier("raw"), queries=60)
     assert "alternatives" not in alone and alone["rescore"] == "raw"
     store.close()
+
+
+@pytest.mark.parametrize("coarse", ["pq4x4", "ivf8,pq4x4"])
+def test_other_rescoring_tiers_start_at_raws_least_oversampling_and_choose_as_from_one(tmp_path, coarse):
+    """calibrate_fastest calibrates raw first, then starts each other tier's sweep (per nprobe) at
+    raw's least oversampling that met the target: among the same candidates no tier finds more of
+    the truth than raw. The same (oversample, recall) for every nprobe as a sweep from 1."""
+    path = make_store(tmp_path, _data(3, n=1200), "l2").path
+    for codec in ("float16", "int8", coarse):
+        vecstore.compress(path, codec, calibrate=False, progress=False).close()
+    kw = dict(seed=0, queries=100, target=0.95, progress=None, release=None)
+    with vecstore.open(path) as store:
+        tier, raw = store.tier(coarse), store.tier("raw")
+        record = calibrate_fastest(tier, list(store.tiers.values()), raw, queries=100)
+        assert [alt["rescore"] for alt in record["alternatives"]] == ["raw", "float16", "int8"]
+        _, least = quality._calibrate(tier, raw, raw, **kw)
+        assert max(least.values()) > 1  # the shortcut skips factors here
+        for name in ("float16", "int8"):
+            quick = quality._calibrate(tier, store.tier(name), raw, least=least, **kw)[0]
+            full = quality._calibrate(tier, store.tier(name), raw, **kw)[0]
+            sweeps = [{r.get("nprobe"): (r["oversample"], r["recall_at_10"], r["meets_target"])
+                       for r in record.get("nprobe_sweep", [record])} for record in (quick, full)]
+            common = sweeps[0].keys() & sweeps[1].keys()  # (the latency stop may end one sweep earlier)
+            assert common and all(sweeps[0][p] == sweeps[1][p] for p in common)
+            assert all(sweeps[0][p][0] >= least[p] for p in sweeps[0])
+            if "nprobe" not in full:
+                assert len(quick["recall_by_oversample"]) < len(full["recall_by_oversample"])
 
 
 def test_the_smallest_oversample_meeting_the_target_is_chosen(store):

@@ -66,6 +66,17 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     tier's at that oversampling (less FLAT_TOLERANCE), until two such plans in a row are no faster
     than the fastest so far; the fastest is recorded (``nprobe``, every pair tried under ``nprobe_sweep``).
     """
+    return _calibrate(coarse, fine, raw, seed=seed, queries=queries, target=target, progress=progress,
+                      release=release)[0]
+
+
+def _calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int, queries: int | None, target: float,
+               progress: Callable[[int, int], None] | None, release: Callable[[np.ndarray], None] | None,
+               least: dict | None = None) -> tuple[dict, dict]:
+    """:func:`calibrate`, and for each nprobe tried (None: a flat tier) the smallest oversampling
+    whose recall reached ``target`` (else 1). ``least``: such a map from a
+    calibration against raw, whose factors this one need not try below (see calibrate_fastest)."""
+    least = least or {}
     probes = _nprobe_grid(coarse)
     total = 1 + len(OVERSAMPLES) * len(probes)
     done = [0]
@@ -88,14 +99,16 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
     step()
     goal, flat = (lambda factor: target), None
     if coarse.lists is not None:  # every list probed: the flat tier, whose recall the lists must keep
-        flat = _oversample_sweep(coarse, fine, raw, xq, own, truth, k, goal, coarse.nlist, step, release)
+        flat = _oversample_sweep(coarse, fine, raw, xq, own, truth, k, goal, coarse.nlist, step, release,
+                                 least.get(coarse.nlist, 1))
         goal = _keeping(flat["recall_by_oversample"], target)
     sweep, best, slower = [], None, 0
     for nprobe in probes:
         if flat is not None and nprobe == coarse.nlist:
             record = flat
         else:
-            record = _oversample_sweep(coarse, fine, raw, xq, own, truth, k, goal, nprobe, step, release)
+            record = _oversample_sweep(coarse, fine, raw, xq, own, truth, k, goal, nprobe, step, release,
+                                       least.get(nprobe, 1))
         record["latency_us"] = round(plan_latency_us(coarse, fine, xq, k, record["oversample"], nprobe, release), 1)
         sweep.append(record)
         if record["meets_target"]:
@@ -128,7 +141,13 @@ def calibrate(coarse: Tier, fine: Tier, raw: Tier, *, seed: int = 0,
         out["flat_recall_by_oversample"] = flat["recall_by_oversample"]
         out["nprobe_sweep"] = [{key: r[key] for key in ("nprobe", "oversample", "recall_at_10", "meets_target",
                                                           "latency_us")} for r in sweep]
-    return out
+    return out, {r["nprobe"]: _least_meeting(r["recall_by_oversample"], target) for r in sweep + [flat] if r}
+
+
+def _least_meeting(recalls: dict[str, float], target: float) -> int:
+    """The smallest factor of a sweep whose recall reached ``target``; else 1 (another tier's sweep
+    at that nprobe cannot meet the target either, and records its own best factor, which may be lower)."""
+    return next((int(f) for f in recalls if recalls[f] >= target), 1)
 
 
 # Rows of the raw tier scanned at once for the exact answer (a tier larger than RAM is read once).
@@ -185,9 +204,9 @@ SCAN_SERVES = 3
 
 def _oversample_sweep(coarse: Tier, fine: Tier, raw: Tier, xq: np.ndarray, own: np.ndarray, truth: np.ndarray,
                       k: int, target: Callable[[int], float], nprobe: int | None, step: Callable[..., None],
-                      release: Callable[[np.ndarray], None] | None = None) -> dict:
-    """Recall@k for each oversampling of OVERSAMPLES until one reaches ``target(factor)``: that one,
-    else the best.
+                      release: Callable[[np.ndarray], None] | None = None, start: int = 1) -> dict:
+    """Recall@k for each oversampling of OVERSAMPLES from ``start`` until one reaches
+    ``target(factor)``: that one, else the best.
 
     Rescored on ``raw``, the tier the truth comes from, a true neighbour among the candidates is
     always in their top k (only true neighbours can beat it), so the recall is the share of the
@@ -202,6 +221,9 @@ def _oversample_sweep(coarse: Tier, fine: Tier, raw: Tier, xq: np.ndarray, own: 
     recalls, chosen = {}, None
     scanned, width_scanned = None, 0
     for tried, factor in enumerate(OVERSAMPLES, 1):
+        if factor < start:
+            step()
+            continue
         width = min(count - 1, k * factor)
         if width > width_scanned:  # the next SCAN_SERVES factors from one scan: smaller ones are its prefixes
             top = OVERSAMPLES[min(len(OVERSAMPLES), tried + SCAN_SERVES - 1) - 1]
@@ -235,17 +257,25 @@ def calibrate_fastest(coarse: Tier, fines: list[Tier], raw: Tier, *, seed: int =
     (else of the best recall), with every plan measured listed under ``alternatives``; None when no
     tier can rescore ``coarse`` (a tier as large as raw needs no second stage). Rescoring from
     a smaller dense tier reads fewer bytes a candidate, which matters most when it is not in the page
-    cache; whether it is faster at the same recall is measured, not assumed."""
-    usable = [f for f in fines if rescore_refusal(f, coarse) is None]
+    cache; whether it is faster at the same recall is measured, not assumed.
+
+    Raw is calibrated first (counted, not rescored: cheap), and each other tier's sweeps start at
+    raw's least oversampling reaching the target for the same nprobe: among the same candidates no
+    tier finds more of the truth than raw, so a smaller factor cannot reach the target from it. A
+    float16 tier's calibration then rescores one or two factors per nprobe, not every factor from 1."""
+    usable = sorted((f for f in fines if rescore_refusal(f, coarse) is None), key=lambda f: f is not raw)
     if not usable:
         return None
-    records = []
+    records, least = [], None
     for i, fine in enumerate(usable):
         def step(done: int, total: int, i: int = i) -> None:
             if progress is not None:
                 progress(i * total + done, len(usable) * total)
-        records.append(calibrate(coarse, fine, raw, seed=seed, queries=queries, target=target, progress=step,
-                                 release=release))
+        record, meeting = _calibrate(coarse, fine, raw, seed=seed, queries=queries, target=target, progress=step,
+                                     release=release, least=least)
+        records.append(record)
+        if fine is raw:
+            least = meeting
     meeting = [r for r in records if r["meets_target"]]
     best = (min(meeting, key=lambda r: (r["latency_us"], -r["recall_at_10"])) if meeting
             else max(records, key=lambda r: (r["recall_at_10"], -r["latency_us"])))
