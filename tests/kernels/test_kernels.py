@@ -252,6 +252,27 @@ def test_batch_list_scores_equal_blas_up_to_summation_order(metric, nq):
         exact.astype(np.float32), 5, offsets))
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("n", [1, 5, 64, 131])
+def test_assignment_is_the_highest_list_score(metric, n):
+    """dispatch.assign_lists (lists.nearest_centroids: tiles with a running best, odd sizes at every
+    edge) files each row in the list of highest score by a float64 product, ties to the lower list."""
+    from vecstore.codecs.ivf import IVF
+
+    rng = np.random.default_rng(n)
+    ivf = IVF(dim=37, nlist=45)
+    ivf.centroids_ = rng.standard_normal((45, 37)).astype("<f4")
+    ivf.centroids_[7] = ivf.centroids_[3]  # a tie: the lower list wins
+    x = rng.standard_normal((n, 37)).astype(np.float32)
+    x[0] = ivf.centroids_[3] * 3
+    exact = x.astype(np.float64) @ ivf.centroids_.T.astype(np.float64)
+    if metric == "l2":
+        exact = 2 * exact - (ivf.centroids_.astype(np.float64) ** 2).sum(axis=1)
+    got = dispatch.assign_lists(x, ivf, metric)
+    assert got.dtype == np.int64 and got[0] == 3
+    np.testing.assert_array_equal(got, np.argmax(exact, axis=1))
+
+
 @pytest.mark.parametrize("n, top", [(0, 10), (1, 10), (640, 1_000_000), (700, 1 << 40), (50, 256), (300, 3)])
 def test_rescoring_reads_candidates_in_the_order_np_sort_gives(n, top):
     """rescore._sorted_rows (a radix sort, a byte a pass) against np.sort: rows up to ``top``,

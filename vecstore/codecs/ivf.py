@@ -27,8 +27,6 @@ MAX_POINTS_PER_LIST = 256
 # Sampled vectors per list worth training on (FAISS warns below 39): compress's default sample size
 # for an ivf codec, and the advice when a sample is too small.
 IVF_TRAIN_PER_LIST = 40
-# Rows assigned per call: (rows x nlist) float32 scores stay near 64 MB.
-ASSIGN_BYTES = 64 << 20
 
 
 class IVF(Codec):
@@ -66,17 +64,6 @@ class IVF(Codec):
         km.train(np.ascontiguousarray(sample, dtype=np.float32))
         self.centroids_ = np.ascontiguousarray(km.centroids, dtype="<f4")
         return self
-
-    def assign(self, x: np.ndarray, metric: str) -> np.ndarray:
-        """(n, dim) float32 -> (n,) int64: the list of each row, the highest :meth:`probe_scores`
-        for the store's ``metric`` (ties: the lowest list number). Done once, when a row is written."""
-        self.check_fitted()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.empty(x.shape[0], dtype=np.int64)
-        step = max(1, ASSIGN_BYTES // (4 * self.nlist))
-        for start in range(0, x.shape[0], step):
-            out[start:start + step] = np.argmax(self.probe_scores(x[start:start + step], metric), axis=1)
-        return out
 
     def probe_scores(self, xq: np.ndarray, metric: str) -> np.ndarray:
         """(nq, nlist) float32, higher = nearer: ``q . c`` in ip and cosine stores (the list whose

@@ -21,6 +21,7 @@ from .._version import __version__
 from ..codecs import Pipeline, codec_string
 from ..codecs.ivf import group_by_list
 from ..errors import StoreWriteError, VecstoreError
+from ..kernels import dispatch
 from ..kernels.flat import sqnorms_f32
 from . import schema as fmt
 
@@ -60,7 +61,7 @@ class EncodedRows:
         if self.norms is not None:
             self.norms[start:stop] = _sqnorms(self.codec, codes, rows)
         if self.lists is not None:
-            self.lists[start:stop] = self.codec.ivf.assign(rows, self.metric)
+            self.lists[start:stop] = dispatch.assign_lists(rows, self.codec.ivf, self.metric)
 
     def arrays(self) -> tuple[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray] | None]:
         """((codes, norms), lists): in row order with lists None, or for an inverted-file codec in
