@@ -242,6 +242,20 @@ def test_without_removes_each_query_own_id_and_keeps_the_order(rng):
     assert without(ids, own).tolist() == expected
 
 
+def test_without_on_unique_rows_padded_at_the_end(rng):
+    """The usual shape (own at most once a row, -1 only at the end) takes a shift, not a sort: the
+    same rows as removing own and moving the padding last."""
+    ids = np.array([rng.permutation(50)[:12] for _ in range(40)])
+    for q in range(0, 40, 3):
+        ids[q, rng.integers(0, 13):] = -1
+    own = np.where(rng.random(40) < 0.7, ids[np.arange(40), rng.integers(0, 12, 40)], 99)
+    expected = []
+    for row, o in zip(ids.tolist(), own.tolist()):
+        kept = [i for i in row if i != o and i >= 0]
+        expected.append(kept + [-1] * (len(row) - len(kept)))
+    assert without(ids, own).tolist() == expected
+
+
 def test_sharded_result_strategies():
     """A filtered sharded search says how each shard searched (None: a missing shard); the joined
     strategy skips shards that admitted nothing and splits a shard's own '+'-joined parts."""

@@ -199,6 +199,12 @@ def without(ids: np.ndarray, own: np.ndarray) -> np.ndarray:
     """Each row of ``ids`` with its query's own id ``own[q]`` removed (held-out checks: a stored
     document used as a query must not count itself); the row keeps its order, padded with -1."""
     ids = np.asarray(ids)
-    kept = np.where(ids == np.asarray(own)[:, None], -1, ids)
+    hit = ids == np.asarray(own)[:, None]
+    if ids.shape[1] and hit.sum(axis=1).max() <= 1 and not (ids[:, :-1] < 0)[ids[:, 1:] >= 0].any():
+        # the usual case (own at most once, padding only at the end): shift what follows own left
+        shifted = np.full_like(ids, -1)
+        shifted[:, :-1] = ids[:, 1:]
+        return np.where(np.cumsum(hit, axis=1, dtype=np.int8) > 0, shifted, ids)
+    kept = np.where(hit, -1, ids)
     order = np.argsort(kept < 0, axis=1, kind="stable")
     return np.take_along_axis(kept, order, axis=1)
