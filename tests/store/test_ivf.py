@@ -107,6 +107,13 @@ def test_calibration_records_nprobe_and_the_default_search_uses_it(store_path, d
         assert cal["recall_at_10"] >= max(cal["target_recall_at_10"], flat[at] - 0.005)
         tried = [r["nprobe"] for r in cal["nprobe_sweep"]]
         assert tried[0] == 1 and all(b == 2 * a or b == NLIST for a, b in zip(tried, tried[1:]))
+        # of the plans meeting the target within 10% of the fastest, the fewest bytes a query
+        meeting = [r for r in cal["nprobe_sweep"] if r["meets_target"]]
+        fastest = min(r["latency_us"] for r in meeting)
+        close = [r for r in meeting if r["latency_us"] <= fastest * (1 + quality.LATENCY_NOISE)]
+        tier, fine = store.tier(f"ivf{NLIST},pq8x4"), store.tier(cal["rescore"])
+        cost = {r["nprobe"]: quality.query_bytes(tier, fine, 10, r["oversample"], r["nprobe"]) for r in close}
+        assert cost[cal["nprobe"]] == min(cost.values())
         assert store.tier(f"ivf{NLIST},pq8x4").default_nprobe == cal["nprobe"]
         # the lists' bytes are reported apart: 8 B a row mapped, plus the offsets
         memory = store.memory()["tiers"][f"ivf{NLIST},pq8x4"]
