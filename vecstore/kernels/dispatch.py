@@ -318,7 +318,7 @@ def assign_lists(x: np.ndarray, ivf, metric: str) -> np.ndarray:
     "Assignment": the highest list score, ties to the lower list), by lists.nearest_centroids (no
     score matrix: 30% faster than numpy's BLAS and argmax). Its sums run in another order than
     IVF.probe_scores', so a row whose two best lists score within float rounding may be filed
-    in the other (5 rows in 1M); readers use the stored lists."""
+    in the other (1 row of 200,000 measured); readers use the stored lists."""
     return K.lists.nearest_centroids(*_list_score_terms(x, ivf, metric))
 
 
