@@ -90,30 +90,28 @@ def _tile(xq, centroids, bias, use_bias, out, c, q, oq, oc):
         a31 += x3 * v1
         a32 += x3 * v2
         a33 += x3 * v3
-    for j in range(4):
-        b = bias[c + j] if use_bias else np.float32(0.0)
-        r = q - oq
-        col = c + j - oc
-        if j == 0:
-            out[r, col] = a00 + b
-            out[r + 1, col] = a10 + b
-            out[r + 2, col] = a20 + b
-            out[r + 3, col] = a30 + b
-        elif j == 1:
-            out[r, col] = a01 + b
-            out[r + 1, col] = a11 + b
-            out[r + 2, col] = a21 + b
-            out[r + 3, col] = a31 + b
-        elif j == 2:
-            out[r, col] = a02 + b
-            out[r + 1, col] = a12 + b
-            out[r + 2, col] = a22 + b
-            out[r + 3, col] = a32 + b
-        else:
-            out[r, col] = a03 + b
-            out[r + 1, col] = a13 + b
-            out[r + 2, col] = a23 + b
-            out[r + 3, col] = a33 + b
+    b0 = bias[c] if use_bias else np.float32(0.0)
+    b1 = bias[c + 1] if use_bias else np.float32(0.0)
+    b2 = bias[c + 2] if use_bias else np.float32(0.0)
+    b3 = bias[c + 3] if use_bias else np.float32(0.0)
+    r = q - oq
+    col = c - oc
+    out[r, col] = a00 + b0
+    out[r, col + 1] = a01 + b1
+    out[r, col + 2] = a02 + b2
+    out[r, col + 3] = a03 + b3
+    out[r + 1, col] = a10 + b0
+    out[r + 1, col + 1] = a11 + b1
+    out[r + 1, col + 2] = a12 + b2
+    out[r + 1, col + 3] = a13 + b3
+    out[r + 2, col] = a20 + b0
+    out[r + 2, col + 1] = a21 + b1
+    out[r + 2, col + 2] = a22 + b2
+    out[r + 2, col + 3] = a23 + b3
+    out[r + 3, col] = a30 + b0
+    out[r + 3, col + 1] = a31 + b1
+    out[r + 3, col + 2] = a32 + b2
+    out[r + 3, col + 3] = a33 + b3
 
 
 @nb.njit(inline="always", **NJIT)
