@@ -51,9 +51,11 @@ def prepare_rows(rows: np.ndarray, metric: str, first_row: int, where: str) -> n
             rows = np.ascontiguousarray(rows, dtype=np.float32)
     sq = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
     cosine = metric == "cosine"
-    lo, hi = (float(sq[0]),) * 2 if sq.shape[0] == 1 else (sq.min(), sq.max()) if sq.shape[0] else (1.0, 1.0)
-    if not (hi <= (FLOAT64_MAX if cosine else MAX_SQNORM) and (lo > 0 or not cosine)):  # (NaN fails both)
-        _refuse(sq, cosine, first_row, where)
+    if sq.shape[0]:
+        # one row's extremes as Python floats: two numpy reductions cost a query 2 us
+        lo, hi = (float(sq[0]),) * 2 if sq.shape[0] == 1 else (sq.min(), sq.max())
+        if not (hi <= (FLOAT64_MAX if cosine else MAX_SQNORM) and (lo > 0 or not cosine)):  # (NaN fails both)
+            _refuse(sq, cosine, first_row, where)
     if cosine:
         return (rows / np.sqrt(sq)[:, None]).astype(np.float32)
     return rows
