@@ -232,8 +232,9 @@ def test_nearest_lists_are_the_best_scores_ties_to_the_lower_list(nlist, nprobe)
 @pytest.mark.parametrize("nq", [1, 63, 64, 130])
 def test_batch_list_scores_equal_blas_up_to_summation_order(metric, nq):
     """dispatch.list_scores: numpy's BLAS for a few queries, lists.centroid_scores (tiles of four
-    queries x four centroids, blocks of centroids, odd sizes at every edge) for a batch; both equal a float64 product to
-    float32 summation error, and choose the same lists where scores are not that close."""
+    queries x four centroids, blocks of centroids, odd sizes at every edge) for a batch; both equal
+    a float64 product to float32 summation error, and choose the same lists where scores are not
+    that close."""
     from vecstore.codecs.ivf import IVF
 
     rng = np.random.default_rng(nq)

@@ -59,7 +59,7 @@ def test_the_record_has_the_documented_fields_and_is_json_safe(store):
     assert record["recall_by_oversample"][str(record["oversample"])] == record["recall_at_10"]
 
 
-def test_calibrate_fastest_measures_every_rescoring_tier_and_keeps_the_fastest(tmp_path):
+def test_calibrate_fastest_measures_every_rescoring_tier_and_keeps_the_fewest_bytes_of_the_fastest(tmp_path):
     path = make_store(tmp_path, _data(2), "l2").path
     for codec in ("float16", "int8", "pq4"):
         vecstore.compress(path, codec, calibrate=False, progress=False).close()
