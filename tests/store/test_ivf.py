@@ -109,6 +109,8 @@ def test_calibration_records_nprobe_and_the_default_search_uses_it(store_path, d
         assert tried[0] == 1 and all(b == 2 * a or b == NLIST for a, b in zip(tried, tried[1:]))
         # of the plans meeting the target within 10% of the fastest, the fewest bytes a query
         meeting = [r for r in cal["nprobe_sweep"] if r["meets_target"]]
+        # only plans that can be chosen are timed
+        assert all((r["latency_us"] is None) != r["meets_target"] for r in cal["nprobe_sweep"])
         fastest = min(r["latency_us"] for r in meeting)
         close = [r for r in meeting if r["latency_us"] <= fastest * (1 + quality.LATENCY_NOISE)]
         tier, fine = store.tier(f"ivf{NLIST},pq8x4"), store.tier(cal["rescore"])

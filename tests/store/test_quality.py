@@ -111,6 +111,32 @@ def test_other_rescoring_tiers_start_at_raws_least_oversampling_and_choose_as_fr
                 assert len(quick["recall_by_oversample"]) < len(full["recall_by_oversample"])
 
 
+@pytest.mark.parametrize("fine, target", [("raw", 0.95), ("pca8,int8", 1.0)])
+def test_only_plans_that_can_be_chosen_are_timed(tmp_path, monkeypatch, fine, target):
+    """An nprobe plan that misses the target is not timed (latency_us None): it cannot be chosen, and
+    its many candidates would map rows for nothing. When none meets it (rescored on a lossy tier,
+    recall 1.0 is out of reach), the best recall is timed."""
+    path = make_store(tmp_path, _data(3, n=1200), "l2").path
+    for codec in ("pca8,int8", "ivf8,pq4x4"):
+        vecstore.compress(path, codec, calibrate=False, progress=False).close()
+    timed = []
+    real = quality.plan_latency_us
+    monkeypatch.setattr(quality, "plan_latency_us", lambda *a, **kw: timed.append(a[5]) or real(*a, **kw))
+    with vecstore.open(path) as store:
+        record = quality.calibrate(store.tier("ivf8,pq4x4"), store.tier(fine), store.tier("raw"),
+                                   queries=100, target=target)
+    assert record["meets_target"] == (target < 1)
+    sweep = record["nprobe_sweep"]
+    missed = [r for r in sweep if not r["meets_target"]]
+    assert missed and sweep[0]["nprobe"] == 1  # nprobe 1 of 8 lists cannot reach either target
+    if record["meets_target"]:
+        assert all((r["latency_us"] is None) != r["meets_target"] for r in sweep)
+        assert timed == [r["nprobe"] for r in sweep if r["meets_target"]]
+    else:
+        assert timed == [record["nprobe"]] and record["latency_us"] > 0
+        assert [r["nprobe"] for r in sweep if r["latency_us"] is not None] == [record["nprobe"]]
+
+
 @pytest.mark.parametrize("fine", ["float16", "int8"])
 def test_rescoring_a_slice_of_rows_at_a_time_equals_rescoring_at_once(tmp_path, monkeypatch, fine):
     """A calibration's rescoring with pages released reads the tier in row slices and merges their
