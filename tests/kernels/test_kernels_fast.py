@@ -191,7 +191,8 @@ def test_list_scan_in_any_order_selects_the_best_first_rows(rng, exact, with_bia
     bounds = np.sort(rng.choice(np.arange(1, n), 2 * 3, replace=False)).reshape(1, 3, 2)
     ranges = np.repeat(bounds, nq, axis=0).astype(np.int64)
     ranges[1, :, 1] = ranges[1, :, 0] + 20  # a query whose lists hold fewer than k rows: padded
-    args = (lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, ranges, k, exact)
+    args = (lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, ranges,
+            fastscan.list_major(ranges), 2, k, exact)
     ordered = fastscan.scan_pq4_lists(*args, True)
     loose = fastscan.scan_pq4_lists(*args, False)
     for q in range(nq):
@@ -201,6 +202,59 @@ def test_list_scan_in_any_order_selects_the_best_first_rows(rng, exact, with_bia
             dict(zip(loose[1][q, :got].tolist(), loose[0][q, :got].tolist()))
     assert int((ordered[1][1] >= 0).sum()) == 60
     assert (loose[1] != ordered[1]).any()  # (else the test shows nothing)
+
+
+def _probed_ranges(rng, nq, nlist, nprobe, n):
+    """Each query's ``nprobe`` of ``nlist`` random lists over n positions, as [start, stop) in list order."""
+    offsets = np.concatenate([[0], np.sort(rng.choice(np.arange(1, n), nlist - 1, replace=False)), [n]])
+    lists = np.sort(np.stack([rng.choice(nlist, nprobe, replace=False) for _ in range(nq)]), axis=1)
+    return np.stack([offsets[lists], offsets[lists + 1]], axis=2).astype(np.int64)
+
+
+@needs_simd
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("best_first", [True, False])
+def test_list_major_scan_answers_as_each_query_alone_on_any_threads(rng, exact, best_first):
+    """scan_pq4_lists cuts the queries into groups (one per thread) and scans each group's (query,
+    list) pairs list by list: each query's answer is the one it gets alone, bit for bit, whatever
+    the groups, with many queries sharing lists (small integer tables: ties everywhere, decided by
+    the lower position)."""
+    import numba
+
+    n, m, nq, k, nlist, nprobe = 6000, 6, 40, 50, 30, 7
+    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
+    bias = (-rng.integers(0, 3, n)).astype(np.float32)
+    blocked = fastscan.to_blocked(packed, m)
+    bias_max = fastscan.block_max(bias, n)
+    tables = fastscan.quantize_tables(lut)
+    ranges = _probed_ranges(rng, nq, nlist, nprobe, n)
+    order = fastscan.list_major(ranges)
+    starts = ranges[:, :, 0].ravel()[order]
+    assert (np.diff(starts) >= 0).all() and not (np.diff(order) > 0).all()  # list by list, not query by query
+
+    def scan(q0, q1, parts):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(parts, numba.config.NUMBA_NUM_THREADS))
+        try:
+            sub = ranges[q0:q1]
+            return fastscan.scan_pq4_lists(lut[q0:q1], *(t[q0:q1] for t in tables), blocked, packed,
+                                           bias, bias_max, fastscan.ALL_ROWS_ALLOWED, sub, fastscan.list_major(sub),
+                                           parts, k, exact, best_first)
+        finally:
+            numba.set_num_threads(previous)
+
+    alone = [scan(q, q + 1, 1) for q in range(nq)]
+    for parts in (1, 2, 3):
+        scores, rows = scan(0, nq, parts)
+        for q in range(nq):
+            if best_first:
+                np.testing.assert_array_equal(rows[q], alone[q][1][0])
+                np.testing.assert_array_equal(scores[q], alone[q][0][0])
+            else:
+                assert dict(zip(rows[q].tolist(), scores[q].tolist())) == \
+                    dict(zip(alone[q][1][0].tolist(), alone[q][0][0].tolist()))
 
 
 @pytest.mark.parametrize("n, m, nq, k", [(1000, 8, 4, 5), (1000, 7, 17, 5), (5000, 64, 40, 10),

@@ -296,7 +296,8 @@ def _fast_tables(lut: np.ndarray, allow: np.ndarray | None, n: int) -> tuple:
 #
 # A query scans only its probed lists: ``ranges`` (nq, nprobe, 2) holds each list's [start, stop)
 # positions in the list-ordered codes, in increasing order, and the rows returned are those positions.
-# Every query has its own rows, so the scans run a query a task.
+# Every query has its own rows, so the scans run a query a task; the 4-bit fast scan takes the queries
+# that probe one list one after another (fastscan.scan_pq4_lists).
 
 
 # From this many queries on, list scores are computed by kernels/lists.py:centroid_scores instead of
@@ -353,7 +354,8 @@ def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bi
             block_bits, bias_max = blocked()
             with threads_for(work // K.fastscan.SPEEDUP):
                 return K.fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, block_bits, codes, bias, bias_max,
-                                                 allowed, ranges, k, exact, best_first)
+                                                 allowed, ranges, K.fastscan.list_major(ranges),
+                                                 K.numba.get_num_threads(), k, exact, best_first)
         if layout == "pq4":
             lut = K.pq.pair_tables(lut, codes.shape[1])
         with threads_for(work):

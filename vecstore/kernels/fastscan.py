@@ -488,47 +488,73 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
 
 
 @nb.njit(parallel=True, **NJIT)
-def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, ranges, k, exact,
-                   best_first):
+def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, ranges, order, nparts,
+                   k, exact, best_first):
     """:func:`scan_pq4_fast` over only the rows of each query's ``ranges`` (nq, r, 2): [start, stop)
     pairs, in increasing order, of an inverted-file tier's probed lists (vecstore.codecs.ivf). A
-    query a task; a block two lists share is read for each. Rows are positions in the list-ordered
-    codes; ``allowed`` in the same order.
+    block two lists share is read for each. Rows are positions in the list-ordered codes;
+    ``allowed`` in the same order.
+
+    The queries are cut into ``nparts`` groups (one per thread), and each group's (query, list)
+    pairs are scanned list by list: ``order`` holds all pairs as flat indices ``q * r + j`` sorted by
+    their start, stable (:func:`list_major`), so the queries of a group that probe one list read its
+    codes one after another while they are in cache, instead of every query fetching its lists
+    from memory (10M documents, 1,000 queries x 32 of 4,096 lists: each list is probed by about 8
+    queries; the scan for 10 candidates a query took 92 ms query by query, 43 ms list by list). A
+    query's rows still arrive in increasing position order, into its one reservoir.
 
     ``best_first=False``: each query's k best (the same rows) in no particular order, for a caller
     that only needs the set (rescoring ranks the candidates itself). Sorting k x oversample
     candidates cost as much as scanning them: 1,000 queries, k = 640 from 8 of 4,096 lists of 1M
-    rows (about 4,000 rows a query), 108 ms with merge_partial's sort, 57 ms without.
+    rows (about 4,000 rows a query), 108 ms with the sort, 57 ms without.
     """
     nq, m, _ = lut.shape
+    r = ranges.shape[1]
     width = packed.shape[1]
     msq = padded_subquantizers(m)
     use_bias = bias.shape[0] > 0
     use_mask = allowed.shape[0] > 0
     slack = 0.5 * m + 1.0 if exact else 1.0  # the quantisation error bound, when rows are then scored exactly
     flat8 = lut8.reshape(-1)
-    part_s, part_i, _, _ = partial_tops(1, nq, k)
-    hs = np.full((nq, k), -np.inf, dtype=np.float32)
-    hi = np.full((nq, k), -1, dtype=np.int64)
-    for q in prange(nq):
+    nparts = max(1, min(nparts, nq))
+    per = (nq + nparts - 1) // nparts
+    part_s, part_i, sizes, thresholds = partial_tops(1, nq, k)
+    for p in prange(nparts):
+        q0 = p * per
+        q1 = min(q0 + per, nq)
         sums = np.empty(BLOCK, dtype=np.int64)
         chunk = np.empty(BLOCK, dtype=np.uint16)
         masks = np.zeros(max(1, BLOCK // 64), dtype=np.uint64)
-        table = lut[q]
-        bs = part_s[0, q]
-        bi = part_i[0, q]
-        size = 0
-        thr = np.float32(-np.inf)
-        cut = -1.0
-        for r in range(ranges.shape[1]):
-            lo = ranges[q, r, 0]
-            stop = ranges[q, r, 1]
+        for i in range(order.shape[0]):
+            q = order[i] // r
+            if q < q0 or q >= q1:
+                continue
+            j = order[i] % r
+            lo = ranges[q, j, 0]
+            stop = ranges[q, j, 1]
+            if stop <= lo:
+                continue
+            size = sizes[0, q]
+            thr = thresholds[0, q]
+            cut = -1.0
+            if size >= k:
+                cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
+            bs = part_s[0, q]
+            bi = part_i[0, q]
+            table = lut[q]
             for b in range(lo // BLOCK, (stop + BLOCK - 1) // BLOCK):
                 size, thr, cut = _scan_block(b, lo, stop, table, packed, width, m, blocked, msq, flat8,
                                              q * msq * HALF, base[q], scale[q], margin[q], slack, bias, bias_max,
                                              use_bias, allowed, use_mask, sums, chunk, masks, bs, bi, size, thr, cut,
                                              k, exact)
-        # the query's own reservoir: what merge_partial does for one part, without its parallel region
+            sizes[0, q] = size
+            thresholds[0, q] = thr
+    hs = np.full((nq, k), -np.inf, dtype=np.float32)
+    hi = np.full((nq, k), -1, dtype=np.int64)
+    for q in prange(nq):  # each query's own reservoir: what merge_partial does for one part, in place
+        bs = part_s[0, q]
+        bi = part_i[0, q]
+        size = sizes[0, q]
         if size > k:
             select_best(bs, bi, size, k)
             size = k
@@ -538,6 +564,15 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
             hs[q, j] = bs[j]
             hi[q, j] = bi[j]
     return hs, hi
+
+
+def list_major(ranges: np.ndarray) -> np.ndarray:
+    """The ``order`` :func:`scan_pq4_lists` takes: the pairs of ``ranges`` (nq, r, 2) as flat
+    indices sorted by start, stable (one query's ranges are already in that order)."""
+    if ranges.shape[0] == 1:
+        return np.arange(ranges.shape[1], dtype=np.int64)
+    return np.argsort(ranges[:, :, 0], axis=None, kind="stable").astype(np.int64, copy=False)
+
 
 # -- filters: rows outside a mask are skipped ---------------------------------------------------------
 #
