@@ -25,7 +25,7 @@ def store(request, tmp_path_factory):
     x = rng.standard_normal((N, DIM)).astype(np.float32)
     path = str(tmp_path_factory.mktemp("prepared") / f"{request.param}.vs")
     vecstore.build(path, x, metric=request.param, ids=np.arange(N) * 3 + 7, progress=False).close()
-    for codec in ("pq16x4", "float16", "int8", "pca16,pq8x4"):
+    for codec in ("pq16x4", "float16", "int8", "pca16,pq8x4", "ivf16,pq16x4"):
         vecstore.compress(path, codec, calibrate=False, progress=False).close()
     with vecstore.open(path) as s:
         yield s
@@ -46,6 +46,29 @@ def test_fused_equals_the_separate_kernels(store, plan, nq, k):
     np.testing.assert_array_equal(fused.distances, separate.distances)
     if k > N:
         assert (fused.ids[:, N:] == -1).all()
+
+
+@needs_simd
+@pytest.mark.parametrize("plan", [Plan("ivf16,pq16x4"), Plan("ivf16,pq16x4", "raw", 4.0),
+                                  Plan("ivf16,pq16x4", "float16", 8.0)])
+@pytest.mark.parametrize("nq, k, nprobe", [(1, 10, 3), (3, 1, 1), (FUSED_MAX_QUERIES, 25, 16), (1, N + 5, 5),
+                                           (2, 40, None)])
+@pytest.mark.parametrize("large", [False, True])
+def test_fused_lists_equal_the_separate_kernels(store, plan, nq, k, nprobe, large, monkeypatch):
+    """An inverted-file 4-bit tier's fused path (kernels/fused.py:search_ivf_pq4), on one thread or
+    with several queries in groups on the threads (large: every scan counts as large), answers as
+    StoreFile.search_plan, bit for bit, padding included."""
+    if large:
+        monkeypatch.setattr(dispatch, "SERIAL_WORK", 0)
+    base = store._now().base
+    prepared = PreparedPlan(base, plan)
+    assert prepared.fused_lists and not prepared.fused
+    xq = prepare_queries(np.random.default_rng(nq + k).standard_normal((nq, DIM)), DIM, store.metric)
+    fused = prepared.search(xq, k, nprobe)
+    separate = base.search_plan(xq, k, plan, nprobe)
+    np.testing.assert_array_equal(fused.ids, separate.ids)
+    np.testing.assert_array_equal(fused.distances, separate.distances)
+    assert (fused.ids[:, min(k, N):] == -1).all()
 
 
 @pytest.mark.parametrize("tier", ["raw", "int8"])

@@ -47,10 +47,14 @@ class PreparedPlan:
         self.file, self.plan = file, plan
         self.coarse = file.tier(plan.tier)
         self.fine = file.rescoring_tier(plan.rescore) if plan.rescore is not None else None
-        self.fused = self._can_fuse()
+        fusable = self._can_fuse()
+        self.fused = fusable and self.coarse.lists is None
+        self.fused_lists = fusable and self.coarse.lists is not None
         self.scan_work = file.count * self.coarse.code_size  # what choose_strategy weighs (StoreFile.allowed_strategy)
         self._dense_layout = self.coarse.layout if self.fine is None and self.coarse.lists is None else None
-        if self.fused:
+        if self.fused_lists:
+            self.rows_of = self.coarse.lists.checked_rows()
+        if fusable:
             self.blocked, self.bias_max = self.coarse.fast_layout()
             self.codebooks = self.coarse.codec.terminal.codebooks_
             self.fine_layout = 0 if self.fine is None else dispatch.RESCORE_LAYOUTS[self.fine.layout]
@@ -79,8 +83,11 @@ class PreparedPlan:
         return False, NO_BIAS
 
     def _can_fuse(self) -> bool:
+        """A 4-bit PQ tier with no pre-transform (behind its inverted file, if it has one) on a CPU
+        with the fast scan, whose codebooks cannot overflow a table."""
         codec = self.coarse.codec
-        if self.coarse.layout != "pq4" or len(codec.stages) != 1 or not dispatch.fast_scan():
+        stages = 2 if self.coarse.lists is not None else 1
+        if self.coarse.layout != "pq4" or len(codec.stages) != stages or not dispatch.fast_scan():
             return False
         books = codec.terminal.codebooks_
         return bool(np.isfinite(books).all() and (np.sqrt((books.astype(np.float64) ** 2).sum(axis=2)) < MAX_CODEBOOK_NORM).all())
@@ -97,6 +104,8 @@ class PreparedPlan:
         if (self._dense_layout is not None and xq.shape[0] <= FUSED_MAX_QUERIES
                 and xq.shape[0] * count * self.coarse.codes.shape[1] < dispatch.SERIAL_WORK and self.dense is not None):
             return self._search_dense(xq, k, kk)
+        if self.fused_lists and xq.shape[0] <= FUSED_MAX_QUERIES:
+            return self._search_ivf_pq4(xq, k, kk, nprobe)
         if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
             return self.file.search_plan(xq, k, self.plan, nprobe)
         return self._search_pq4(xq, k, kk, self._width(kk, count), K.fastscan.ALL_ROWS_ALLOWED)
@@ -106,17 +115,34 @@ class PreparedPlan:
         plan, else ``kk``. (math.ceil, not np.ceil: the same integer, 0.16 us less a query.)"""
         return kk if self.fine is None else min(rows, math.ceil(kk * self.plan.oversample))
 
-    def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> SearchResult:
+    def _folded(self, xq: np.ndarray) -> tuple:
+        """What the fused 4-bit kernels take of the queries: (coarse_q, bias, fine_q, fine_codes,
+        fine_bias, const, l2, qnorms)."""
         coarse_q, const, bias = self.coarse.fold(xq)
         fine_q, fine_codes, fine_bias = coarse_q, NO_CODES, NO_BIAS
         if self.fine is not None:  # (codes read now: a tier loaded into RAM since is used from RAM)
             fine_q, const, fine_bias = self.fine.fold(xq)
             fine_codes = self.fine.dense_codes()
-        l2, qnorms = self._norms(xq)
+        return (coarse_q, bias, fine_q, fine_codes, fine_bias, const, *self._norms(xq))
+
+    def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> SearchResult:
+        coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
         distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
                                             self.bias_max, width, dispatch.fast_scan_threads(xq.shape[0], self.coarse.codes),
                                             fine_q, fine_codes, self.fine_layout, fine_bias, const, kk, k, self.file.ids,
                                             l2, qnorms, allowed)
+        return SearchResult(distances, ids)
+
+    def _search_ivf_pq4(self, xq: np.ndarray, k: int, kk: int, nprobe: int | None) -> SearchResult:
+        """An inverted-file 4-bit tier's fused search: the lists probed here (list scores by BLAS),
+        everything from the tables to the ids in one compiled call (kernels/fused.py)."""
+        ranges = self.coarse.probe(xq, self.coarse.check_nprobe(nprobe))
+        coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
+        distances, ids = K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
+                                                self.bias_max, ranges, K.fastscan.list_major(ranges), self.rows_of,
+                                                self._width(kk, self.file.count),
+                                                dispatch.SERIAL_WORK, fine_q, fine_codes, self.fine_layout, fine_bias,
+                                                const, kk, k, self.file.ids, l2, qnorms)
         return SearchResult(distances, ids)
 
     def search_allowed(self, xq: np.ndarray, k: int, allow: RowMask,
