@@ -37,7 +37,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from .target import target_features
-from .topk import NJIT, merge_partial, partial_tops, reservoir_push, select_best, sort_best_first
+from .topk import NJIT, NO_ROW, merge_partial, partial_tops, reservoir_offer, reservoir_push, select_best, sort_best_first
 
 
 def simd_layout() -> str:
@@ -381,20 +381,23 @@ def _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
 
 @nb.njit(inline="always", **NJIT)
 def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off, base, scale, margin, slack, bias,
-                bias_max, use_bias, allowed, use_mask, sums, chunk, masks, bs, bi, size, thr, cut, k, exact):
+                bias_max, use_bias, allowed, use_mask, sums, chunk, masks, bs, bi, state, k, exact):
     """One query over block b's rows in lo..hi: the candidates its quantised sums admit are scored
-    (exactly, or by those sums) into the reservoir (bs, bi). Returns the new (size, threshold, cut)."""
+    (exactly, or by those sums) into the reservoir (bs, bi) (topk.reservoir_offer: blocks may come
+    in any order). ``state``: the reservoir's (size, threshold, threshold row, cut), returned
+    updated (one tuple: a call of more than 30 arguments compiles to a *args call numba cannot inline)."""
+    size, thr, thr_row, cut = state
     if use_mask:
         any_allowed = np.uint64(0)
         for w in range(allowed.shape[1]):
             any_allowed |= allowed[b, w]
         if any_allowed == 0:
-            return size, thr, cut
+            return size, thr, thr_row, cut
     block_cut = cut
     if use_bias and size >= k:
         block_cut = _cut(thr, base, margin, scale, slack, bias_max, b, True)
     if not _candidates(blocked, b, msq, flat8, lut_off, block_cut, sums, chunk, masks):
-        return size, thr, cut
+        return size, thr, thr_row, cut
     for w in range(masks.shape[0]):
         bits = masks[w] & allowed[b, w] if use_mask else masks[w]
         while bits != 0:
@@ -414,11 +417,11 @@ def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off
                 acc = np.float32(base + sums[t] / scale)
             if use_bias:
                 acc += bias[row]
-            if size < k or acc > thr:
-                size, thr = reservoir_push(bs, bi, size, thr, k, acc, row)
+            if size < k or acc > thr or (acc == thr and row < thr_row):
+                size, thr, thr_row = reservoir_offer(bs, bi, size, thr, thr_row, k, acc, row)
                 if size >= k:
                     cut = _cut(thr, base, margin, scale, slack, bias_max, 0, False)
-    return size, thr, cut
+    return size, thr, thr_row, cut
 
 
 @nb.njit(**NJIT)
@@ -453,6 +456,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     slack = 0.5 * m + 1.0 if exact else 1.0  # the quantisation error bound, when rows are then scored exactly
     flat8 = lut8.reshape(-1)
     part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
+    part_rows = np.full((nparts, nq), NO_ROW, dtype=np.int64)
     step = (nblocks + nparts - 1) // nparts
     slice_blocks = max(1, SLICE_ROWS // BLOCK)
     ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
@@ -473,16 +477,18 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
                 size = part_sizes[p, q]
                 thr = part_thr[p, q]
                 lut_off = q * msq * HALF
+                thr_row = part_rows[p, q]
                 cut = -1.0
                 if size >= k:
                     cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
                 for b in range(s0, s1):
-                    size, thr, cut = _scan_block(b, 0, n, table, packed, width, m, blocked, msq, flat8, lut_off,
-                                                 base[q], scale[q], margin[q], slack, bias, bias_max, use_bias,
-                                                 allowed, use_mask, sums, chunk, masks, bs, bi, size, thr, cut, k,
-                                                 exact)
+                    size, thr, thr_row, cut = _scan_block(b, 0, n, table, packed, width, m, blocked, msq, flat8,
+                                                          lut_off, base[q], scale[q], margin[q], slack, bias,
+                                                          bias_max, use_bias, allowed, use_mask, sums, chunk, masks,
+                                                          bs, bi, (size, thr, thr_row, cut), k, exact)
                 part_sizes[p, q] = size
                 part_thr[p, q] = thr
+                part_rows[p, q] = thr_row
     return merge_partial(part_s, part_i, part_sizes, k)
 
 
@@ -500,8 +506,11 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     their start, stable (:func:`list_major`), so the queries of a group that probe one list read its
     codes one after another while they are in cache, instead of every query fetching its lists
     from memory (10M documents, 1,000 queries x 32 of 4,096 lists: each list is probed by about 8
-    queries; the scan for 10 candidates a query took 92 ms query by query, 43 ms list by list). A
-    query's rows still arrive in increasing position order, into its one reservoir.
+    queries; the scan for 10 candidates a query took 92 ms query by query, 43 ms list by list).
+    ``order`` may be any order of the pairs: the fused path gives one query's best-scoring list
+    first (Tier.probe_in_order), so its threshold rises early. Rows then reach the query's one
+    reservoir out of position order, and it admits a row tying its threshold by the lower row
+    (topk.reservoir_offer): the answer is the same for any order.
 
     ``best_first=False``: each query's k best (the same rows) in no particular order, for a caller
     that only needs the set (rescoring ranks the candidates itself). Sorting k x oversample
@@ -519,6 +528,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     nparts = max(1, min(nparts, nq))
     per = (nq + nparts - 1) // nparts
     part_s, part_i, sizes, thresholds = partial_tops(1, nq, k)
+    threshold_rows = np.full(nq, NO_ROW, dtype=np.int64)
     for p in prange(nparts):
         q0 = p * per
         q1 = min(q0 + per, nq)
@@ -536,6 +546,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
                 continue
             size = sizes[0, q]
             thr = thresholds[0, q]
+            thr_row = threshold_rows[q]
             cut = -1.0
             if size >= k:
                 cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
@@ -543,12 +554,13 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
             bi = part_i[0, q]
             table = lut[q]
             for b in range(lo // BLOCK, (stop + BLOCK - 1) // BLOCK):
-                size, thr, cut = _scan_block(b, lo, stop, table, packed, width, m, blocked, msq, flat8,
-                                             q * msq * HALF, base[q], scale[q], margin[q], slack, bias, bias_max,
-                                             use_bias, allowed, use_mask, sums, chunk, masks, bs, bi, size, thr, cut,
-                                             k, exact)
+                size, thr, thr_row, cut = _scan_block(b, lo, stop, table, packed, width, m, blocked, msq, flat8,
+                                                      q * msq * HALF, base[q], scale[q], margin[q], slack, bias,
+                                                      bias_max, use_bias, allowed, use_mask, sums, chunk, masks, bs,
+                                                      bi, (size, thr, thr_row, cut), k, exact)
             sizes[0, q] = size
             thresholds[0, q] = thr
+            threshold_rows[q] = thr_row
     hs = np.full((nq, k), -np.inf, dtype=np.float32)
     hi = np.full((nq, k), -1, dtype=np.int64)
     for q in prange(nq):  # each query's own reservoir: what merge_partial does for one part, in place

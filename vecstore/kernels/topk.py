@@ -164,6 +164,32 @@ def reservoir_push(bs, bi, size, thr, k, score, row):
     return size, thr
 
 
+# The threshold row of an empty reservoir: above every row, so that rows tying the threshold score
+# are admitted until the first compaction sets it.
+NO_ROW = np.iinfo(np.int64).max
+
+
+@nb.njit(inline="always", **NJIT)
+def reservoir_offer(bs, bi, size, thr, thr_row, k, score, row):
+    """:func:`reservoir_push` for rows arriving in any order: the threshold is the k-th best (score,
+    row) pair seen at the last compaction, (``thr``, ``thr_row``), NO_ROW before it, and a row
+    scoring ``thr`` is admitted when it is the lower row, so every row of the top k (ties to the
+    lower row) is admitted whatever the order. Rows arriving in increasing order are admitted
+    exactly as reservoir_push admits them. Returns (size, thr, thr_row)."""
+    if score != score:
+        score = -np.inf
+    if size < k or score > thr or (score == thr and row < thr_row):
+        bs[size] = score
+        bi[size] = row
+        size += 1
+        if size == bs.shape[0]:
+            select_best(bs, bi, size, k)
+            size = k
+            thr = bs[k - 1]
+            thr_row = bi[k - 1]
+    return size, thr, thr_row
+
+
 @nb.njit(inline="always", **NJIT)
 def offer(part_s, part_i, part_sizes, part_thr, p, q, score, row):
     """Offer a row to reservoir (p, q) of (nparts, nq, 2k) reservoirs, rows arriving in increasing

@@ -136,10 +136,10 @@ class PreparedPlan:
     def _search_ivf_pq4(self, xq: np.ndarray, k: int, kk: int, nprobe: int | None) -> SearchResult:
         """An inverted-file 4-bit tier's fused search: the lists probed here (list scores by BLAS),
         everything from the tables to the ids in one compiled call (kernels/fused.py)."""
-        ranges = self.coarse.probe(xq, self.coarse.check_nprobe(nprobe))
+        ranges, order = self.coarse.probe_in_order(xq, self.coarse.check_nprobe(nprobe))
         coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
         distances, ids = K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
-                                                self.bias_max, ranges, K.fastscan.list_major(ranges), self.rows_of,
+                                                self.bias_max, ranges, order, self.rows_of,
                                                 self._width(kk, self.file.count),
                                                 dispatch.SERIAL_WORK, fine_q, fine_codes, self.fine_layout, fine_bias,
                                                 const, kk, k, self.file.ids, l2, qnorms)
