@@ -118,6 +118,22 @@ def test_store_search_goes_through_one_prepared_plan_per_view(store):
     assert plan == ("pq16x4", "raw", 3.0) and view.prepared(plan) is view.prepared(plan)
 
 
+def test_a_view_remembers_a_bounded_number_of_plans(store, monkeypatch):
+    """A server passing a new oversample or budget on every call: the view's plan caches keep the
+    newest MAX_REMEMBERED of each kind, and a remembered plan is still reused."""
+    from vecstore.store import view as view_module
+
+    monkeypatch.setattr(view_module, "MAX_REMEMBERED", 8)
+    view = store._now()
+    q = np.ones(DIM, dtype=np.float32)
+    for i in range(30):
+        store.search(q, 5, tier="pq16x4", rescore="raw", oversample=2 + i / 10, budget=64 + i)
+    assert len(view._plans) <= 8 and len(view._prepared) <= 8 and len(view._defaults) <= 8
+    plan = view.resolve("pq16x4", "raw", 4.9, 93)
+    assert plan.oversample == 4.9 and view.prepared(plan) is view.prepared(plan)
+    assert (("pq16x4", "raw", 2.0, 64)) not in view._plans  # the oldest went first
+
+
 @pytest.mark.parametrize("nq, k", [(1, 10), (3, 1), (FUSED_MAX_QUERIES, 25), (2, N), (1, N + 5)])
 def test_small_float32_scans_in_numpy_rank_as_the_kernels(store, nq, k, monkeypatch):
     base = store._now().base

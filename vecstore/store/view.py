@@ -24,6 +24,21 @@ from .masks import FilterCache
 from .prepared import PreparedPlan
 
 OPEN_RETRIES = 5
+# Plans a view remembers per kind (defaults by budget, resolved options, prepared plans): a server
+# passing a new oversample or budget on every call must not grow them without end.
+MAX_REMEMBERED = 256
+
+
+def _keep(cache: dict, key, value):
+    """Store ``value`` under ``key`` and return it; past MAX_REMEMBERED entries the oldest goes.
+    (Lookups stay plain ``dict.get`` calls: a query pays for one.)"""
+    if len(cache) >= MAX_REMEMBERED:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (RuntimeError, StopIteration):  # another thread changed it meanwhile: skip this once
+            pass
+    cache[key] = value
+    return value
 
 
 def signature(path: str, base_id: str | None = None) -> tuple:
@@ -60,30 +75,26 @@ class View:
     def default_plan(self, budget: float = DEFAULT_BUDGET) -> Plan:
         """The main file's default plan within ``budget`` (vecstore.plan.default_plan), remembered."""
         found = self._defaults.get(budget)
-        if found is None:
-            found = self._defaults[budget] = default_plan(self.base.tiers, budget)
-        return found
+        return found if found is not None else _keep(self._defaults, budget, default_plan(self.base.tiers, budget))
 
     def resolve(self, tier=None, rescore=None, oversample=None, budget: float = DEFAULT_BUDGET) -> Plan:
         """The plan for these search options (vecstore.plan.resolve_plan on the main file's tiers),
         remembered: a view's tiers never change, and resolving cost microseconds a query."""
         key = (tier, rescore, oversample, budget)
         try:
-            return self._plans[key]
-        except (KeyError, TypeError):  # TypeError: an unhashable option, which resolve_plan refuses
-            pass
-        plan = resolve_plan(self.base.tier, self.default_plan(budget), tier, rescore, oversample)
-        self._plans[key] = plan
-        return plan
+            found = self._plans.get(key)
+        except TypeError:  # an unhashable option, which resolve_plan refuses
+            found = None
+        if found is not None:
+            return found
+        return _keep(self._plans, key, resolve_plan(self.base.tier, self.default_plan(budget), tier, rescore,
+                                                    oversample))
 
     def prepared(self, plan: Plan, part: int = 0) -> PreparedPlan:
         """``plan`` prepared over the main file, or over ``self.parts[part]`` (a segment: filtered
         searches go through it too), see vecstore.store.prepared; made once per view."""
-        key = (plan, part)
-        found = self._prepared.get(key)
-        if found is None:
-            found = self._prepared[key] = PreparedPlan(self.parts[part], plan)
-        return found
+        found = self._prepared.get((plan, part))
+        return found if found is not None else _keep(self._prepared, (plan, part), PreparedPlan(self.parts[part], plan))
 
     @property
     def simple(self) -> bool:
