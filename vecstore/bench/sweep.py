@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import InvalidInputError, VecstoreError
+from ..store.build import DEFAULT_TRAIN_SIZE
 from . import configs as cfgs
 from .inputs import Workload, load_workload
 from .measure import System, measure
 from .recommend import reproduce_commands
 
-DEFAULT_TRAIN_SIZE = 50_000
 TOLERANCE = 1e-5
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                "OPENBLAS_CORETYPE")

@@ -32,6 +32,7 @@ from ..filters import check_names, encode_fields
 from ..ingest import VectorSource, open_vectors, prepare_rows, read_keys, read_metadata
 from ..plan import default_plan
 from ..progress import progress_enabled
+from ..store.build import DEFAULT_TRAIN_SIZE
 from ..store.quality import TARGET_RECALL
 from .dask_backend import build_on_cluster
 from .worker import build_one, calibrate_shard
@@ -45,7 +46,6 @@ from .manifest import (
     write_manifest,
 )
 
-DEFAULT_TRAIN_SIZE = 50_000
 # As vecstore.compress: only tiers of at most this many code bytes (in shard 0) are calibrated.
 SAMPLE_GAP_ROWS = 64
 
