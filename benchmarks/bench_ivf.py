@@ -303,12 +303,10 @@ class Bench:
     def __init__(self, args):
         import numpy as np
 
-        from vecstore.bench import faiss_twins, metrics
+        from vecstore.bench import metrics
 
         self.args, self.np = args, np
-        self.threads = faiss_twins.set_threads(args.threads)
-        os.makedirs(args.workdir, exist_ok=True)
-        os.makedirs(args.out, exist_ok=True)
+        self.threads = script.setup(args)
         self.stem = os.path.join(args.out, f"ivf-n{args.n}")
         self.result = {"parts": {}}
         if os.path.exists(self.stem + ".json"):   # earlier parts of the same --n: keep them
@@ -317,8 +315,7 @@ class Bench:
         self.machine = metrics.machine()
         self.data = None
 
-    def log(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+    log = staticmethod(script.stamped_log)
 
     def ensure_data(self, base: bool = True) -> dict:
         """The generated set (``base=False``: queries and ground truth only, when they exist)."""

@@ -170,18 +170,15 @@ class Bench:
     def __init__(self, args):
         import numpy as np
 
-        from vecstore.bench import faiss_twins, metrics
+        from vecstore.bench import metrics
 
         self.args, self.np = args, np
-        self.threads = faiss_twins.set_threads(args.threads)
-        os.makedirs(args.workdir, exist_ok=True)
-        os.makedirs(args.out, exist_ok=True)
+        self.threads = script.setup(args)
         self.machine = metrics.machine()
         self.stores: dict[int, tuple] = {}
         self.result: dict = {"parts": {}, "targets": TARGETS}
 
-    def log(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+    log = staticmethod(script.stamped_log)
 
     # workloads and stores
     def dataset(self, dim: int):

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -35,19 +36,34 @@ def pin_environment(threads: int | None, *, fix_blas_core: bool = True) -> None:
     metrics.pin_threads_env(threads, fix_blas_core=fix_blas_core)
 
 
+def setup(args) -> int:
+    """Set one thread count for numba, FAISS and BLAS (``args.threads``, else every CPU this process
+    may use) and create ``args.workdir`` and ``args.out``; returns the thread count."""
+    from . import faiss_twins
+
+    threads = faiss_twins.set_threads(args.threads or len(os.sched_getaffinity(0)))
+    os.makedirs(args.workdir, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
+    return threads
+
+
+def stamped_log(text: str) -> None:
+    """A line on stderr after the wall-clock time, for runs of many minutes whose steps a reader
+    times by the log (bench_ivf.py, bench_realtime.py)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def start(args):
-    """Set one thread count for numba, FAISS and BLAS, create ``args.workdir`` and ``args.out``,
-    and load ``args.data`` (exiting with the data README's advice when it is missing).
+    """:func:`setup`, then load ``args.data`` (exiting with the data README's advice when it is
+    missing).
 
     Returns (threads, log, dataset); ``log(text)`` writes above the progress bars on stderr.
     """
     from tqdm import tqdm
 
-    from . import datasets, faiss_twins
+    from . import datasets
 
-    threads = faiss_twins.set_threads(args.threads or len(os.sched_getaffinity(0)))
-    os.makedirs(args.workdir, exist_ok=True)
-    os.makedirs(args.out, exist_ok=True)
+    threads = setup(args)
 
     def log(text: str) -> None:
         tqdm.write(text, file=sys.stderr)
