@@ -51,13 +51,7 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, thre
     two_stage = fine_codes.shape[0] > 0
     scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, width, nparts,
                                  not two_stage)
-    if two_stage:
-        prefetch_rows(fine_codes, rows)  # a fine tier out of the page cache: its rows read at once
-        scores, rows = rescore_serial(fine_q, fine_codes, fine_layout, rows, fine_bias, kk)
-    for q in range(scores.shape[0]):
-        if fine_const[q] != 0:
-            for j in range(scores.shape[1]):
-                scores[q, j] += np.float32(fine_const[q])
+    scores, rows = _second_stage(scores, rows, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk)
     set_threads(previous)
     return to_results(scores, rows, ids, k, l2, qnorms)
 
@@ -91,15 +85,30 @@ def search_ivf_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, ranges,
         for j in range(found.shape[1]):
             if found[q, j] >= 0:
                 found[q, j] = rows_of[found[q, j]]
-    if two_stage:
-        prefetch_rows(fine_codes, found)
-        scores, found = rescore_serial(fine_q, fine_codes, fine_layout, found, fine_bias, kk)
-    for q in range(scores.shape[0]):
-        if fine_const[q] != 0:
-            for j in range(scores.shape[1]):
-                scores[q, j] += np.float32(fine_const[q])
+    scores, found = _second_stage(scores, found, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk)
     set_threads(previous)
     return to_results(scores, found, ids, k, l2, qnorms)
+
+
+@nb.njit(inline="always", **NJIT)
+def _second_stage(scores, rows, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk):
+    """The 4-bit searches' finish before the ids: a two-stage plan's candidates ``rows`` rescored on
+    ``fine_codes`` in row order (a one-stage plan, ``fine_codes`` with no rows, keeps its scan's
+    scores), then each query's constant added."""
+    if fine_codes.shape[0] > 0:
+        prefetch_rows(fine_codes, rows)  # a fine tier out of the page cache: its rows read at once
+        scores, rows = rescore_serial(fine_q, fine_codes, fine_layout, rows, fine_bias, kk)
+    _add_const(scores, fine_const)
+    return scores, rows
+
+
+@nb.njit(inline="always", **NJIT)
+def _add_const(scores, const):
+    """Each query's constant from its fold (``const[q]``) added to its scores, in place."""
+    for q in range(scores.shape[0]):
+        if const[q] != 0:
+            for j in range(scores.shape[1]):
+                scores[q, j] += np.float32(const[q])
 
 
 def _make_search_dense(scan):
@@ -110,10 +119,7 @@ def _make_search_dense(scan):
         its rows mapped in the same call: a 1,000-document store's query, on one thread, paid more
         for the Python between those steps than for the scan. ``folded`` queries in code space."""
         scores, rows = scan(folded, codes, bias, kk, nparts)
-        for q in range(folded.shape[0]):
-            if const[q] != 0:
-                for j in range(kk):
-                    scores[q, j] += np.float32(const[q])
+        _add_const(scores, const)
         return to_results(scores, rows, ids, k, l2, qnorms)
 
     return search_dense
@@ -126,10 +132,7 @@ def _make_search_dense_rows(scan_rows):
         dense tier (``scan_rows``: flat.scan_*_rows, so the results are theirs bit for bit), as
         :func:`search_dense` does for every row: the exact strategy of a filtered search."""
         scores, found = scan_rows(folded, codes, bias, rows, kk, nparts)
-        for q in range(folded.shape[0]):
-            if const[q] != 0:
-                for j in range(kk):
-                    scores[q, j] += np.float32(const[q])
+        _add_const(scores, const)
         return to_results(scores, found, ids, k, l2, qnorms)
 
     return search_dense_rows
