@@ -37,7 +37,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from .target import target_features
-from .topk import NJIT, NO_ROW, merge_partial, partial_tops, reservoir_offer, reservoir_push, select_best, sort_best_first
+from .topk import NJIT, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push, select_best, sort_best_first
 
 
 def simd_layout() -> str:
@@ -456,7 +456,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     slack = 0.5 * m + 1.0 if exact else 1.0  # the quantisation error bound, when rows are then scored exactly
     flat8 = lut8.reshape(-1)
     part_s, part_i, part_sizes, part_thr = partial_tops(nparts, nq, k)
-    part_rows = np.full((nparts, nq), NO_ROW, dtype=np.int64)
+    part_rows = np.full((nparts, nq), TIES_ADMITTED, dtype=np.int64)
     step = (nblocks + nparts - 1) // nparts
     slice_blocks = max(1, SLICE_ROWS // BLOCK)
     ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
@@ -528,7 +528,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     nparts = max(1, min(nparts, nq))
     per = (nq + nparts - 1) // nparts
     part_s, part_i, sizes, thresholds = partial_tops(1, nq, k)
-    threshold_rows = np.full(nq, NO_ROW, dtype=np.int64)
+    threshold_rows = np.full(nq, TIES_ADMITTED, dtype=np.int64)
     for p in prange(nparts):
         q0 = p * per
         q1 = min(q0 + per, nq)

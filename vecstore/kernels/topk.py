@@ -150,32 +150,27 @@ def select_best(bs, bi, size, k):
 @nb.njit(inline="always", **NJIT)
 def reservoir_push(bs, bi, size, thr, k, score, row):
     """Offer (score, row) to a reservoir of ``bs.shape[0]`` = 2k slots holding ``size`` items, rows
-    arriving in increasing order; return (size, threshold). A NaN score counts as -inf."""
-    if score != score:
-        score = -np.inf
-    if size < k or score > thr:
-        bs[size] = score
-        bi[size] = row
-        size += 1
-        if size == bs.shape[0]:
-            select_best(bs, bi, size, k)
-            size = k
-            thr = bs[k - 1]
+    arriving in increasing order; return (size, threshold). A NaN score counts as -inf.
+    :func:`reservoir_offer` with no threshold row: a later row tying the threshold is never the
+    better one, so only a higher score enters."""
+    size, thr, _ = reservoir_offer(bs, bi, size, thr, TIES_REFUSED, k, score, row)
     return size, thr
 
 
 # The threshold row of an empty reservoir: above every row, so that rows tying the threshold score
 # are admitted until the first compaction sets it.
-NO_ROW = np.iinfo(np.int64).max
+TIES_ADMITTED = np.iinfo(np.int64).max
+# The threshold row reservoir_push passes: below every row, so a tie is never admitted.
+TIES_REFUSED = -1
 
 
 @nb.njit(inline="always", **NJIT)
 def reservoir_offer(bs, bi, size, thr, thr_row, k, score, row):
-    """:func:`reservoir_push` for rows arriving in any order: the threshold is the k-th best (score,
-    row) pair seen at the last compaction, (``thr``, ``thr_row``), NO_ROW before it, and a row
-    scoring ``thr`` is admitted when it is the lower row, so every row of the top k (ties to the
-    lower row) is admitted whatever the order. Rows arriving in increasing order are admitted
-    exactly as reservoir_push admits them. Returns (size, thr, thr_row)."""
+    """Offer (score, row) to a reservoir of ``bs.shape[0]`` = 2k slots holding ``size`` items, rows
+    arriving in any order: the threshold is the k-th best (score, row) pair seen at the last
+    compaction, (``thr``, ``thr_row``; TIES_ADMITTED before it), and a row scoring ``thr`` is
+    admitted when it is the lower row, so every row of the top k (ties to the lower row) is
+    admitted whatever the order. A NaN score counts as -inf. Returns (size, thr, thr_row)."""
     if score != score:
         score = -np.inf
     if size < k or score > thr or (score == thr and row < thr_row):
