@@ -173,6 +173,18 @@ def test_fast_scan_with_flat_tables_and_tiny_ranges(rng):
                                rtol=0, atol=32 * 1000 * 2 ** -23)  # m additions of float32 ~1000
 
 
+def _tied_tier(rng, n, m, nq, with_bias):
+    """A 4-bit tier of codes 0-2 and small integer tables (ties everywhere: positions decide them),
+    as scan_pq4_lists takes it: (lut, quantised tables, blocked, packed, bias, bias_max)."""
+    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
+    bias = (-rng.integers(0, 3, n)).astype(np.float32) if with_bias else EMPTY
+    blocked = fastscan.to_blocked(packed, m)
+    bias_max = fastscan.block_max(bias, n) if with_bias else np.empty(0)
+    return lut, fastscan.quantize_tables(lut), blocked, packed, bias, bias_max
+
+
 @needs_simd
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -181,13 +193,7 @@ def test_list_scan_in_any_order_selects_the_best_first_rows(rng, exact, with_bia
     per query the rows and scores of the best-first scan, in another order, padding last. Small
     integer tables tie constantly, so ties to the lower position decide the cut."""
     n, m, nq, k = 3000, 6, 5, 200
-    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
-    packed = pack_nibbles(codes)
-    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
-    bias = (-rng.integers(0, 3, n)).astype(np.float32) if with_bias else EMPTY
-    blocked = fastscan.to_blocked(packed, m)
-    bias_max = fastscan.block_max(bias, n) if with_bias else np.empty(0)
-    tables = fastscan.quantize_tables(lut)
+    lut, tables, blocked, packed, bias, bias_max = _tied_tier(rng, n, m, nq, with_bias)
     bounds = np.sort(rng.choice(np.arange(1, n), 2 * 3, replace=False)).reshape(1, 3, 2)
     ranges = np.repeat(bounds, nq, axis=0).astype(np.int64)
     ranges[1, :, 1] = ranges[1, :, 0] + 20  # a query whose lists hold fewer than k rows: padded
@@ -222,13 +228,7 @@ def test_list_major_scan_answers_as_each_query_alone_on_any_threads(rng, exact, 
     import numba
 
     n, m, nq, k, nlist, nprobe = 6000, 6, 40, 50, 30, 7
-    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
-    packed = pack_nibbles(codes)
-    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
-    bias = (-rng.integers(0, 3, n)).astype(np.float32)
-    blocked = fastscan.to_blocked(packed, m)
-    bias_max = fastscan.block_max(bias, n)
-    tables = fastscan.quantize_tables(lut)
+    lut, tables, blocked, packed, bias, bias_max = _tied_tier(rng, n, m, nq, True)
     ranges = _probed_ranges(rng, nq, nlist, nprobe, n)
     order = fastscan.list_major(ranges)
     starts = ranges[:, :, 0].ravel()[order]
@@ -266,13 +266,7 @@ def test_list_scan_answers_the_same_in_any_order_of_lists(rng, exact, with_bias)
     by the lower row, so the answer is the list-major one bit for bit (small integer tables: ties
     everywhere)."""
     n, m, nq, k, nlist, nprobe = 6000, 6, 12, 50, 30, 9
-    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
-    packed = pack_nibbles(codes)
-    lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
-    bias = (-rng.integers(0, 3, n)).astype(np.float32) if with_bias else EMPTY
-    blocked = fastscan.to_blocked(packed, m)
-    bias_max = fastscan.block_max(bias, n) if with_bias else np.empty(0)
-    tables = fastscan.quantize_tables(lut)
+    lut, tables, blocked, packed, bias, bias_max = _tied_tier(rng, n, m, nq, with_bias)
     ranges = _probed_ranges(rng, nq, nlist, nprobe, n)
     args = (lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, ranges)
     expect = fastscan.scan_pq4_lists(*args, fastscan.list_major(ranges), 1, k, exact, True)
