@@ -216,7 +216,8 @@ def blocked_codes(codes: np.ndarray, m: int, bias: np.ndarray) -> tuple[np.ndarr
 
 
 def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
-            blocked=None, exact: bool = True, allow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            blocked=None, exact: bool = True, allow: np.ndarray | None = None,
+            best_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Top-k over PQ codes given per-query lookup tables ``lut`` (nq, m, ksub).
 
     The fast scan for 4-bit codes where the CPU has it (``blocked``: a callable returning
@@ -225,13 +226,14 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
     a damaged file makes them) take the scalar kernel, which ranks NaN last. ``exact=False`` lets
     the fast scan rank by its quantised scores (candidates for rescoring; see fastscan.scan_pq4_fast).
     ``allow``: a uint8 row mask (n,) of the rows that may be returned (k <= their count), or None.
+    ``best_first=False``: the fast scan may leave each query's top k in any order (padding last).
     """
     nq, n = lut.shape[0], codes.shape[0]
     finite = bool(np.isfinite(lut).all())
     work = nq * n * codes.shape[1]
     if layout == "pq4":
         if fast_scan() and finite and blocked is not None:
-            return _scan_fast(lut, codes, bias, k, *blocked(), exact, allow)
+            return _scan_fast(lut, codes, bias, k, *blocked(), exact, allow, best_first)
         if finite and not exact:  # no fast scan here: the same quantised candidates
             lut8, base, scale, _ = K.fastscan.quantize_tables(lut)
             if allow is None:
@@ -274,13 +276,14 @@ def fast_scan_threads(nq: int, codes: np.ndarray) -> int:
 
 
 def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blocked: np.ndarray,
-               bias_max: np.ndarray, exact: bool, allow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+               bias_max: np.ndarray, exact: bool, allow: np.ndarray | None,
+               best_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """4-bit PQ through quantised tables in SIMD registers; the same results as the float scan."""
     nq, n = lut.shape[0], codes.shape[0]
     lut8, base, scale, margin, allowed = _fast_tables(lut, allow, n)
     with threads_for(fast_scan_work(nq, codes)):
         return K.fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, allowed, k,
-                                        fast_scan_parts(nq, n), exact)
+                                        fast_scan_parts(nq, n), exact, best_first)
 
 
 def _fast_tables(lut: np.ndarray, allow: np.ndarray | None, n: int) -> tuple:

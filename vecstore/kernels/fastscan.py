@@ -253,7 +253,12 @@ def block_max(bias, n):
 
 @nb.njit(inline="always", **NJIT)
 def _quantize_one(lut, q, lut8, base, scale, margin):
+    """Query q's tables quantised (docs/format.md, "Candidates of a 4-bit PQ tier"). Each table's
+    minimum is kept from the first pass and its 16 levels are made before they are repeated: one
+    query's 96 tables took 4.3 us a call, 3.6 us so (the same bytes)."""
     m = lut.shape[1]
+    lows = np.empty(m)
+    levels = np.empty(16, dtype=np.uint8)
     widest = 0.0
     mass = 0.0
     for j in range(m):
@@ -265,6 +270,7 @@ def _quantize_one(lut, q, lut8, base, scale, margin):
             lo = min(lo, v)
             hi = max(hi, v)
             big = max(big, abs(v))
+        lows[j] = lo
         base[q] += lo
         mass += big
         widest = max(widest, hi - lo)
@@ -272,13 +278,12 @@ def _quantize_one(lut, q, lut8, base, scale, margin):
     scale[q] = sc
     margin[q] = 1e-6 * m * mass
     for j in range(m):
-        lo = np.float64(lut[q, j, 0])
+        lo = lows[j]
         for c in range(16):
-            lo = min(lo, np.float64(lut[q, j, c]))
-        for c in range(16):
-            level = np.uint8(min(LEVELS, np.floor((np.float64(lut[q, j, c]) - lo) * sc + 0.5)))
-            for r in range(0, HALF, 16):
-                lut8[q, j * HALF + r + c] = level
+            levels[c] = np.uint8(min(LEVELS, np.floor((np.float64(lut[q, j, c]) - lo) * sc + 0.5)))
+        for r in range(0, HALF, 16):
+            for c in range(16):
+                lut8[q, j * HALF + r + c] = levels[c]
 
 
 @nb.njit(inline="always", **NJIT)
@@ -337,9 +342,10 @@ def _exact(table, packed, row, width, m):
 
 @nb.njit(inline="always", **NJIT)
 def _candidates(blocked, b, msq, lut8, lut_off, cut, sums, chunk, masks):
-    """Integer scores of block b into sums[0:BLOCK] and the masks of rows scoring above ``cut`` (a
-    float: below 0 every row is a candidate); returns whether any row is one. Many sub-quantizers are
-    summed pass by pass."""
+    """Integer scores of block b and the masks of rows scoring above ``cut`` (a float: below 0 every
+    row is a candidate); returns whether any row is one. The scores are left in chunk[0:BLOCK] when
+    one pass sums every sub-quantizer (msq <= SQ_PER_PASS: read them with :func:`_sum_of`), else in
+    sums[0:BLOCK], summed pass by pass."""
     words = masks.shape[0]
     if msq <= SQ_PER_PASS:
         if cut >= 65535.0:
@@ -347,8 +353,6 @@ def _candidates(blocked, b, msq, lut8, lut_off, cut, sums, chunk, masks):
         found = _block_sums(blocked, b * msq * HALF, lut8, lut_off, msq, np.uint16(max(cut, 0.0)), chunk, masks)
         if found == 0 and cut >= 0:
             return False
-        for t in range(BLOCK):
-            sums[t] = chunk[t]
         if cut < 0:
             for w in range(words):
                 masks[w] = np.uint64(ALL_ROWS)
@@ -368,6 +372,15 @@ def _candidates(blocked, b, msq, lut8, lut_off, cut, sums, chunk, masks):
             masks[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             found = True
     return found
+
+
+@nb.njit(inline="always", **NJIT)
+def _sum_of(sums, chunk, msq, t):
+    """Row t's integer score, where :func:`_candidates` left it. (Copying a block's 128 scores to
+    ``sums`` cost a 384-d pq96x4 query's scan 4 us: half of its blocks hold a candidate.)"""
+    if msq <= SQ_PER_PASS:
+        return np.int64(chunk[t])
+    return sums[t]
 
 
 @nb.njit(inline="always", **NJIT)
@@ -409,12 +422,13 @@ def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off
             if row < lo:
                 continue
             # the threshold may have risen since the block's masks were taken
-            if size >= k and sums[t] <= _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
+            total = _sum_of(sums, chunk, msq, t)
+            if size >= k and total <= _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
                 continue
             if exact:
                 acc = _exact(table, packed, row, width, m)
             else:
-                acc = np.float32(base + sums[t] / scale)
+                acc = np.float32(base + total / scale)
             if use_bias:
                 acc += bias[row]
             if size < k or acc > thr or (acc == thr and row < thr_row):
@@ -433,7 +447,8 @@ def scan_parts(nq, n, threads):
 
 
 @nb.njit(parallel=True, **NJIT)
-def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, k, nparts, exact):
+def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, k, nparts, exact,
+                  best_first=True):
     """Best-first (scores, rows), (nq, k), scanned through quantised tables.
 
     lut (nq, m, 16) float32 and its quantisation from :func:`quantize_tables`; blocked from
@@ -446,6 +461,9 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     ``base + S / scale (+ bias)`` rank the rows, as FAISS's fast scan does: enough for the candidates
     of a two-stage search, which rescoring re-ranks, and much cheaper when k is large (k x
     oversample), since every row above the threshold would otherwise be scored twice.
+
+    ``best_first=False``: each query's k in any order (padding last), for rescoring, which orders
+    its candidates by row (sorting 30 candidates cost a one-query scan a microsecond).
     """
     nq, m, _ = lut.shape
     n, width = packed.shape
@@ -489,7 +507,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
                 part_sizes[p, q] = size
                 part_thr[p, q] = thr
                 part_rows[p, q] = thr_row
-    return merge_partial(part_s, part_i, part_sizes, k)
+    return merge_partial(part_s, part_i, part_sizes, k, best_first)
 
 
 

@@ -34,8 +34,8 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, thre
     ``width`` candidates by their quantised scores, rescore them on ``fine_codes`` with the folded queries ``fine_q`` plus
     ``fine_const``, keep the best ``kk``); padded to ``k`` columns.
 
-    coarse_q (nq, m * dsub) folded queries; codebooks (m, 16, dsub); blocked, bias_max from
-    dispatch.blocked_codes; packed the stored codes; bias (n,) or (0,) (l2: minus the norms);
+    coarse_q (nq, m * dsub) folded queries; codebooks (m, dsub, 16), as pq.lookup_tables takes
+    them; blocked, bias_max from dispatch.blocked_codes; packed the stored codes; bias (n,) or (0,) (l2: minus the norms);
     qnorms (nq,) |q|^2 for l2. allowed: a filter's rows as fastscan.block_allow gives them (then
     ``width`` and ``kk`` are at most the admitted count; only admitted rows are scanned, so every
     candidate is admitted), or ALL_ROWS_ALLOWED (every row: the one kernel serves both). threads:
@@ -50,7 +50,7 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, thre
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
     scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, width, nparts,
-                                 not two_stage)
+                                 not two_stage, not two_stage)
     scores, rows = _second_stage(scores, rows, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk)
     set_threads(previous)
     return to_results(scores, rows, ids, k, l2, qnorms)

@@ -215,9 +215,11 @@ def sort_best_first(bs, bi, size):
 
 
 @nb.njit(parallel=True, **NJIT)
-def merge_partial(part_s, part_i, part_sizes, k):
+def merge_partial(part_s, part_i, part_sizes, k, best_first=True):
     """Merge reservoirs (nparts, nq, 2k) into final best-first (scores, rows), (nq, k); unfilled
-    places hold -inf and row -1. Per query: gather every part's items, select the best k, sort them."""
+    places hold -inf and row -1. Per query: gather every part's items, select the best k, sort them
+    (``best_first=False``: the same k in any order, padding last, for a caller that sorts them its
+    own way, such as rescoring)."""
     nparts, nq, cap = part_s.shape
     hs = np.full((nq, k), -np.inf, dtype=np.float32)
     hi = np.full((nq, k), -1, dtype=np.int64)
@@ -233,7 +235,8 @@ def merge_partial(part_s, part_i, part_sizes, k):
         if size > k:
             select_best(all_s[q], all_i[q], size, k)
             size = k
-        sort_best_first(all_s[q], all_i[q], size)
+        if best_first:
+            sort_best_first(all_s[q], all_i[q], size)
         for j in range(size):
             hs[q, j] = all_s[q, j]
             hi[q, j] = all_i[q, j]

@@ -56,7 +56,7 @@ class PreparedPlan:
             self.rows_of = self.coarse.lists.checked_rows()
         if fusable:
             self.blocked, self.bias_max = self.coarse.fast_layout()
-            self.codebooks = self.coarse.codec.terminal.codebooks_
+            self.codebooks = self.coarse.codec.terminal.table_codebooks()  # (m, dsub, ksub): pq.lookup_tables
             self.fine_layout = 0 if self.fine is None else dispatch.RESCORE_LAYOUTS[self.fine.layout]
 
     @property

@@ -193,7 +193,7 @@ class Tier:
         ``nprobe``: lists an inverted-file tier scans (default: :attr:`default_nprobe`); rows past
         what the probed lists hold are -1.
         ``any_order=True``: the same rows, each query's in any order (padding last), for a caller that
-        needs only the set, as rescoring does; an inverted-file 4-bit tier then skips its sort.
+        needs only the set, as rescoring does; a 4-bit fast scan then skips its sort.
         """
         if self.lists is not None:
             return self._scan_lists(xq, k, not candidates, nprobe, None, any_order)
@@ -201,7 +201,7 @@ class Tier:
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
             scores, rows = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias),
-                                            exact=not candidates)
+                                            exact=not candidates, best_first=not any_order)
         else:
             scores, rows = dispatch.scan_dense(folded, self.dense_codes(), bias, k, self.layout)
         return self._add_const(scores, const), rows
@@ -221,7 +221,7 @@ class Tier:
         if self.layout in ("pq8", "pq4"):
             lut = self.codec.terminal.lookup_tables(folded)
             scores, found = dispatch.scan_pq(lut, self.codes, bias, k, self.layout, lambda: self._fast_layout(bias),
-                                             exact=not candidates, allow=allow)
+                                             exact=not candidates, allow=allow, best_first=not any_order)
         else:
             rows = np.flatnonzero(allow) if rows is None else rows
             scores, found = dispatch.scan_dense_rows(folded, self.dense_codes(), bias, k, self.layout, rows)
