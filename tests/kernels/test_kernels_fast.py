@@ -143,6 +143,51 @@ def test_quantised_scan_without_simd_selects_the_fast_scans_candidates(rng, n, m
         np.testing.assert_array_equal(fast[0], slow[0])
 
 
+def _quantised_scores(lut, codes):
+    """float32(base + S / scale) of every row (nq, n), by the documented quantisation."""
+    nq, m = lut.shape[0], codes.shape[1]
+    lut8, base, scale, _ = fastscan.quantize_tables(lut)
+    table8 = lut8.reshape(nq, -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
+    sums = sum(table8[:, j, codes[:, j]] for j in range(m))
+    return (base[:, None] + sums / scale[:, None]).astype(np.float32)
+
+
+@needs_simd
+@pytest.mark.parametrize("k", [1, 10, 40, 100])
+@pytest.mark.parametrize("filtered", [False, True])
+@pytest.mark.parametrize("parts", [1, 2])
+def test_candidate_scan_from_a_sampled_floor_selects_the_same_rows(k, filtered, parts):
+    """A candidate scan of enough blocks starts its reservoir at the score a sample of its blocks'
+    k-th best row reaches (fastscan._sample_floor). Its candidates are still the top k by the
+    quantised scores, ties to the lower row: row for row against a stable sort, with ties
+    everywhere (three code values, integer tables), and with a query whose tables are nearly
+    constant, so that different integer sums round to the same float32 score."""
+    rng = np.random.default_rng(k)
+    n, m = 20_000 + 37, 16
+    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = np.stack([rng.integers(-3, 4, (m, 16)).astype(np.float32),
+                    (1.0 + 2.0 ** -20 * rng.integers(0, 8, (m, 16))).astype(np.float32)])
+    allow = rng.random(n) < 0.3 if filtered else np.ones(n, dtype=bool)
+    blocked = fastscan.to_blocked(packed, m)
+    lut8, base, scale, margin = fastscan.quantize_tables(lut)
+    allowed = fastscan.block_allow(allow.astype(np.uint8), n) if filtered else fastscan.ALL_ROWS_ALLOWED
+    scores, rows = fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, EMPTY, np.empty(0),
+                                          allowed, k, parts, False)
+    approx = _quantised_scores(lut, codes)
+    for q in range(2):
+        ranked = np.flatnonzero(allow)[np.argsort(-approx[q][allow], kind="stable")][:k]
+        np.testing.assert_array_equal(rows[q], ranked)
+        np.testing.assert_array_equal(scores[q], approx[q][ranked])
+        chunk, masks = np.empty(fastscan.BLOCK, np.uint16), np.zeros(max(1, fastscan.BLOCK // 64), np.uint64)
+        floor = fastscan._sample_floor(blocked, 0, -(-n // fastscan.BLOCK), n, fastscan.padded_subquantizers(m),
+                                       lut8.reshape(-1), q * fastscan.padded_subquantizers(m) * fastscan.HALF,
+                                       allowed, filtered, k, chunk, masks,
+                                       np.zeros(fastscan.FLOOR_BUCKETS, np.int32), base[q], scale[q])
+        if q == 0:
+            assert floor > 0  # the scan above started from a floor
+
+
 @needs_simd
 @pytest.mark.parametrize("k", [1, 10, 300])
 def test_fast_scan_keeps_the_lower_row_on_ties(k):
