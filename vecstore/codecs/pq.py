@@ -153,8 +153,8 @@ class PQ(Codec):
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def table_codebooks(self) -> np.ndarray:
-        """The codebooks as (m, dsub, ksub), the layout kernels/pq.py's lookup_tables reads; made
-        once per codebooks array (a refit or set_params makes them again)."""
+        """The codebooks transposed to (m, dsub, ksub), which kernels/pq.py's lookup_tables reads
+        beside them; made once per codebooks array (a refit or set_params makes them again)."""
         self.check_fitted()
         books = self.codebooks_
         made = self.__dict__.get("_table_books")
@@ -167,7 +167,8 @@ class PQ(Codec):
         """(nq, m, ksub) float32: q_j . codebooks[j, c], so a code's score is a sum of m lookups."""
         self.check_fitted()
         if xq.shape[0] < FEW_QUERIES:
-            return _kernels().lookup_tables(np.ascontiguousarray(xq, dtype=np.float32), self.table_codebooks())
+            return _kernels().lookup_tables(np.ascontiguousarray(xq, dtype=np.float32), self.codebooks_,
+                                            self.table_codebooks())
         # one batched matrix product per sub-space (BLAS); einsum here was 5-7x slower (1,000 queries,
         # 4096 dims: 284 ms for pq64, 25 ms for pq128x4, against 55 and 4)
         sub = np.asarray(xq, dtype=np.float32).reshape(xq.shape[0], self.m, self.dsub).transpose(1, 0, 2)

@@ -26,7 +26,7 @@ from .topk import NJIT, to_results
 
 
 @nb.njit(**NJIT)
-def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, threads,
+def search_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, width, threads,
                fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms,
                allowed=ALL_ROWS_ALLOWED):
     """(distances, ids), each (nq, k), of a 4-bit PQ tier searched alone (``fine_codes`` with no
@@ -34,9 +34,9 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, thre
     ``width`` candidates by their quantised scores, rescore them on ``fine_codes`` with the folded queries ``fine_q`` plus
     ``fine_const``, keep the best ``kk``); padded to ``k`` columns.
 
-    coarse_q (nq, m * dsub) folded queries; codebooks (m, dsub, 16), as pq.lookup_tables takes
-    them; blocked, bias_max from dispatch.blocked_codes; packed the stored codes; bias (n,) or (0,) (l2: minus the norms);
-    qnorms (nq,) |q|^2 for l2. allowed: a filter's rows as fastscan.block_allow gives them (then
+    coarse_q (nq, m * dsub) folded queries; codebooks (m, 16, dsub) and books_t, the same
+    transposed, as pq.lookup_tables takes them; blocked, bias_max from dispatch.blocked_codes;
+    packed the stored codes; bias (n,) or (0,) (l2: minus the norms); qnorms (nq,) |q|^2 for l2. allowed: a filter's rows as fastscan.block_allow gives them (then
     ``width`` and ``kk`` are at most the admitted count; only admitted rows are scanned, so every
     candidate is admitted), or ALL_ROWS_ALLOWED (every row: the one kernel serves both). threads:
     1 for a scan too small to wake another thread (dispatch.fast_scan_threads), set for this call
@@ -46,7 +46,7 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, thre
     if threads > 0:
         set_threads(threads)
     nparts = scan_parts(coarse_q.shape[0], packed.shape[0], get_threads())
-    lut = lookup_tables(coarse_q, codebooks)
+    lut = lookup_tables(coarse_q, codebooks, books_t)
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
     scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, width, nparts,
@@ -57,8 +57,8 @@ def search_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, width, thre
 
 
 @nb.njit(**NJIT)
-def search_ivf_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, ranges, order, rows_of, width, serial_work,
-                   fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms):
+def search_ivf_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, ranges, order, rows_of, width,
+                   serial_work, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms):
     """:func:`search_pq4` for an inverted-file 4-bit tier: only each query's probed ``ranges`` (nq,
     nprobe, 2) of the list-ordered codes are scanned (fastscan.scan_pq4_lists, pairs in ``order``
     from fastscan.list_major), and the positions found are mapped to rows by ``rows_of`` before
@@ -76,7 +76,7 @@ def search_ivf_pq4(coarse_q, codebooks, blocked, packed, bias, bias_max, ranges,
             rows += ranges[q, j, 1] - ranges[q, j, 0]
     if ranges.shape[0] == 1 or rows * packed.shape[1] < serial_work:
         set_threads(1)
-    lut = lookup_tables(coarse_q, codebooks)
+    lut = lookup_tables(coarse_q, codebooks, books_t)
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
     scores, found = scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, ALL_ROWS_ALLOWED,

@@ -56,7 +56,8 @@ class PreparedPlan:
             self.rows_of = self.coarse.lists.checked_rows()
         if fusable:
             self.blocked, self.bias_max = self.coarse.fast_layout()
-            self.codebooks = self.coarse.codec.terminal.table_codebooks()  # (m, dsub, ksub): pq.lookup_tables
+            self.codebooks = self.coarse.codec.terminal.codebooks_
+            self.books_t = self.coarse.codec.terminal.table_codebooks()  # what pq.lookup_tables also reads
             self.fine_layout = 0 if self.fine is None else dispatch.RESCORE_LAYOUTS[self.fine.layout]
 
     @property
@@ -127,10 +128,10 @@ class PreparedPlan:
 
     def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> SearchResult:
         coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
-        distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
-                                            self.bias_max, width, dispatch.fast_scan_threads(xq.shape[0], self.coarse.codes),
-                                            fine_q, fine_codes, self.fine_layout, fine_bias, const, kk, k, self.file.ids,
-                                            l2, qnorms, allowed)
+        threads = dispatch.fast_scan_threads(xq.shape[0], self.coarse.codes)
+        distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.books_t, self.blocked, self.coarse.codes,
+                                            bias, self.bias_max, width, threads, fine_q, fine_codes, self.fine_layout,
+                                            fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
         return SearchResult(distances, ids)
 
     def _search_ivf_pq4(self, xq: np.ndarray, k: int, kk: int, nprobe: int | None) -> SearchResult:
@@ -138,8 +139,8 @@ class PreparedPlan:
         everything from the tables to the ids in one compiled call (kernels/fused.py)."""
         ranges, order = self.coarse.probe_in_order(xq, self.coarse.check_nprobe(nprobe))
         coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
-        distances, ids = K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.blocked, self.coarse.codes, bias,
-                                                self.bias_max, ranges, order, self.rows_of,
+        distances, ids = K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.books_t, self.blocked,
+                                                self.coarse.codes, bias, self.bias_max, ranges, order, self.rows_of,
                                                 self._width(kk, self.file.count),
                                                 dispatch.SERIAL_WORK, fine_q, fine_codes, self.fine_layout, fine_bias,
                                                 const, kk, k, self.file.ids, l2, qnorms)
