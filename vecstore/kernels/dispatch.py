@@ -76,10 +76,11 @@ def threads_for(work: int):
 ROWS_PER_RESULT = 32
 
 
-def default_parts(n: int, k: int = 1) -> int:
-    """How many row slices a scan is split into: a few per thread, none smaller than 2048 rows or
-    than ROWS_PER_RESULT x k rows (but at least one per thread)."""
-    threads = K.numba.get_num_threads()
+def default_parts(n: int, k: int = 1, threads: int = 0) -> int:
+    """How many row slices a scan on ``threads`` threads (0: the threads in effect) is split into: a
+    few per thread, none smaller than 2048 rows or than ROWS_PER_RESULT x k rows (but at least one
+    per thread)."""
+    threads = threads or K.numba.get_num_threads()
     parts = min(4 * threads, n // 2048, max(threads, n // (ROWS_PER_RESULT * k)))
     return int(max(1, parts))
 
@@ -268,11 +269,16 @@ def fast_scan_parts(nq: int, n: int) -> int:
     return K.fastscan.scan_parts(nq, n, K.numba.get_num_threads())
 
 
+def serial_threads(work: int) -> int:
+    """The ``threads`` argument of kernels/fused.py's searches: :func:`threads_for`'s rule, which
+    the compiled call applies itself (setting the thread count from Python cost 3.3 us a query): 1
+    when ``work`` is too small to wake another thread, else 0, the threads in effect."""
+    return 1 if work < SERIAL_WORK else 0
+
+
 def fast_scan_threads(nq: int, codes: np.ndarray) -> int:
-    """The ``threads`` argument of kernels/fused.py's search_pq4: :func:`threads_for`'s rule, which
-    the compiled call applies itself (no Python per query): 1 when the scan is too small to wake
-    another thread, else 0, the threads in effect."""
-    return 1 if fast_scan_work(nq, codes) < SERIAL_WORK else 0
+    """:func:`serial_threads` for a fast scan of ``nq`` queries over ``codes`` (search_pq4's)."""
+    return serial_threads(fast_scan_work(nq, codes))
 
 
 def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blocked: np.ndarray,

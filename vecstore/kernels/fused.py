@@ -113,13 +113,18 @@ def _add_const(scores, const):
 
 def _make_search_dense(scan):
     @nb.njit(**NJIT)
-    def search_dense(folded, codes, bias, const, kk, k, ids, l2, qnorms, nparts):
+    def search_dense(folded, codes, bias, const, kk, k, ids, l2, qnorms, nparts, threads):
         """(distances, ids), each (nq, k), of an exact scan of a float32 or int8 tier (``scan``:
         flat.scan_f32 or flat.scan_i8, so the results are theirs bit for bit), its constant added and
         its rows mapped in the same call: a 1,000-document store's query, on one thread, paid more
-        for the Python between those steps than for the scan. ``folded`` queries in code space."""
+        for the Python between those steps than for the scan. ``folded`` queries in code space;
+        ``threads`` as search_pq4 takes it (dispatch.serial_threads)."""
+        previous = get_threads()
+        if threads > 0:
+            set_threads(threads)
         scores, rows = scan(folded, codes, bias, kk, nparts)
         _add_const(scores, const)
+        set_threads(previous)
         return to_results(scores, rows, ids, k, l2, qnorms)
 
     return search_dense
@@ -127,12 +132,16 @@ def _make_search_dense(scan):
 
 def _make_search_dense_rows(scan_rows):
     @nb.njit(**NJIT)
-    def search_dense_rows(folded, codes, bias, rows, const, kk, k, ids, l2, qnorms, nparts):
+    def search_dense_rows(folded, codes, bias, rows, const, kk, k, ids, l2, qnorms, nparts, threads):
         """(distances, ids), each (nq, k), of an exact scan of only ``rows`` (sorted, unique) of a
         dense tier (``scan_rows``: flat.scan_*_rows, so the results are theirs bit for bit), as
         :func:`search_dense` does for every row: the exact strategy of a filtered search."""
+        previous = get_threads()
+        if threads > 0:
+            set_threads(threads)
         scores, found = scan_rows(folded, codes, bias, rows, kk, nparts)
         _add_const(scores, const)
+        set_threads(previous)
         return to_results(scores, found, ids, k, l2, qnorms)
 
     return search_dense_rows

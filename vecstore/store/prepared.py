@@ -167,9 +167,9 @@ class PreparedPlan:
     def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
         folded, const, bias = self.coarse.fold(xq)
         l2, qnorms = self._norms(xq)
-        with dispatch.threads_for(0):  # small work: one thread (see search)
-            distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
-                                        dispatch.default_parts(self.file.count, kk))
+        # small work (see search): one thread, set by the compiled call
+        distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
+                                    dispatch.default_parts(self.file.count, kk, 1), 1)
         return SearchResult(distances, ids)
 
     def _search_numpy(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
@@ -184,7 +184,7 @@ class PreparedPlan:
         folded, const, bias = tier.fold(xq)
         codes = tier.dense_codes()
         l2, qnorms = self._norms(xq)
-        with dispatch.threads_for(xq.shape[0] * rows.shape[0] * codes.shape[1]):
-            distances, ids = kernel(folded, codes, bias, rows, const, kk, k, self.file.ids, l2, qnorms,
-                                    dispatch.default_parts(rows.shape[0], kk))
+        threads = dispatch.serial_threads(xq.shape[0] * rows.shape[0] * codes.shape[1])
+        distances, ids = kernel(folded, codes, bias, rows, const, kk, k, self.file.ids, l2, qnorms,
+                                dispatch.default_parts(rows.shape[0], kk, threads), threads)
         return SearchResult(distances, ids)
