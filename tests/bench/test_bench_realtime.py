@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import mmap
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -74,6 +75,18 @@ def test_round_robin_timing_gives_each_call_a_fresh_query():
     assert len(seen["a"]) + len(seen["b"]) == 8
     timed = seen["a"][1:] + seen["b"][1:]  # after each one's warm-up call
     assert sorted(timed) == list(range(6))  # 6 timed calls, 6 different queries
+
+
+def test_round_robin_timing_varies_which_system_precedes_which():
+    """Three or more systems: none mostly follows the same other (an order rotated each round made
+    each follow its predecessor in the list in 3 rounds of 4, and so inherit its caches)."""
+    calls = []
+    fns = {name: (lambda q, name=name: calls.append(name)) for name in "abcd"}
+    metrics.time_round_robin(fns, np.zeros((8, 2), dtype=np.float32), 400, warmup=0)
+    follows = Counter(zip(calls, calls[1:]))
+    for name in "abcd":
+        before = [count for (_, after), count in follows.items() if after == name]
+        assert max(before) / sum(before) < 0.4
 
 
 def test_parse_args_refuses_unknown_parts():
