@@ -34,7 +34,7 @@ vecstore  ``vecstore.build(store, base.npy, metric="ip")`` in a child (time, pea
           recall@10, latency) read from ``store.info()``; the default search (``store.search(q, 10)``)
           and each codec's calibrated plan measured on the held-out queries: recall@10, single-query
           p50/p99 alternating call by call with FAISS's two configurations above (a fresh query every
-          call, order rotated), batch QPS alternating run by run; ``store.memory()`` (RssAnon, the tier's
+          call, a random order each round), batch QPS alternating run by run; ``store.memory()`` (RssAnon, the tier's
           resident and fast-scan bytes) per vector; an nprobe sweep of each tier at its calibrated oversample.
 real      the real 100K set: a store with the flat tier (--real-flat, pq96x4) and the ivf tier wrapping it
           (--real-ivf, ivf1024,pq96x4), each searched with its calibrated default plan; recall@10
@@ -827,7 +827,7 @@ def markdown(r: dict, args) -> str:
         h = V.get("head_to_head")
         if h:
             L += ["", f"Head to head: {next(iter(h.values()))['single_calls']} single-query calls each, systems round-robin "
-                  "(order rotated, a fresh query every call); batch = all queries in one call, median of runs alternating.", "",
+                  "(a random order each round, a fresh query every call); batch = all queries in one call, median of runs alternating.", "",
                   "| system | recall@10 | p50 ms | p99 ms | QPS | p50 / FAISS least-memory | QPS / FAISS least-memory |",
                   "|---|---|---|---|---|---|---|"]
             ref = h.get("faiss least_memory")

@@ -256,7 +256,7 @@ class Bench:
                 "p99_ms": one_t.p99 * 1e3}
 
     def head_to_head(self, systems: dict, xq_by: dict) -> dict:
-        """p50 and QPS of ``systems`` measured alternately: single calls round-robin (the order rotated
+        """p50 and QPS of ``systems`` measured alternately: single calls round-robin (a random order
         each round) with a fresh query every call, so that no system finds the rows another has just
         read in the CPU caches; batches alternating run by run."""
         from vecstore.bench import metrics
