@@ -37,7 +37,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from .target import target_features
-from .topk import NJIT, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push, select_best, sort_best_first
+from .topk import NJIT, SCALAR, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push, select_best, sort_best_first
 
 
 def simd_layout() -> str:
@@ -327,9 +327,12 @@ def quantize_tables_parallel(lut):
     return lut8, base, scale, margin
 
 
-@nb.njit(inline="always", **NJIT)
+@nb.njit(**SCALAR)
 def _exact(table, packed, row, width, m):
-    """Float score of one row from its stored bytes: sum_j table[j, c_j], four accumulators."""
+    """Float score of one row from its stored bytes: sum_j table[j, c_j], four accumulators, added
+    in this order whatever the scan around it is compiled with (topk.SCALAR; not inlined, which
+    would give it the scan's flags): a process that compiled the scan and one that loaded it from
+    numba's cache reported distances differing in their last bit."""
     a0 = np.float32(0.0)
     a1 = np.float32(0.0)
     a2 = np.float32(0.0)

@@ -21,13 +21,12 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .topk import FASTMATH, NJIT, merge_partial, partial_tops, reservoir_push
+from .topk import NJIT, SCALAR, merge_partial, partial_tops, reservoir_push
 
-# The PQ scans keep their additions in order: with "reassoc" LLVM turns the one-query scan's lookups
-# into vector gathers, which were slower here than four scalar chains (one query, 100,000 rows,
-# m = 48/64/96: 1.97/2.60/4.47 ms against 1.10/1.38/2.31), and in order the two scans' scores are
-# equal bit for bit (numba applies the flags to the grouped scan's intrinsic too).
-SCALAR = dict(NJIT, fastmath=FASTMATH - {"reassoc"})
+# The PQ scans keep their additions in order (topk.SCALAR): with "reassoc" LLVM turns the one-query
+# scan's lookups into vector gathers, which were slower here than four scalar chains (one query,
+# 100,000 rows, m = 48/64/96: 1.97/2.60/4.47 ms against 1.10/1.38/2.31), and in order the two scans'
+# scores are equal bit for bit (numba applies the flags to the grouped scan's intrinsic too).
 
 # Queries scanned together by one thread: their lookup tables (m x 256 floats each) must stay in
 # cache while the codes stream past, so a batch is cut into small groups run in parallel.

@@ -19,6 +19,11 @@ from .. import _runtime  # noqa: F401  (numba's threading layer: set before the 
 # an assumption the compiler may break every comparison with.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 NJIT = dict(nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True)
+# Kernels whose additions must stay in the order written: without "reassoc" a sum's order is the
+# source's, whichever way LLVM compiles it. (With it, the same source compiled in one process and
+# loaded from numba's cache in another summed a 4-bit row's exact score in different orders:
+# the last bit of a distance differed between processes.)
+SCALAR = dict(NJIT, fastmath=FASTMATH - {"reassoc"})
 
 
 @nb.njit(inline="always", **NJIT)
