@@ -155,6 +155,26 @@ def test_8_threads_and_4_processes_match_serial(stores):
     assert all(not bad for bad in process_bad.values()), process_bad
 
 
+def test_a_process_compiling_the_kernels_answers_as_one_loading_them(stores, tmp_path, monkeypatch):
+    """A searcher whose numba cache is empty compiles every kernel itself; this process uses the
+    ones it compiled or loaded from the cache: the answers must still agree bit for bit. (A scan
+    compiled with reassoc summed a 4-bit row's exact score in another order when loaded from the
+    cache: kernels/fastscan.py's _exact.)"""
+    path, serial = stores["a"], stores["serial_a"]
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-numba-cache"))  # the child's environment
+    child = ctx.Process(target=process_searcher, args=(path, serial, 7, barrier, results))
+    child.start()
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    barrier.wait(timeout=300)
+    status, _, queries, bad = results.get(timeout=600)
+    child.join(timeout=60)
+    assert status == "ok" and queries > 0, bad
+    assert (tmp_path / "empty-numba-cache").exists()  # the child compiled into it
+    assert not bad, f"answers of a process that compiled its kernels differ: {bad}"
+
+
 def test_open_readers_keep_their_mapping_while_a_writer_replaces_the_store(stores, tmp_path):
     path = str(tmp_path / "live.vs")
     with open(stores["a"], "rb") as src, open(path, "wb") as dst:
