@@ -37,7 +37,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from .target import target_features
-from .topk import NJIT, SCALAR, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push, select_best, sort_best_first
+from .topk import (NJIT, SCALAR, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push,
+                   select_best, sort_best_first)
 
 
 def simd_layout() -> str:
@@ -408,6 +409,17 @@ def _cut(thr, base, margin, scale, slack, bias_max, b, use_bias):
 
 
 @nb.njit(inline="always", **NJIT)
+def _reservoir_cut(size, thr, k, base, margin, scale, slack, bias_max, floor):
+    """The cut a scan holds for a reservoir of ``size`` rows and threshold ``thr``: ``floor``
+    (:func:`_sample_floor`, or -1.0: every row) until it holds k rows, then :func:`_cut` of its
+    threshold, never below ``floor``. What a scan resumes a reservoir with and what it updates after
+    each admission."""
+    if size < k:
+        return floor
+    return max(_cut(thr, base, margin, scale, slack, bias_max, 0, False), floor)
+
+
+@nb.njit(inline="always", **NJIT)
 def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off, base, scale, margin, slack, bias,
                 bias_max, use_bias, allowed, use_mask, sums, chunk, masks, bs, bi, state, k, exact, floor):
     """One query over block b's rows in lo..hi: the candidates its quantised sums admit are scored
@@ -449,8 +461,7 @@ def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off
                 acc += bias[row]
             if size < k or acc > thr or (acc == thr and row < thr_row):
                 size, thr, thr_row = reservoir_offer(bs, bi, size, thr, thr_row, k, acc, row)
-                if size >= k:
-                    cut = max(_cut(thr, base, margin, scale, slack, bias_max, 0, False), floor)
+                cut = _reservoir_cut(size, thr, k, base, margin, scale, slack, bias_max, floor)
     return size, thr, thr_row, cut
 
 
@@ -565,9 +576,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
                 lut_off = q * msq * HALF
                 thr_row = part_rows[p, q]
                 floor = floors[q - q0]
-                cut = floor
-                if size >= k:
-                    cut = max(_cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False), floor)
+                cut = _reservoir_cut(size, thr, k, base[q], margin[q], scale[q], slack, bias_max, floor)
                 for b in range(s0, s1):
                     size, thr, thr_row, cut = _scan_block(b, 0, n, table, packed, width, m, blocked, msq, flat8,
                                                           lut_off, base[q], scale[q], margin[q], slack, bias,
@@ -634,9 +643,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
             size = sizes[0, q]
             thr = thresholds[0, q]
             thr_row = threshold_rows[q]
-            cut = -1.0
-            if size >= k:
-                cut = _cut(thr, base[q], margin[q], scale[q], slack, bias_max, 0, False)
+            cut = _reservoir_cut(size, thr, k, base[q], margin[q], scale[q], slack, bias_max, -1.0)
             bs = part_s[0, q]
             bi = part_i[0, q]
             table = lut[q]
