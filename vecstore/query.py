@@ -126,7 +126,8 @@ def prepare_queries(queries, dim: int, metric: str) -> np.ndarray:
 
 def check_k(k, count: int) -> int:
     """Validate k; return how many results the kernels can actually produce (<= count)."""
-    if type(k) is not int and (isinstance(k, bool) or not isinstance(k, numbers.Integral)):  # (an int: 0.3 us less)
+    # (type(k) is int first: the ABC check costs a query 0.3 us)
+    if type(k) is not int and (isinstance(k, bool) or not isinstance(k, numbers.Integral)):
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     if k <= 0:
         raise InvalidInputError(f"k must be >= 1, got {k}")

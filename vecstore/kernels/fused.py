@@ -36,15 +36,14 @@ def search_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, wi
 
     coarse_q (nq, m * dsub) folded queries; codebooks (m, 16, dsub) and books_t, the same
     transposed, as pq.lookup_tables takes them; blocked, bias_max from dispatch.blocked_codes;
-    packed the stored codes; bias (n,) or (0,) (l2: minus the norms); qnorms (nq,) |q|^2 for l2. allowed: a filter's rows as fastscan.block_allow gives them (then
-    ``width`` and ``kk`` are at most the admitted count; only admitted rows are scanned, so every
-    candidate is admitted), or ALL_ROWS_ALLOWED (every row: the one kernel serves both). threads:
+    packed the stored codes; bias (n,) or (0,) (l2: minus the norms); qnorms (nq,) |q|^2 for l2.
+    allowed: a filter's rows as fastscan.block_allow gives them (then ``width`` and ``kk`` are at
+    most the admitted count; only admitted rows are scanned, so every candidate is admitted), or
+    ALL_ROWS_ALLOWED (every row: the one kernel serves both). threads:
     1 for a scan too small to wake another thread (dispatch.fast_scan_threads), set for this call
     and restored; 0: the threads in effect.
     """
-    previous = get_threads()
-    if threads > 0:
-        set_threads(threads)
+    previous = _use_threads(threads)
     nparts = scan_parts(coarse_q.shape[0], packed.shape[0], get_threads())
     lut = lookup_tables(coarse_q, codebooks, books_t)
     lut8, base, scale, margin = quantize_tables(lut)
@@ -91,6 +90,15 @@ def search_ivf_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max
 
 
 @nb.njit(inline="always", **NJIT)
+def _use_threads(threads):
+    """Set this call's thread count to ``threads`` (0: leave it); returns the count to restore."""
+    previous = get_threads()
+    if threads > 0:
+        set_threads(threads)
+    return previous
+
+
+@nb.njit(inline="always", **NJIT)
 def _second_stage(scores, rows, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk):
     """The 4-bit searches' finish before the ids: a two-stage plan's candidates ``rows`` rescored on
     ``fine_codes`` in row order (a one-stage plan, ``fine_codes`` with no rows, keeps its scan's
@@ -119,9 +127,7 @@ def _make_search_dense(scan):
         its rows mapped in the same call: a 1,000-document store's query, on one thread, paid more
         for the Python between those steps than for the scan. ``folded`` queries in code space;
         ``threads`` as search_pq4 takes it (dispatch.serial_threads)."""
-        previous = get_threads()
-        if threads > 0:
-            set_threads(threads)
+        previous = _use_threads(threads)
         scores, rows = scan(folded, codes, bias, kk, nparts)
         _add_const(scores, const)
         set_threads(previous)
@@ -136,9 +142,7 @@ def _make_search_dense_rows(scan_rows):
         """(distances, ids), each (nq, k), of an exact scan of only ``rows`` (sorted, unique) of a
         dense tier (``scan_rows``: flat.scan_*_rows, so the results are theirs bit for bit), as
         :func:`search_dense` does for every row: the exact strategy of a filtered search."""
-        previous = get_threads()
-        if threads > 0:
-            set_threads(threads)
+        previous = _use_threads(threads)
         scores, found = scan_rows(folded, codes, bias, rows, kk, nparts)
         _add_const(scores, const)
         set_threads(previous)
