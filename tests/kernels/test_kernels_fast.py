@@ -95,6 +95,15 @@ def test_fast_scan_equals_the_float_scan(rng, n, m, nq, k, with_bias):
     assert_same_top_k(s_fast, r_fast, ref, kk)
 
 
+def _quantised_scores(lut, codes):
+    """float32(base + S / scale) of every row (nq, n), by the documented quantisation."""
+    nq, m = lut.shape[0], codes.shape[1]
+    lut8, base, scale, _ = fastscan.quantize_tables(lut)
+    table8 = lut8.reshape(nq, -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
+    sums = sum(table8[:, j, codes[:, j]] for j in range(m))
+    return (base[:, None] + sums / scale[:, None]).astype(np.float32)
+
+
 @needs_simd
 @pytest.mark.parametrize("n, m, nq, k", [(1000, 8, 3, 5), (5000, 96, 4, 40), (3000, 301, 2, 50), (37, 6, 2, 40)])
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -107,10 +116,7 @@ def test_candidate_scan_ranks_by_the_quantised_scores(rng, n, m, nq, k, with_bia
     kk = min(k, n)
     scores, rows = fast_scan(lut, pack_nibbles(codes), bias, kk, pq_parts(nq, n, kk, fastscan.QUERY_GROUP),
                              exact=False)
-    lut8, base, scale, _ = fastscan.quantize_tables(lut)
-    table8 = lut8.reshape(nq, -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
-    sums = sum(table8[:, j, codes[:, j]] for j in range(m))
-    approx = (base[:, None] + sums / scale[:, None]).astype(np.float32) + (bias if with_bias else 0)
+    approx = _quantised_scores(lut, codes) + (bias if with_bias else 0)
     for q in range(nq):
         want = np.argsort(-approx[q], kind="stable")[:kk]
         np.testing.assert_allclose(scores[q], approx[q][want], rtol=1e-6, atol=1e-6)
@@ -131,9 +137,7 @@ def test_quantised_scan_without_simd_selects_the_fast_scans_candidates(rng, n, m
     kk = min(k, n)
     lut8, base, scale, _ = fastscan.quantize_tables(lut)
     slow = fastscan.scan_pq4_quantised(lut8, base, scale, packed, m, bias, kk, 3)
-    table8 = lut8.reshape(nq, -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
-    sums = sum(table8[:, j, codes[:, j]] for j in range(m))
-    approx = (base[:, None] + sums / scale[:, None]).astype(np.float32) + (bias if with_bias else 0)
+    approx = _quantised_scores(lut, codes) + (bias if with_bias else 0)
     want = np.argsort(-approx, axis=1, kind="stable")[:, :kk]
     np.testing.assert_array_equal(slow[1], want)
     np.testing.assert_array_equal(slow[0], np.take_along_axis(approx, want, axis=1))
@@ -141,15 +145,6 @@ def test_quantised_scan_without_simd_selects_the_fast_scans_candidates(rng, n, m
         fast = fast_scan(lut, packed, bias, kk, 3, exact=False)
         np.testing.assert_array_equal(fast[1], slow[1])
         np.testing.assert_array_equal(fast[0], slow[0])
-
-
-def _quantised_scores(lut, codes):
-    """float32(base + S / scale) of every row (nq, n), by the documented quantisation."""
-    nq, m = lut.shape[0], codes.shape[1]
-    lut8, base, scale, _ = fastscan.quantize_tables(lut)
-    table8 = lut8.reshape(nq, -1, fastscan.HALF // 16, 16)[:, :m, 0].astype(np.int64)
-    sums = sum(table8[:, j, codes[:, j]] for j in range(m))
-    return (base[:, None] + sums / scale[:, None]).astype(np.float32)
 
 
 @needs_simd
