@@ -177,8 +177,9 @@ def test_candidate_scan_from_a_sampled_floor_selects_the_same_rows(k, filtered, 
         chunk, masks = np.empty(fastscan.BLOCK, np.uint16), np.zeros(max(1, fastscan.BLOCK // 64), np.uint64)
         floor = fastscan._sample_floor(blocked, 0, -(-n // fastscan.BLOCK), n, fastscan.padded_subquantizers(m),
                                        lut8.reshape(-1), q * fastscan.padded_subquantizers(m) * fastscan.HALF,
-                                       allowed, filtered, k, chunk, masks,
-                                       np.zeros(fastscan.FLOOR_BUCKETS, np.int32), base[q], scale[q])
+                                       fastscan._filter_words(allowed, filtered), filtered, k, chunk, masks,
+                                       np.zeros(fastscan.FLOOR_BUCKETS + fastscan.SPARE_BUCKETS, np.int32),
+                                       base[q], scale[q])
         if q == 0:
             assert floor > 0  # the scan above started from a floor
 
@@ -372,6 +373,19 @@ for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
     ref = sum(lut[:, j, raw[:, j]].astype(np.float64) for j in range(m)) + (bias if bias_on else 0)
     expect = -np.sort(-ref, axis=1)[:, :20]
     assert np.allclose(np.take_along_axis(ref, got, axis=1), expect, rtol=1e-5, atol=1e-5), (n, m)
+    # a filter (its bits in the block kernel): exact scores, and candidates by quantised sums
+    allow = (rng.random(n) < 0.3).astype(np.uint8)
+    words = fastscan.block_allow(allow, n)
+    for exact in (True, False):
+        got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut), fastscan.to_blocked(codes, m),
+                                     codes, bias, bmax, words, 20, 3, exact)[1]
+        assert allow[got].all(), (n, m, exact)
+        masked = np.where(allow.astype(bool), ref, -np.inf)
+        expect = -np.sort(-masked, axis=1)[:, :20]
+        tol = 1e-5 if exact else m / 2 / fastscan.quantize_tables(lut)[2][:, None] + 1e-4
+        assert (np.take_along_axis(masked, got, axis=1) >= expect[:, -1:] - 2 * tol).all(), (n, m, exact)
+        if exact:
+            assert np.allclose(np.take_along_axis(ref, got, axis=1), expect, rtol=1e-5, atol=1e-5), (n, m)
 print("ok")
 """
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx2")
