@@ -249,6 +249,28 @@ def test_the_mask_cache_is_bounded_by_bytes(monkeypatch):
     assert cache.get_masks("big") is None and cache.get_masks("r < 9") is not None
 
 
+def test_the_mask_cache_evicts_the_least_recently_used(monkeypatch):
+    """A repeated hit is served without the lock (FilterCache._recent) and still counts as the
+    latest use: the entry evicted is the one used longest ago."""
+    from vecstore.store import masks as masks_module
+    one = RowMask(np.zeros(1000, dtype=bool))
+    monkeypatch.setattr(masks_module, "MASK_CACHE_BYTES", int(2.5 * one.nbytes))
+    for uses in (["a", "a", "a"], ["a", "b", "a"], ["b", "a", "a", "b", "a"]):
+        cache = masks_module.FilterCache()
+        kept = {name: [RowMask(np.zeros(1000, dtype=bool))] for name in "ab"}
+        for name in "ab":
+            cache.put_masks(name, kept[name])
+        for name in uses:
+            assert cache.get_masks(name) is kept[name]
+        cache.put_masks("c", [RowMask(np.zeros(1000, dtype=bool))])  # over budget: one of a, b goes
+        oldest = "b" if uses[-1] == "a" else "a"
+        assert cache.get_masks(oldest) is None, uses
+        assert cache.get_masks("a" if oldest == "b" else "b") is not None and cache.get_masks("c") is not None
+    newer = [RowMask(np.zeros(1000, dtype=bool))]
+    cache.put_masks("c", newer)  # replaced: the last one found is not served again
+    assert cache.get_masks("c") is newer
+
+
 @pytest.mark.parametrize("plan", [Plan("raw"), Plan("float16"), Plan("int8"), Plan("pca16,pq8x4", "raw", 4.0)])
 @pytest.mark.parametrize("admitted", [3, 30, 2000])
 @pytest.mark.parametrize("nq, k", [(1, 10), (FUSED_MAX_QUERIES, 25)])

@@ -73,6 +73,9 @@ class FilterCache:
         self._filters: OrderedDict = OrderedDict()
         self._masks: OrderedDict = OrderedDict()
         self._bytes = 0
+        # (text, masks) of the last get_masks hit or put_masks: already the most recently used, so
+        # found again without the lock or a reorder (an application repeating one filter)
+        self._recent: tuple = (None, None)
 
     def get_filter(self, text: str):
         with self._lock:
@@ -88,10 +91,14 @@ class FilterCache:
                 self._filters.popitem(last=False)
 
     def get_masks(self, text: str) -> list[RowMask] | None:
+        recent_text, recent_masks = self._recent
+        if recent_text == text:
+            return recent_masks
         with self._lock:
             found = self._masks.get(text)
             if found is not None:
                 self._masks.move_to_end(text)
+                self._recent = (text, found)
             return found
 
     def put_masks(self, text: str, masks: list[RowMask]) -> None:
@@ -103,6 +110,7 @@ class FilterCache:
             if old is not None:
                 self._bytes -= sum(m.nbytes for m in old)
             self._masks[text] = masks
+            self._recent = (text, masks)
             self._bytes += size
             while self._bytes > MASK_CACHE_BYTES:
                 _, dropped = self._masks.popitem(last=False)
