@@ -36,6 +36,7 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
+from .prefetch import CACHE_LINE, prefetch_line
 from .target import target_features
 from .topk import (NJIT, SCALAR, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push,
                    select_best, sort_best_first)
@@ -493,6 +494,18 @@ def _filter_words(allowed, use_mask):
     if use_mask:
         return allowed.reshape(-1)
     return np.full(max(1, BLOCK // 64), np.uint64(ALL_ROWS))
+
+
+@nb.njit(inline="always", **NJIT)
+def prefetch_filter(allowed):
+    """Request every cache line of a filter's words (:func:`block_allow`; none for
+    ALL_ROWS_ALLOWED), so that they arrive while the query's tables are made: an unfiltered scan
+    between two filtered ones evicts them (12.5 KB for 100,000 rows), and the scan then waited for
+    them. One query of 384-d pq96x4 > raw x4 over 100,000 rows, alternating with unfiltered ones:
+    the fused call with a 50% filter took 0.6-0.8 us longer than without, 0.1-0.3 us so."""
+    per_line = max(1, CACHE_LINE // (8 * allowed.shape[1]))
+    for b in range(0, allowed.shape[0], per_line):
+        prefetch_line(allowed, b, 0)
 
 
 @nb.njit(inline="always", **NJIT)

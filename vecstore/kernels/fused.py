@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .fastscan import ALL_ROWS_ALLOWED, quantize_tables, scan_parts, scan_pq4_fast, scan_pq4_lists
+from .fastscan import ALL_ROWS_ALLOWED, prefetch_filter, quantize_tables, scan_parts, scan_pq4_fast, scan_pq4_lists
 from .flat import scan_f16_rows, scan_f32, scan_f32_rows, scan_i8, scan_i8_rows
 from .pq import lookup_tables
 from .rescore import prefetch_rows, rescore_serial
@@ -44,6 +44,7 @@ def search_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, wi
     and restored; 0: the threads in effect.
     """
     previous = _use_threads(threads)
+    prefetch_filter(allowed)
     nparts = scan_parts(coarse_q.shape[0], packed.shape[0], get_threads())
     lut = lookup_tables(coarse_q, codebooks, books_t)
     lut8, base, scale, margin = quantize_tables(lut)

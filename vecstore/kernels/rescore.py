@@ -14,12 +14,10 @@ import mmap
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from .half import widen
+from .prefetch import CACHE_LINE, prefetch_line
 from .topk import NJIT, heap_push, heap_sort_best_first
 
 # libc, called from compiled code (resolved by name, so the on-disk cache keeps working): telling the
@@ -34,28 +32,6 @@ PAGE = mmap.PAGESIZE
 # queries x 640 float32 rows of 384 (of 1M, in the page cache), 2 threads, load 2.6: 103 ms without,
 # 87 ms with 8 rows ahead; in another run 120 ms without, 113 / 98 / 90 / 87 ms with 1 / 2 / 4 / 8.
 PREFETCH_ROWS = 8
-CACHE_LINE = 64
-
-
-@intrinsic
-def _prefetch(typingctx, arr, row, col):
-    """Ask the CPU for the cache line holding ``arr[row, col]``: llvm.prefetch, a hint that loads
-    nothing and never faults (a line of a page not in memory is simply not fetched)."""
-    sig = types.void(arr, row, col)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
-        byte = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
-        # read, keep in every cache level, data
-        builder.call(fn, [builder.bitcast(ptr, byte), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @nb.njit(inline="always", **NJIT)
@@ -108,7 +84,7 @@ def _rescore_query(xq_row, codes, layout, cand_row, bias, hs_row, hi_row):
             ahead = order[j + PREFETCH_ROWS]
             if ahead >= 0:  # (-1: no candidate)
                 for t in range(0, d, line):
-                    _prefetch(codes, ahead, t)
+                    prefetch_line(codes, ahead, t)
         row = order[j]
         if row < 0:
             continue
