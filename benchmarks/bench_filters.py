@@ -2,7 +2,7 @@
 """Filtered search at every selectivity, against FAISS with an id selector: issue 18's figures.
 
     python benchmarks/bench_filters.py                # real 100,000 x 384 (../shared/data/wordnet-minilm-384.hdf5)
-    python benchmarks/bench_filters.py --data data/wordnet-minilm-384-small.hdf5 --nq 100 --single 50   # quick
+    python benchmarks/bench_filters.py --data data/wordnet-minilm-384-small.hdf5 --nq 100 --single 200   # quick
 
 The real set is the WordNet / all-MiniLM-L6-v2 file of the project's shared data folder (copy it to
 ../shared/data/ beside the repository, or regenerate it with ../shared/data/make_wordnet_minilm.py;

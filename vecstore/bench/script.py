@@ -81,7 +81,7 @@ def command_line(script_path: str, argv: list[str] | None) -> str:
 
     ``argv`` is what ``main(argv)`` was given; None means the process's own arguments.
     """
-    return f"python benchmarks/{os.path.basename(script_path)} " + " ".join(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python", f"benchmarks/{os.path.basename(script_path)}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def dataset_tag(ds) -> str:
