@@ -14,6 +14,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_REAL = os.path.join(ROOT, "data", "wordnet-minilm-384-small.hdf5")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _environment_as_the_module_found_it():
+    """Every test module leaves os.environ as it found it. Dask's nanny sets OMP_NUM_THREADS,
+    MKL_NUM_THREADS and OPENBLAS_NUM_THREADS to 1 in the process that starts a LocalCluster (its
+    "pre-spawn-environ"), so every process spawned after tests/shards/test_shards_dask.py had one
+    BLAS thread; OpenBLAS's one-thread sgemm rounds differently from its two-thread one, and
+    tests/robustness/test_concurrency.py, run after it, found its children's 40-query batches
+    differing from its own in the last bits."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
