@@ -53,6 +53,26 @@ def test_prepare_rows_keeps_ip_and_l2_values(x, metric):
     np.testing.assert_array_equal(out, x)
 
 
+@pytest.mark.parametrize("metric", ["ip", "cosine"])
+def test_prepare_rows_gives_each_row_the_formula_s_bits_however_many_rows_come(rng, metric, monkeypatch):
+    """docs/format.md, "The query": s = sum_j double(q[j])^2, q' = float32(double(q[j]) / sqrt(s)),
+    bit for bit and the same for a row alone or in a batch of one row, a few, more than a chunk
+    (PREPARE_CHUNK_ROWS: 4 here), narrow and wide; and the first bad row named across chunks: a zero
+    row in the second chunk before a NaN in the third."""
+    monkeypatch.setattr(ingest, "PREPARE_CHUNK_ROWS", 4)
+    for dim in (37, 20000):  # (einsum's cast buffer holds 8,192 values: a wide row spans several)
+        x = (rng.standard_normal((11, dim)) * rng.uniform(1e-3, 1e3, (11, 1))).astype(np.float32)
+        s = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        want = (x.astype(np.float64) / np.sqrt(s)[:, None]).astype(np.float32) if metric == "cosine" else x
+        for part in (slice(0, 1), slice(0, 3), slice(0, 11), slice(7, 8)):
+            np.testing.assert_array_equal(prepare_rows(x[part], metric, 0, "v").view(np.uint32),
+                                          want[part].view(np.uint32))
+    x[5], x[9, 3] = 0, np.nan
+    first = "row 105 is all zeros" if metric == "cosine" else "row 109 contains NaN"
+    with pytest.raises(InvalidInputError, match=f"^v: {first}"):
+        prepare_rows(x, metric, 100, "v")
+
+
 # -- prepared_chunks -------------------------------------------------------------------------------
 
 
