@@ -379,7 +379,8 @@ def _exact(table, packed, row, width, m):
 def _candidates(blocked, b, msq, lut8, lut_off, cut, sums, chunk, masks, allow, allow_off):
     """Integer scores of block b and the masks of rows scoring above ``cut`` (a float: below 0 every
     row is a candidate, admitted by ``allow`` or not); returns whether any row is one. The scores
-    (0 for rows ``allow`` does not admit) are left in chunk[0:BLOCK] when one pass sums every sub-quantizer (msq <= SQ_PER_PASS: read them with :func:`_sum_of`), else in
+    (0 for rows ``allow`` does not admit) are left in chunk[0:BLOCK] when one pass sums every
+    sub-quantizer (msq <= SQ_PER_PASS: read them with :func:`_sum_of`), else in
     sums[0:BLOCK], summed pass by pass."""
     words = masks.shape[0]
     if msq <= SQ_PER_PASS:
@@ -524,7 +525,8 @@ def _sample_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_mask, 
     The lowest bucket would give a floor of -1.0 (every row) anyway, so its rows are not counted:
     they go to one of SPARE_BUCKETS slots after the buckets, in turn. Every row a filter does not
     admit sums to 0 (:func:`_block_sums`): counted in one slot, each addition waited for the one
-    before (a 10% filter's scan of one 384-d query took 1.4 us longer than an unfiltered one, 0.5 so).
+    before (a 10% filter's scan of one 384-d query took 1.4 us longer than an unfiltered one; the
+    same time so).
     ``counts``: FLOOR_BUCKETS + SPARE_BUCKETS zeros, left zero."""
     span = min(b_hi, n // BLOCK) - b_lo  # whole blocks only: a partial block's padding rows are not rows
     nsample = min(max(SAMPLE_ROWS, 16 * k) // BLOCK, span // SAMPLE_SHARE)
