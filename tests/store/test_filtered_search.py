@@ -109,6 +109,25 @@ def test_fewer_than_k_are_padded_and_none_is_empty(stores):
         assert set(text.ids[0][text.ids[0] >= 0]) == {0, 3}
 
 
+@pytest.mark.parametrize("kind", ["rows", "reversed", "sparse"])
+def test_allow_ids_find_their_rows_whatever_the_ids(tmp_path, kind):
+    """allow= ids reach rows through StoreFile.rows_of: ids that are the row numbers (looked up
+    directly), a permutation of them (row 0 holds id n - 1), and arbitrary ids; repeats, unknown,
+    negative and out-of-range ids are ignored."""
+    n = 300
+    ids = {"rows": np.arange(n), "reversed": np.arange(n)[::-1], "sparse": np.arange(n) * 7 + 3}[kind]
+    x = data(5, n)
+    path = str(tmp_path / "ids.vs")
+    vecstore.build(path, x, ids=ids, metric="ip", progress=False).close()
+    wanted = [int(ids[10]), int(ids[250]), int(ids[10]), -1, 10**12, int(ids.max()) + 1]
+    with vecstore.open(path) as store:
+        np.testing.assert_array_equal(store._now().base.rows_of(wanted), [10, 250, 10, -1, -1, -1])
+        result = store.search(x[[10, 250]], K, tier="raw", allow=wanted)
+        assert result.allowed == 2
+        assert result.ids[0, 0] == ids[10] and result.ids[1, 0] == ids[250]
+        assert set(result.ids[0, :2]) == {ids[10], ids[250]} and (result.ids[:, 2:] == -1).all()
+
+
 def test_errors(stores, tmp_path):
     with vecstore.open(stores["ip"]) as store:
         with pytest.raises(InvalidInputError, match="unknown field 'lnag'.*lang \\(string\\)"):

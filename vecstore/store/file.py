@@ -82,6 +82,7 @@ class StoreFile(ClosesOnExit):
         self._map = file_map
         self._lock = threading.Lock()
         self._id_index: tuple[np.ndarray, np.ndarray] | None = None
+        self._ids_are_rows = False  # (set with the index)
         self._encoders: dict = {}
         self._random_access: set[str] = set()
         self._fields: dict[str, Column] | None = None
@@ -252,6 +253,10 @@ class StoreFile(ClosesOnExit):
     # -- documents ------------------------------------------------------------------------------
 
     def rows_of(self, ids) -> np.ndarray:
+        """The row of each id (int64, -1 for an id this file does not hold), through an index of the
+        ids made on first use: a binary search each, or, when the ids are the row numbers (as
+        ``build`` gives them by default), none (allow= with 50,000 ids over 100,000 rows: 1.2 ms
+        by binary search, 0.1 so)."""
         arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
             if self._id_index is None:
@@ -262,6 +267,10 @@ class StoreFile(ClosesOnExit):
                     raise FormatError(f"/{fmt.IDS}: id {int(sorted_ids[twice[0]])} appears more than once; "
                                       "the file was edited or damaged")
                 self._id_index = (sorted_ids, order)
+                self._ids_are_rows = bool((order == np.arange(self.count)).all() and
+                                          (self.count == 0 or (sorted_ids[0] == 0 and sorted_ids[-1] == self.count - 1)))
+        if self._ids_are_rows:  # distinct ids in row order from 0 to count - 1: id i is row i
+            return np.where((arr >= 0) & (arr < self.count), arr, -1)
         sorted_ids, order = self._id_index
         pos = np.clip(np.searchsorted(sorted_ids, arr), 0, max(self.count - 1, 0))
         found = (self.count > 0) & (sorted_ids[pos] == arr) if self.count else np.zeros(arr.shape, bool)

@@ -71,18 +71,8 @@ def _where_mask(view: View, i: int, predicate) -> np.ndarray:
 
 
 def _live(view: View, i: int) -> np.ndarray:
-    dead = view.dead[i]
-    if dead.shape[0] == 0:
-        return np.ones(view.parts[i].count, dtype=bool)
-    return ~_member(np.asarray(view.parts[i].ids), dead)
-
-
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """values[i] in sorted_set (sorted, unique), as a boolean array (a binary search each)."""
-    if sorted_set.shape[0] == 0:
-        return np.zeros(values.shape, dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_set, values), sorted_set.shape[0] - 1)
-    return sorted_set[pos] == values
+    """Boolean mask of part i's rows that are not deleted."""
+    return ~_rows_with(view.parts[i], view.dead[i])
 
 
 def _allow_parts(view: View, allow) -> list[np.ndarray]:
@@ -104,8 +94,19 @@ def _allow_parts(view: View, allow) -> list[np.ndarray]:
             out.append(mask)
             start += live
         return out
-    ids = np.unique(int64_ids(arr.ravel() if arr.ndim else arr.reshape(1), "allow= ids"))
-    return [_member(np.asarray(part.ids), ids) for part in view.parts]
+    ids = int64_ids(arr.ravel() if arr.ndim else arr.reshape(1), "allow= ids")
+    return [_rows_with(part, ids) for part in view.parts]
+
+
+def _rows_with(part: StoreFile, ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of ``part``'s rows whose id is in ``ids`` (any order; repeats and ids the part
+    does not hold are ignored): each id looked up in the part's id index (StoreFile.rows_of, built
+    once), instead of each of the part's rows searched among the ids (100,000 rows, one query with
+    5,000 allowed ids: 2.0 ms a call before)."""
+    rows = part.rows_of(ids)
+    mask = np.zeros(part.count, dtype=bool)
+    mask[rows[rows >= 0]] = True
+    return mask
 
 
 def search_masked(view: View, xq: np.ndarray, k: int, plan: Plan, masks: list[RowMask],
