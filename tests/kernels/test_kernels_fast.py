@@ -151,6 +151,43 @@ def test_quantised_scan_without_simd_selects_the_fast_scans_candidates(rng, n, m
 @pytest.mark.parametrize("k", [1, 10, 40, 100])
 @pytest.mark.parametrize("filtered", [False, True])
 @pytest.mark.parametrize("parts", [1, 2])
+def test_candidate_scan_with_a_bias_from_a_sampled_floor_selects_the_same_rows(k, filtered, parts):
+    """With a bias (an l2 store) the floor is a score (fastscan._sample_score_floor): the
+    candidates are still the top k of float32(base + S / scale) + bias, ties to the lower row, row
+    for row against a stable sort: integer tables and biases tie everywhere, and a second query's
+    nearly constant tables make different sums round to one float32."""
+    rng = np.random.default_rng(k + 7)
+    n, m = 20_000 + 37, 16
+    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
+    packed = pack_nibbles(codes)
+    lut = np.stack([rng.integers(-3, 4, (m, 16)).astype(np.float32),
+                    (1.0 + 2.0 ** -20 * rng.integers(0, 8, (m, 16))).astype(np.float32)])
+    bias = -rng.integers(0, 3, n).astype(np.float32)
+    allow = rng.random(n) < 0.3 if filtered else np.ones(n, dtype=bool)
+    blocked = fastscan.to_blocked(packed, m)
+    lut8, base, scale, margin = fastscan.quantize_tables(lut)
+    allowed = fastscan.block_allow(allow.astype(np.uint8), n) if filtered else fastscan.ALL_ROWS_ALLOWED
+    scores, rows = fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias,
+                                          fastscan.block_max(bias, n), allowed, k, parts, False)
+    approx = _quantised_scores(lut, codes) + bias
+    for q in range(2):
+        ranked = np.flatnonzero(allow)[np.argsort(-approx[q][allow], kind="stable")][:k]
+        np.testing.assert_array_equal(rows[q], ranked)
+        np.testing.assert_array_equal(scores[q], approx[q][ranked])
+        msq = fastscan.padded_subquantizers(m)
+        floor = fastscan._sample_score_floor(
+            blocked, 0, -(-n // fastscan.BLOCK), n, msq, lut8.reshape(-1), q * msq * fastscan.HALF,
+            fastscan._filter_words(allowed, filtered), filtered, k, np.empty(fastscan.BLOCK, np.uint16),
+            np.zeros(max(1, fastscan.BLOCK // 64), np.uint64),
+            np.zeros(fastscan.FLOOR_BUCKETS + fastscan.SPARE_BUCKETS, np.int32), base[q], scale[q], bias,
+            np.empty(max(fastscan.SAMPLE_ROWS, 16 * k) + fastscan.BLOCK, np.float32))
+        assert -np.inf < floor <= approx[q][ranked[-1]]  # a floor was used, and the k-th best passes it
+
+
+@needs_simd
+@pytest.mark.parametrize("k", [1, 10, 40, 100])
+@pytest.mark.parametrize("filtered", [False, True])
+@pytest.mark.parametrize("parts", [1, 2])
 def test_candidate_scan_from_a_sampled_floor_selects_the_same_rows(k, filtered, parts):
     """A candidate scan of enough blocks starts its reservoir at the score a sample of its blocks'
     k-th best row reaches (fastscan._sample_floor). Its candidates are still the top k by the

@@ -447,7 +447,9 @@ def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off
     (exactly, or by those sums) into the reservoir (bs, bi) (topk.reservoir_offer: blocks may come
     in any order). ``state``: the reservoir's (size, threshold, threshold row, cut), returned
     updated (one tuple: a call of more than 30 arguments compiles to a *args call numba cannot inline).
-    ``floor``: the cut never goes below it (:func:`_sample_floor`; -1.0: none)."""
+    ``floor``: without a bias, the cut never goes below it (:func:`_sample_floor`; -1.0: none);
+    with one, a score no row below which can be among the k best (:func:`_sample_score_floor`;
+    -inf: none), turned into each block's cut with the block's largest bias."""
     size, thr, thr_row, cut = state
     words = masks.shape[0]
     allow_off = b * words if use_mask else 0
@@ -458,8 +460,8 @@ def _scan_block(b, lo, hi, table, packed, width, m, blocked, msq, flat8, lut_off
         if any_allowed == 0:
             return size, thr, thr_row, cut
     block_cut = cut
-    if use_bias and size >= k:
-        block_cut = _cut(thr, base, margin, scale, slack, bias_max, b, True)
+    if use_bias:
+        block_cut = _cut(max(thr, floor) if size >= k else floor, base, margin, scale, slack, bias_max, b, True)
     if not _candidates(blocked, b, msq, flat8, lut_off, block_cut, sums, chunk, masks, allow, allow_off):
         return size, thr, thr_row, cut
     for w in range(words):
@@ -558,6 +560,56 @@ def _sample_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_mask, 
     return floor - 1.0
 
 
+@nb.njit(inline="always", **NJIT)
+def _sample_score_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_mask, k, chunk, masks, counts, base,
+                        scale, bias, scores):
+    """:func:`_sample_floor` for a candidate scan with a bias (an l2 store: score
+    ``float32(base + S / scale) + bias[row]``): a score that at least k sampled rows (admitted,
+    padding excluded) reach, so no row scoring below it is among the k best of blocks b_lo..b_hi;
+    -inf when the sample is too small to say. The sampled rows' scores (computed as the scan
+    computes them, into ``scores``) are counted in FLOOR_BUCKETS equal buckets below the best, and
+    the floor is the lower edge of the bucket holding the k-th best, moved down by far more than
+    float64 rounds the bucket arithmetic. ``counts``: zeros, left zero."""
+    span = min(b_hi, n // BLOCK) - b_lo
+    nsample = min(max(SAMPLE_ROWS, 16 * k) // BLOCK, span // SAMPLE_SHARE)
+    if nsample <= 0 or nsample * BLOCK < 4 * k:
+        return -np.inf
+    stride = span // nsample
+    count = 0
+    hi = -np.inf
+    lo = np.inf
+    for i in range(nsample):
+        b = b_lo + i * stride
+        off = b * masks.shape[0] if use_mask else 0
+        _block_sums(blocked, b * msq * HALF, flat8, lut_off, msq, np.uint16(65535), chunk, masks, allow, off)
+        for t in range(BLOCK):
+            if use_mask and (allow[off + (t >> 6)] >> np.uint64(t & 63)) & np.uint64(1) == 0:
+                continue
+            acc = np.float32(base + np.int64(chunk[t]) / scale)
+            acc += bias[b * BLOCK + t]
+            if acc != acc:  # (a NaN bias: such a row never counts towards k)
+                continue
+            scores[count] = acc
+            count += 1
+            hi = max(hi, np.float64(acc))
+            lo = min(lo, np.float64(acc))
+    if count < k:
+        return -np.inf
+    nb = FLOOR_BUCKETS
+    per = nb / (hi - lo) if hi > lo else 0.0
+    for j in range(count):
+        counts[min(nb - 1, np.int64((hi - np.float64(scores[j])) * per))] += 1
+    bucket = 0
+    above = counts[0]
+    while above < k:
+        bucket += 1
+        above += counts[bucket]
+    counts[:nb] = 0
+    if per == 0.0:
+        return hi - 1e-9 * (1.0 + abs(hi))
+    return hi - (bucket + 1) / per - 1e-9 * (1.0 + abs(hi) + (hi - lo))
+
+
 @nb.njit(**NJIT)
 def scan_parts(nq, n, threads):
     """Row slices of a fast scan of ``nq`` queries over ``n`` rows on ``threads`` threads: at most one
@@ -598,7 +650,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     step = (nblocks + nparts - 1) // nparts
     slice_blocks = max(1, SLICE_ROWS // BLOCK)
     ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
-    sample = not exact and not use_bias and msq <= SQ_PER_PASS
+    sample = not exact and msq <= SQ_PER_PASS
     allow = _filter_words(allowed, use_mask)
     for task in prange(ngroups * nparts):
         p = task % nparts
@@ -608,12 +660,18 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
         chunk = np.empty(BLOCK, dtype=np.uint16)
         masks = np.zeros(max(1, BLOCK // 64), dtype=np.uint64)
         stop = min(p * step + step, nblocks)
-        floors = np.full(q1 - q0, -1.0)
+        floors = np.full(q1 - q0, -np.inf if use_bias else -1.0)
         if sample:
             counts = np.zeros(FLOOR_BUCKETS + SPARE_BUCKETS, dtype=np.int32)
+            scores = np.empty(max(SAMPLE_ROWS, 16 * k) + BLOCK, dtype=np.float32) if use_bias else np.empty(0, np.float32)
             for q in range(q0, q1):
-                floors[q - q0] = _sample_floor(blocked, p * step, stop, n, msq, flat8, q * msq * HALF, allow,
-                                               use_mask, k, chunk, masks, counts, base[q], scale[q])
+                if use_bias:
+                    floors[q - q0] = _sample_score_floor(blocked, p * step, stop, n, msq, flat8, q * msq * HALF,
+                                                         allow, use_mask, k, chunk, masks, counts, base[q], scale[q],
+                                                         bias, scores)
+                else:
+                    floors[q - q0] = _sample_floor(blocked, p * step, stop, n, msq, flat8, q * msq * HALF, allow,
+                                                   use_mask, k, chunk, masks, counts, base[q], scale[q])
         for s0 in range(p * step, stop, slice_blocks):
             s1 = min(s0 + slice_blocks, stop)
             for q in range(q0, q1):
@@ -673,6 +731,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     nparts = max(1, min(nparts, nq))
     per = (nq + nparts - 1) // nparts
     allow = _filter_words(allowed, use_mask)
+    no_floor = -np.inf if use_bias else -1.0  # (see _scan_block)
     part_s, part_i, sizes, thresholds = partial_tops(1, nq, k)
     threshold_rows = np.full(nq, TIES_ADMITTED, dtype=np.int64)
     for p in prange(nparts):
@@ -693,7 +752,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
             size = sizes[0, q]
             thr = thresholds[0, q]
             thr_row = threshold_rows[q]
-            cut = _reservoir_cut(size, thr, k, base[q], margin[q], scale[q], slack, bias_max, -1.0)
+            cut = _reservoir_cut(size, thr, k, base[q], margin[q], scale[q], slack, bias_max, no_floor)
             bs = part_s[0, q]
             bi = part_i[0, q]
             table = lut[q]
@@ -701,7 +760,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
                 size, thr, thr_row, cut = _scan_block(b, lo, stop, table, packed, width, m, blocked, msq, flat8,
                                                       q * msq * HALF, base[q], scale[q], margin[q], slack, bias,
                                                       bias_max, use_bias, allow, use_mask, sums, chunk, masks, bs,
-                                                      bi, (size, thr, thr_row, cut), k, exact, -1.0)
+                                                      bi, (size, thr, thr_row, cut), k, exact, no_floor)
             sizes[0, q] = size
             thresholds[0, q] = thr
             threshold_rows[q] = thr_row
