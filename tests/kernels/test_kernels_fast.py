@@ -151,74 +151,47 @@ def test_quantised_scan_without_simd_selects_the_fast_scans_candidates(rng, n, m
 @pytest.mark.parametrize("k", [1, 10, 40, 100])
 @pytest.mark.parametrize("filtered", [False, True])
 @pytest.mark.parametrize("parts", [1, 2])
-def test_candidate_scan_with_a_bias_from_a_sampled_floor_selects_the_same_rows(k, filtered, parts):
-    """With a bias (an l2 store) the floor is a score (fastscan._sample_score_floor): the
-    candidates are still the top k of float32(base + S / scale) + bias, ties to the lower row, row
-    for row against a stable sort: integer tables and biases tie everywhere, and a second query's
-    nearly constant tables make different sums round to one float32."""
-    rng = np.random.default_rng(k + 7)
-    n, m = 20_000 + 37, 16
-    codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
-    packed = pack_nibbles(codes)
-    lut = np.stack([rng.integers(-3, 4, (m, 16)).astype(np.float32),
-                    (1.0 + 2.0 ** -20 * rng.integers(0, 8, (m, 16))).astype(np.float32)])
-    bias = -rng.integers(0, 3, n).astype(np.float32)
-    allow = rng.random(n) < 0.3 if filtered else np.ones(n, dtype=bool)
-    blocked = fastscan.to_blocked(packed, m)
-    lut8, base, scale, margin = fastscan.quantize_tables(lut)
-    allowed = fastscan.block_allow(allow.astype(np.uint8), n) if filtered else fastscan.ALL_ROWS_ALLOWED
-    scores, rows = fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias,
-                                          fastscan.block_max(bias, n), allowed, k, parts, False)
-    approx = _quantised_scores(lut, codes) + bias
-    for q in range(2):
-        ranked = np.flatnonzero(allow)[np.argsort(-approx[q][allow], kind="stable")][:k]
-        np.testing.assert_array_equal(rows[q], ranked)
-        np.testing.assert_array_equal(scores[q], approx[q][ranked])
-        msq = fastscan.padded_subquantizers(m)
-        floor = fastscan._sample_score_floor(
-            blocked, 0, -(-n // fastscan.BLOCK), n, msq, lut8.reshape(-1), q * msq * fastscan.HALF,
-            fastscan._filter_words(allowed, filtered), filtered, k, np.empty(fastscan.BLOCK, np.uint16),
-            np.zeros(max(1, fastscan.BLOCK // 64), np.uint64),
-            np.zeros(fastscan.FLOOR_BUCKETS + fastscan.SPARE_BUCKETS, np.int32), base[q], scale[q], bias,
-            np.empty(max(fastscan.SAMPLE_ROWS, 16 * k) + fastscan.BLOCK, np.float32))
-        assert -np.inf < floor <= approx[q][ranked[-1]]  # a floor was used, and the k-th best passes it
-
-
-@needs_simd
-@pytest.mark.parametrize("k", [1, 10, 40, 100])
-@pytest.mark.parametrize("filtered", [False, True])
-@pytest.mark.parametrize("parts", [1, 2])
-def test_candidate_scan_from_a_sampled_floor_selects_the_same_rows(k, filtered, parts):
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_candidate_scan_from_a_sampled_floor_selects_the_same_rows(k, filtered, parts, with_bias):
     """A candidate scan of enough blocks starts its reservoir at the score a sample of its blocks'
-    k-th best row reaches (fastscan._sample_floor). Its candidates are still the top k by the
-    quantised scores, ties to the lower row: row for row against a stable sort, with ties
-    everywhere (three code values, integer tables), and with a query whose tables are nearly
-    constant, so that different integer sums round to the same float32 score."""
-    rng = np.random.default_rng(k)
+    k-th best row reaches (fastscan._sample_floor; with a bias, an l2 store, a score floor:
+    fastscan._sample_score_floor). Its candidates are still the top k by the quantised scores
+    (float32(base + S / scale), + bias), ties to the lower row: row for row against a stable sort,
+    with ties everywhere (three code values, integer tables and biases), and with a query whose
+    tables are nearly constant, so that different integer sums round to the same float32 score."""
+    rng = np.random.default_rng(k + 7 if with_bias else k)
     n, m = 20_000 + 37, 16
     codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
     packed = pack_nibbles(codes)
     lut = np.stack([rng.integers(-3, 4, (m, 16)).astype(np.float32),
                     (1.0 + 2.0 ** -20 * rng.integers(0, 8, (m, 16))).astype(np.float32)])
+    bias = -rng.integers(0, 3, n).astype(np.float32) if with_bias else EMPTY
     allow = rng.random(n) < 0.3 if filtered else np.ones(n, dtype=bool)
     blocked = fastscan.to_blocked(packed, m)
     lut8, base, scale, margin = fastscan.quantize_tables(lut)
     allowed = fastscan.block_allow(allow.astype(np.uint8), n) if filtered else fastscan.ALL_ROWS_ALLOWED
-    scores, rows = fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, EMPTY, np.empty(0),
-                                          allowed, k, parts, False)
-    approx = _quantised_scores(lut, codes)
+    bias_max = fastscan.block_max(bias, n) if with_bias else np.empty(0)
+    scores, rows = fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed,
+                                          k, parts, False)
+    approx = _quantised_scores(lut, codes) + (bias if with_bias else 0)
+    msq = fastscan.padded_subquantizers(m)
+    sample = (blocked, 0, -(-n // fastscan.BLOCK), n, msq, lut8.reshape(-1))
+    scratch = (fastscan._filter_words(allowed, filtered), filtered, k, np.empty(fastscan.BLOCK, np.uint16),
+               np.zeros(max(1, fastscan.BLOCK // 64), np.uint64),
+               np.zeros(fastscan.FLOOR_BUCKETS + fastscan.SPARE_BUCKETS, np.int32))
     for q in range(2):
         ranked = np.flatnonzero(allow)[np.argsort(-approx[q][allow], kind="stable")][:k]
         np.testing.assert_array_equal(rows[q], ranked)
         np.testing.assert_array_equal(scores[q], approx[q][ranked])
-        chunk, masks = np.empty(fastscan.BLOCK, np.uint16), np.zeros(max(1, fastscan.BLOCK // 64), np.uint64)
-        floor = fastscan._sample_floor(blocked, 0, -(-n // fastscan.BLOCK), n, fastscan.padded_subquantizers(m),
-                                       lut8.reshape(-1), q * fastscan.padded_subquantizers(m) * fastscan.HALF,
-                                       fastscan._filter_words(allowed, filtered), filtered, k, chunk, masks,
-                                       np.zeros(fastscan.FLOOR_BUCKETS + fastscan.SPARE_BUCKETS, np.int32),
-                                       base[q], scale[q])
-        if q == 0:
-            assert floor > 0  # the scan above started from a floor
+        if with_bias:
+            floor = fastscan._sample_score_floor(*sample, q * msq * fastscan.HALF, *scratch, base[q], scale[q], bias,
+                                                 np.empty(max(fastscan.SAMPLE_ROWS, 16 * k) + fastscan.BLOCK,
+                                                          np.float32))
+            assert -np.inf < floor <= approx[q][ranked[-1]]  # a floor was used, and the k-th best passes it
+        else:
+            floor = fastscan._sample_floor(*sample, q * msq * fastscan.HALF, *scratch, base[q], scale[q])
+            if q == 0:
+                assert floor > 0  # the scan above started from a floor
 
 
 @needs_simd

@@ -434,7 +434,8 @@ def _reservoir_cut(size, thr, k, base, margin, scale, slack, bias_max, floor):
     """The cut a scan holds for a reservoir of ``size`` rows and threshold ``thr``: ``floor``
     (:func:`_sample_floor`, or -1.0: every row) until it holds k rows, then :func:`_cut` of its
     threshold, never below ``floor``. What a scan resumes a reservoir with and what it updates after
-    each admission."""
+    each admission. (A scan with a bias reads none of it: each block's cut comes from the threshold
+    and the score floor with the block's largest bias, :func:`_scan_block`.)"""
     if size < k:
         return floor
     return max(_cut(thr, base, margin, scale, slack, bias_max, 0, False), floor)
@@ -512,6 +513,25 @@ def prefetch_filter(allowed):
 
 
 @nb.njit(inline="always", **NJIT)
+def _sample_blocks(b_lo, b_hi, n, k):
+    """(how many, stride) of the blocks of b_lo..b_hi a floor is sampled from (whole blocks only: a
+    partial block's padding rows are not rows): SAMPLE_ROWS or 16 per candidate, at most
+    1 / SAMPLE_SHARE of them; (0, 0) when that is too few to say anything of the k best."""
+    span = min(b_hi, n // BLOCK) - b_lo
+    nsample = min(max(SAMPLE_ROWS, 16 * k) // BLOCK, span // SAMPLE_SHARE)
+    if nsample <= 0 or nsample * BLOCK < 4 * k:
+        return 0, 0
+    return nsample, span // nsample
+
+
+@nb.njit(inline="always", **NJIT)
+def _no_floor(use_bias):
+    """The floor a scan starts from without a sample (:func:`_scan_block`): -1.0, every row, as a
+    cut; -inf as a score, with a bias."""
+    return -np.inf if use_bias else -1.0
+
+
+@nb.njit(inline="always", **NJIT)
 def _sample_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_mask, k, chunk, masks, counts, base,
                   scale):
     """A cut (rows with integer sums above it) that every one of the k best rows of blocks
@@ -530,11 +550,9 @@ def _sample_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_mask, 
     before (a 10% filter's scan of one 384-d query took 1.4 us longer than an unfiltered one; the
     same time so).
     ``counts``: FLOOR_BUCKETS + SPARE_BUCKETS zeros, left zero."""
-    span = min(b_hi, n // BLOCK) - b_lo  # whole blocks only: a partial block's padding rows are not rows
-    nsample = min(max(SAMPLE_ROWS, 16 * k) // BLOCK, span // SAMPLE_SHARE)
-    if nsample <= 0 or nsample * BLOCK < 4 * k:
-        return -1.0
-    stride = span // nsample
+    nsample, stride = _sample_blocks(b_lo, b_hi, n, k)
+    if nsample == 0:
+        return _no_floor(False)
     top = 0
     for i in range(nsample):
         b = b_lo + i * stride
@@ -552,7 +570,7 @@ def _sample_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_mask, 
     counts[:top + 1] = 0
     counts[FLOOR_BUCKETS:] = 0
     if above < k:
-        return -1.0
+        return _no_floor(False)
     floor = bucket << FLOOR_SHIFT
     score = np.float32(base + floor / scale)
     while floor > 0 and np.float32(base + (floor - 1) / scale) == score:
@@ -570,11 +588,9 @@ def _sample_score_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_
     computes them, into ``scores``) are counted in FLOOR_BUCKETS equal buckets below the best, and
     the floor is the lower edge of the bucket holding the k-th best, moved down by far more than
     float64 rounds the bucket arithmetic. ``counts``: zeros, left zero."""
-    span = min(b_hi, n // BLOCK) - b_lo
-    nsample = min(max(SAMPLE_ROWS, 16 * k) // BLOCK, span // SAMPLE_SHARE)
-    if nsample <= 0 or nsample * BLOCK < 4 * k:
-        return -np.inf
-    stride = span // nsample
+    nsample, stride = _sample_blocks(b_lo, b_hi, n, k)
+    if nsample == 0:
+        return _no_floor(True)
     count = 0
     hi = -np.inf
     lo = np.inf
@@ -594,7 +610,7 @@ def _sample_score_floor(blocked, b_lo, b_hi, n, msq, flat8, lut_off, allow, use_
             hi = max(hi, np.float64(acc))
             lo = min(lo, np.float64(acc))
     if count < k:
-        return -np.inf
+        return _no_floor(True)
     nb = FLOOR_BUCKETS
     per = nb / (hi - lo) if hi > lo else 0.0
     for j in range(count):
@@ -660,7 +676,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
         chunk = np.empty(BLOCK, dtype=np.uint16)
         masks = np.zeros(max(1, BLOCK // 64), dtype=np.uint64)
         stop = min(p * step + step, nblocks)
-        floors = np.full(q1 - q0, -np.inf if use_bias else -1.0)
+        floors = np.full(q1 - q0, _no_floor(use_bias))
         if sample:
             counts = np.zeros(FLOOR_BUCKETS + SPARE_BUCKETS, dtype=np.int32)
             scores = np.empty(max(SAMPLE_ROWS, 16 * k) + BLOCK, dtype=np.float32) if use_bias else np.empty(0, np.float32)
@@ -731,7 +747,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     nparts = max(1, min(nparts, nq))
     per = (nq + nparts - 1) // nparts
     allow = _filter_words(allowed, use_mask)
-    no_floor = -np.inf if use_bias else -1.0  # (see _scan_block)
+    no_floor = _no_floor(use_bias)
     part_s, part_i, sizes, thresholds = partial_tops(1, nq, k)
     threshold_rows = np.full(nq, TIES_ADMITTED, dtype=np.int64)
     for p in prange(nparts):
