@@ -104,7 +104,7 @@ class View:
         """Rows of part ``index`` that are not deleted (None: all of them)."""
         if self.dead[index].shape[0] == 0:
             return None
-        return np.flatnonzero(~np.isin(np.asarray(self.parts[index].ids), self.dead[index]))
+        return np.flatnonzero(~self.parts[index].id_mask(self.dead[index]))
 
     @property
     def live_ids(self) -> np.ndarray:
