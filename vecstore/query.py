@@ -84,15 +84,22 @@ class FilteredSearchResult(SearchResult):
     """
 
     def __new__(cls, distances, ids, strategies=(), allowed=0):
-        self = tuple.__new__(cls, (distances, ids))  # (SearchResult's own __new__ cost a filtered query 0.1 us)
-        self.strategies = tuple(strategies)
-        self.allowed = int(allowed)
-        return self
+        return filtered_result((distances, ids), tuple(strategies), int(allowed))
 
     @property
     def strategy(self) -> str:
         """The one strategy of every part that admitted a row (or "none"), joined by "+" if they differ."""
         return _joined(self.strategies)
+
+
+def filtered_result(pair: tuple, strategies: tuple, allowed: int) -> FilteredSearchResult:
+    """A FilteredSearchResult of a kernel's ``(distances, ids)``: the filtered search's one result
+    object, made without namedtuple's argument handling (a filtered query once made a SearchResult,
+    then this: 0.45 us, now 0.17)."""
+    result = tuple.__new__(FilteredSearchResult, pair)
+    result.strategies = strategies
+    result.allowed = allowed
+    return result
 
 
 def _joined(strategies) -> str:

@@ -199,14 +199,16 @@ def test_filtered_fused_equals_the_separate_kernels(store, monkeypatch, plan, ad
     mask[rng.choice(N, admitted, replace=False)] = True
     allow = RowMask(mask)
     xq = prepare_queries(rng.standard_normal((nq, DIM)), DIM, store.metric)
-    separate, strategy = base.search_allowed(xq, k, plan, allow)
+    separate = base.search_allowed(xq, k, plan, allow)
+    (strategy,) = separate.strategies
     # the fused path must not fall back to the separate kernels (but "none" has nothing to scan)
     with monkeypatch.context() as m:
         m.setattr(type(base), "search_allowed", lambda *a, **kw: pytest.fail("took the separate path"))
         if admitted == 0:
             m.undo()
-        fused, fused_strategy = prepared.search_allowed(xq, k, allow)
-    assert fused_strategy == strategy
+        fused = prepared.search_allowed(xq, k, allow)
+    assert fused.strategies == (strategy,)
+    assert fused.allowed == separate.allowed == admitted
     assert strategy == ("none" if admitted == 0 else "exact" if admitted <= 37 and plan.rescore
                         else "filtered-scan" if plan.rescore is None else "filtered-two-stage")
     np.testing.assert_array_equal(fused.ids, separate.ids)
@@ -282,9 +284,10 @@ def test_filtered_dense_scans_equal_the_separate_kernels(store, plan, admitted, 
     mask[rng.choice(N, admitted, replace=False)] = True
     allow = RowMask(mask)
     xq = prepare_queries(rng.standard_normal((nq, DIM)), DIM, store.metric)
-    separate, strategy = base.search_allowed(xq, k, plan, allow)
-    fused, fused_strategy = prepared.search_allowed(xq, k, allow)
-    assert fused_strategy == strategy
+    separate = base.search_allowed(xq, k, plan, allow)
+    (strategy,) = separate.strategies
+    fused = prepared.search_allowed(xq, k, allow)
+    assert fused.strategies == (strategy,) and fused.allowed == admitted
     np.testing.assert_array_equal(fused.ids, separate.ids)
     np.testing.assert_array_equal(fused.distances, separate.distances)
 

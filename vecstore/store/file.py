@@ -23,7 +23,7 @@ from ..filters import Column
 from ..filters.columns import column_from_arrays
 from ..filters.strategy import choose_strategy
 from ..plan import Plan, default_plan
-from ..query import SearchResult, empty_result
+from ..query import FilteredSearchResult, SearchResult, empty_result, filtered_result
 from .closing import ClosesOnExit
 from .masks import RowMask
 from .tier import Tier, open_tier
@@ -191,15 +191,15 @@ class StoreFile(ClosesOnExit):
         return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq))
 
     def search_allowed(self, xq: np.ndarray, k: int, plan: Plan, allow: RowMask,
-                       nprobe: int | None = None) -> tuple[SearchResult, str]:
-        """Top-k of validated queries among the rows ``allow`` admits, and the strategy used
-        (:meth:`allowed_strategy`): few allowed rows are scored exactly on the plan's fine tier;
+                       nprobe: int | None = None) -> FilteredSearchResult:
+        """Top-k of validated queries among the rows ``allow`` admits, with the strategy used
+        (:meth:`allowed_strategy`) and the admitted count: few allowed rows are scored exactly on the plan's fine tier;
         otherwise the plan's tier is scanned with the mask and, for a two-stage plan, its best
         ``k * oversample`` allowed rows are rescored. Fewer than k allowed: those, padded. (One to
         four queries usually take the fused path instead: vecstore.store.prepared.)"""
         kk, strategy = self.allowed_strategy(k, plan, allow.allowed)
         if kk == 0:
-            return empty_result(xq.shape[0], k, self.metric), strategy
+            return filtered_result(empty_result(xq.shape[0], k, self.metric), (strategy,), allow.allowed)
         mask = allow.mask
         if strategy == "exact":
             scores, rows = self.tier(plan.rescore or plan.tier).scan_allowed(xq, kk, mask, allow.rows())
@@ -212,7 +212,7 @@ class StoreFile(ClosesOnExit):
             _, candidates = self.tier(plan.tier).scan_allowed(xq, width, mask, candidates=True, nprobe=nprobe,
                                                               any_order=True)
             scores, rows = self.tier(plan.rescore).rescore(xq, candidates, kk)
-        return SearchResult(*dispatch.finish(scores, rows, self.ids, k, self.metric, xq)), strategy
+        return filtered_result(dispatch.finish(scores, rows, self.ids, k, self.metric, xq), (strategy,), allow.allowed)
 
     def allowed_strategy(self, k: int, plan: Plan, allowed: int) -> tuple[int, str]:
         """(results to find, min(k, allowed); the strategy, vecstore.filters.strategy) of a

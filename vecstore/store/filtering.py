@@ -17,7 +17,7 @@ from ..filters import Column, check_names, compile_filter, concat, encode_fields
 from ..filters.columns import TYPES
 from ..ingest import int64_ids
 from ..plan import Plan
-from ..query import FilteredSearchResult, merge_results
+from ..query import FilteredSearchResult, filtered_result, merge_results
 from .file import StoreFile
 from .masks import RowMask
 from .view import View
@@ -102,15 +102,10 @@ def search_masked(view: View, xq: np.ndarray, k: int, plan: Plan, masks: list[Ro
                   nprobe: int | None = None) -> FilteredSearchResult:
     """Each part's top-k among its mask's rows (PreparedPlan.search_allowed), merged."""
     if len(masks) == 1:
-        result, strategy = view.prepared(plan).search_allowed(xq, k, masks[0], nprobe)
-        return FilteredSearchResult(result.distances, result.ids, (strategy,), masks[0].allowed)
-    results, strategies = [], []
-    for i, mask in enumerate(masks):
-        result, strategy = view.prepared(plan, i).search_allowed(xq, k, mask, nprobe)
-        results.append(result)
-        strategies.append(strategy)
-    merged = results[0] if len(results) == 1 else merge_results(results, k, view.base.metric)
-    return FilteredSearchResult(merged.distances, merged.ids, strategies, sum(m.allowed for m in masks))
+        return view.prepared(plan).search_allowed(xq, k, masks[0], nprobe)
+    results = [view.prepared(plan, i).search_allowed(xq, k, mask, nprobe) for i, mask in enumerate(masks)]
+    merged = merge_results(results, k, view.base.metric)
+    return filtered_result(merged, tuple(r.strategies[0] for r in results), sum(r.allowed for r in results))
 
 
 # -- writing fields -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..filters.strategy import choose_strategy
 from ..kernels import dispatch
 from ..kernels.dispatch import K
 from ..plan import Plan
-from ..query import SearchResult, empty_result
+from ..query import FilteredSearchResult, SearchResult, empty_result, filtered_result
 from .file import StoreFile
 from .masks import RowMask
 from .tier import Tier
@@ -101,15 +101,15 @@ class PreparedPlan:
         if kk == 0:
             return empty_result(xq.shape[0], k, self.file.metric)
         if self.fine is None and dispatch.by_numpy(self.coarse.layout, xq.shape[0], count, self.coarse.codes.shape[1]):
-            return self._search_numpy(xq, k, kk)
+            return SearchResult._make(self._search_numpy(xq, k, kk))
         if (self._dense_layout is not None and xq.shape[0] <= FUSED_MAX_QUERIES
                 and xq.shape[0] * count * self.coarse.codes.shape[1] < dispatch.SERIAL_WORK and self.dense is not None):
-            return self._search_dense(xq, k, kk)
+            return SearchResult._make(self._search_dense(xq, k, kk))
         if self.fused_lists and xq.shape[0] <= FUSED_MAX_QUERIES:
-            return self._search_ivf_pq4(xq, k, kk, nprobe)
+            return SearchResult._make(self._search_ivf_pq4(xq, k, kk, nprobe))
         if not self.fused or xq.shape[0] > FUSED_MAX_QUERIES:
             return self.file.search_plan(xq, k, self.plan, nprobe)
-        return self._search_pq4(xq, k, kk, self._width(kk, count), K.fastscan.ALL_ROWS_ALLOWED)
+        return SearchResult._make(self._search_pq4(xq, k, kk, self._width(kk, count), K.fastscan.ALL_ROWS_ALLOWED))
 
     def _width(self, kk: int, rows: int) -> int:
         """Candidates the scan keeps: ``ceil(kk x oversample)`` of at most ``rows`` for a two-stage
@@ -126,28 +126,27 @@ class PreparedPlan:
             fine_codes = self.fine.dense_codes()
         return (coarse_q, bias, fine_q, fine_codes, fine_bias, const, *self._norms(xq))
 
-    def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> SearchResult:
+    # The kernel wrappers below return the compiled call's (distances, ids); the caller makes the result.
+
+    def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> tuple:
         coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
         threads = dispatch.fast_scan_threads(xq.shape[0], self.coarse.codes)
-        distances, ids = K.fused.search_pq4(coarse_q, self.codebooks, self.books_t, self.blocked, self.coarse.codes,
+        return K.fused.search_pq4(coarse_q, self.codebooks, self.books_t, self.blocked, self.coarse.codes,
                                             bias, self.bias_max, width, threads, fine_q, fine_codes, self.fine_layout,
-                                            fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
-        return SearchResult(distances, ids)
+                                  fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
 
-    def _search_ivf_pq4(self, xq: np.ndarray, k: int, kk: int, nprobe: int | None) -> SearchResult:
+    def _search_ivf_pq4(self, xq: np.ndarray, k: int, kk: int, nprobe: int | None) -> tuple:
         """An inverted-file 4-bit tier's fused search: the lists probed here (list scores by BLAS),
         everything from the tables to the ids in one compiled call (kernels/fused.py)."""
         ranges, order = self.coarse.probe_in_order(xq, self.coarse.check_nprobe(nprobe))
         coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
-        distances, ids = K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.books_t, self.blocked,
-                                                self.coarse.codes, bias, self.bias_max, ranges, order, self.rows_of,
-                                                self._width(kk, self.file.count),
-                                                dispatch.SERIAL_WORK, fine_q, fine_codes, self.fine_layout, fine_bias,
-                                                const, kk, k, self.file.ids, l2, qnorms)
-        return SearchResult(distances, ids)
+        return K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.books_t, self.blocked, self.coarse.codes, bias,
+                                      self.bias_max, ranges, order, self.rows_of, self._width(kk, self.file.count),
+                                      dispatch.SERIAL_WORK, fine_q, fine_codes, self.fine_layout, fine_bias, const, kk, k,
+                                      self.file.ids, l2, qnorms)
 
     def search_allowed(self, xq: np.ndarray, k: int, allow: RowMask,
-                       nprobe: int | None = None) -> tuple[SearchResult, str]:
+                       nprobe: int | None = None) -> FilteredSearchResult:
         """:meth:`StoreFile.search_allowed` (the same strategy, the same results bit for bit): one to
         four queries take one compiled call: the 4-bit scan with the filter's block bits
         (kernels/fused.py:search_pq4, the unfiltered search's kernel), or the exact scan of the
@@ -157,34 +156,34 @@ class PreparedPlan:
         strategy = choose_strategy(allow.allowed, kk, self.file.dim, self.plan, self.scan_work)
         if kk > 0 and xq.shape[0] <= FUSED_MAX_QUERIES:
             if strategy == "exact" and self.fine_rows is not None:
-                return self._search_rows(self.fine, self.fine_rows, xq, k, kk, allow.rows()), strategy
-            if strategy == "filtered-scan" and self.coarse_rows is not None:
-                return self._search_rows(self.coarse, self.coarse_rows, xq, k, kk, allow.rows()), strategy
-            if strategy != "exact" and self.fused:
-                return self._search_pq4(xq, k, kk, self._width(kk, allow.allowed), allow.blocks()), strategy
+                pair = self._search_rows(self.fine, self.fine_rows, xq, k, kk, allow.rows())
+            elif strategy == "filtered-scan" and self.coarse_rows is not None:
+                pair = self._search_rows(self.coarse, self.coarse_rows, xq, k, kk, allow.rows())
+            elif strategy != "exact" and self.fused:
+                pair = self._search_pq4(xq, k, kk, self._width(kk, allow.allowed), allow.blocks())
+            else:
+                return self.file.search_allowed(xq, k, self.plan, allow, nprobe)
+            return filtered_result(pair, (strategy,), allow.allowed)
         return self.file.search_allowed(xq, k, self.plan, allow, nprobe)
 
-    def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
+    def _search_dense(self, xq: np.ndarray, k: int, kk: int) -> tuple:
         folded, const, bias = self.coarse.fold(xq)
         l2, qnorms = self._norms(xq)
         # small work (see search): one thread, set by the compiled call
-        distances, ids = self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
-                                    dispatch.default_parts(self.file.count, kk, 1), 1)
-        return SearchResult(distances, ids)
+        return self.dense(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms,
+                          dispatch.default_parts(self.file.count, kk, 1), 1)
 
-    def _search_numpy(self, xq: np.ndarray, k: int, kk: int) -> SearchResult:
+    def _search_numpy(self, xq: np.ndarray, k: int, kk: int) -> tuple:
         folded, const, bias = self.coarse.fold(xq)
         l2, qnorms = self._norms(xq)
-        return SearchResult(*dispatch.search_dense_numpy(folded, self.coarse.codes, bias, const, kk, k, self.file.ids,
-                                                         l2, qnorms))
+        return dispatch.search_dense_numpy(folded, self.coarse.codes, bias, const, kk, k, self.file.ids, l2, qnorms)
 
-    def _search_rows(self, tier: Tier, kernel, xq: np.ndarray, k: int, kk: int, rows: np.ndarray) -> SearchResult:
+    def _search_rows(self, tier: Tier, kernel, xq: np.ndarray, k: int, kk: int, rows: np.ndarray) -> tuple:
         """``rows`` of a dense ``tier`` scored exactly by ``kernel`` (fused.SEARCH_DENSE_ROWS), with
         the threads and row slices dispatch.scan_dense_rows gives a batch this small."""
         folded, const, bias = tier.fold(xq)
         codes = tier.dense_codes()
         l2, qnorms = self._norms(xq)
         threads = dispatch.serial_threads(xq.shape[0] * rows.shape[0] * codes.shape[1])
-        distances, ids = kernel(folded, codes, bias, rows, const, kk, k, self.file.ids, l2, qnorms,
-                                dispatch.default_parts(rows.shape[0], kk, threads), threads)
-        return SearchResult(distances, ids)
+        return kernel(folded, codes, bias, rows, const, kk, k, self.file.ids, l2, qnorms,
+                      dispatch.default_parts(rows.shape[0], kk, threads), threads)
