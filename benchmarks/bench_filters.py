@@ -107,10 +107,7 @@ def main(argv=None) -> None:
     from vecstore.bench import script
 
     args = parse_args(argv)
-    script.pin_environment(args.threads, fix_blas_core=not args.keep_blas_core)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    threads, log, ds = script.start(args)
-    load_start = list(os.getloadavg())
+    threads, log, ds, load_start = script.start_timed(args)
 
     import faiss
 
@@ -258,6 +255,8 @@ def main(argv=None) -> None:
 
 
 def markdown(r: dict) -> str:
+    from vecstore.bench.script import load_text
+
     tier, rescore, over = r["plan"]
     lines = [
         f"# Filtered search: {r['dataset']} ({r['n']} x {r['dim']}), k = {r['k']}",
@@ -299,12 +298,8 @@ def markdown(r: dict) -> str:
               f"{r['predicate_big_ms']:.1f} ms over {r['predicate_big_rows']:,} generated rows.", "",
               f"Build {r['build_s']:.1f} s, compress {r['compress_s']:.1f} s. Machine: "
               f"{r['machine'].get('cpu_model', '')}; load average (1, 5, 15 min) at the start "
-              f"{_loads(r.get('load_start'))}, at the end {_loads(r['machine'].get('load_average'))}."]
+              f"{load_text(r.get('load_start'))}, at the end {load_text(r['machine'].get('load_average'))}."]
     return "\n".join(lines) + "\n"
-
-
-def _loads(values) -> str:
-    return "?" if not values else ", ".join(f"{v:.2f}" for v in values)
 
 
 if __name__ == "__main__":

@@ -590,9 +590,9 @@ class Bench:
         def pq_kernels(c):
             start = (c * chunk) % nq
             stop = min(start + chunk, nq)
-            _loop_search_pq4(start, stop, coarse_q, prep.codebooks, prep.books_t, prep.blocked, prep.coarse.codes,
-                             bias, prep.bias_max, width, threads, fine_q, fine_codes, prep.fine_layout, fine_bias,
-                             const, K, K, prep.file.ids, False, qnorms)
+            _loop_search_pq4(start, stop, coarse_q, prep.codebooks, prep.books_t, prep.fast.blocked, prep.coarse.codes,
+                             bias, prep.fast.bias_max, prep.fast.bias_gaps, prep.fast.gap_unit, width, threads, fine_q,
+                             fine_codes, prep.fine_layout, fine_bias, const, K, K, prep.file.ids, False, qnorms)
 
         rows = [xq[i:i + 1] for i in range(nq)]
         # -- text: bench_text's titles store and gloss queries
@@ -711,8 +711,8 @@ def _kernels():
     from vecstore.kernels.fused import search_pq4
 
     @nb.njit(nogil=True)
-    def loop_search_pq4(start, stop, coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, width, threads,
-                        fine_q, fine_codes, fine_layout, fine_bias, const, kk, k, ids, l2, qnorms):
+    def loop_search_pq4(start, stop, coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, bias_gaps, gap_unit,
+                        width, threads, fine_q, fine_codes, fine_layout, fine_bias, const, kk, k, ids, l2, qnorms):
         # one query at a time through C-contiguous buffers, as store.search passes it
         cq = np.empty((1, coarse_q.shape[1]), dtype=coarse_q.dtype)
         fq = np.empty((1, fine_q.shape[1]), dtype=fine_q.dtype)
@@ -721,7 +721,7 @@ def _kernels():
             cq[0, :] = coarse_q[i]
             fq[0, :] = fine_q[i]
             c1[0] = const[i]
-            search_pq4(cq, codebooks, books_t, blocked, packed, bias, bias_max, width, threads, fq,
+            search_pq4(cq, codebooks, books_t, blocked, packed, bias, bias_max, bias_gaps, gap_unit, width, threads, fq,
                        fine_codes, fine_layout, fine_bias, c1, kk, k, ids, l2, qnorms, ALL_ROWS_ALLOWED)
 
     @nb.njit(nogil=True)

@@ -32,10 +32,9 @@ def assert_same_top_k(scores, rows, ref_scores_all, k):
 
 def fast_scan(lut, packed, bias, k, parts, exact=True):
     blocked = fastscan.to_blocked(packed, lut.shape[1])
-    bias_max = fastscan.block_max(bias, packed.shape[0]) if bias.shape[0] else np.empty(0)
     tables = fastscan.quantize_tables(lut)
-    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, k, parts,
-                                  exact)
+    return fastscan.scan_pq4_fast(lut, *tables, blocked, packed, bias, *fastscan.bias_bounds(bias, packed.shape[0]),
+                                  fastscan.ALL_ROWS_ALLOWED, k, parts, exact)
 
 
 def test_blocked_layout_follows_the_documented_byte_order(rng):
@@ -170,9 +169,8 @@ def test_candidate_scan_from_a_sampled_floor_selects_the_same_rows(k, filtered, 
     blocked = fastscan.to_blocked(packed, m)
     lut8, base, scale, margin = fastscan.quantize_tables(lut)
     allowed = fastscan.block_allow(allow.astype(np.uint8), n) if filtered else fastscan.ALL_ROWS_ALLOWED
-    bias_max = fastscan.block_max(bias, n) if with_bias else np.empty(0)
-    scores, rows = fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed,
-                                          k, parts, False)
+    scores, rows = fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias,
+                                          *fastscan.bias_bounds(bias, n), allowed, k, parts, False)
     approx = _quantised_scores(lut, codes) + (bias if with_bias else 0)
     msq = fastscan.padded_subquantizers(m)
     sample = (blocked, 0, -(-n // fastscan.BLOCK), n, msq, lut8.reshape(-1))
@@ -226,14 +224,13 @@ def test_fast_scan_with_flat_tables_and_tiny_ranges(rng):
 
 def _tied_tier(rng, n, m, nq, with_bias):
     """A 4-bit tier of codes 0-2 and small integer tables (ties everywhere: positions decide them),
-    as scan_pq4_lists takes it: (lut, quantised tables, blocked, packed, bias, bias_max)."""
+    as scan_pq4_lists takes it: (lut, quantised tables, blocked, packed, bias, its bounds)."""
     codes = rng.integers(0, 3, (n, m)).astype(np.uint8)
     packed = pack_nibbles(codes)
     lut = rng.integers(-2, 3, (nq, m, 16)).astype(np.float32)
     bias = (-rng.integers(0, 3, n)).astype(np.float32) if with_bias else EMPTY
     blocked = fastscan.to_blocked(packed, m)
-    bias_max = fastscan.block_max(bias, n) if with_bias else np.empty(0)
-    return lut, fastscan.quantize_tables(lut), blocked, packed, bias, bias_max
+    return lut, fastscan.quantize_tables(lut), blocked, packed, bias, fastscan.bias_bounds(bias, n)
 
 
 @needs_simd
@@ -244,11 +241,11 @@ def test_list_scan_in_any_order_selects_the_best_first_rows(rng, exact, with_bia
     per query the rows and scores of the best-first scan, in another order, padding last. Small
     integer tables tie constantly, so ties to the lower position decide the cut."""
     n, m, nq, k = 3000, 6, 5, 200
-    lut, tables, blocked, packed, bias, bias_max = _tied_tier(rng, n, m, nq, with_bias)
+    lut, tables, blocked, packed, bias, bias_bounds = _tied_tier(rng, n, m, nq, with_bias)
     bounds = np.sort(rng.choice(np.arange(1, n), 2 * 3, replace=False)).reshape(1, 3, 2)
     ranges = np.repeat(bounds, nq, axis=0).astype(np.int64)
     ranges[1, :, 1] = ranges[1, :, 0] + 20  # a query whose lists hold fewer than k rows: padded
-    args = (lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, ranges,
+    args = (lut, *tables, blocked, packed, bias, *bias_bounds, fastscan.ALL_ROWS_ALLOWED, ranges,
             fastscan.list_major(ranges), 2, k, exact)
     ordered = fastscan.scan_pq4_lists(*args, True)
     loose = fastscan.scan_pq4_lists(*args, False)
@@ -279,7 +276,7 @@ def test_list_major_scan_answers_as_each_query_alone_on_any_threads(rng, exact, 
     import numba
 
     n, m, nq, k, nlist, nprobe = 6000, 6, 40, 50, 30, 7
-    lut, tables, blocked, packed, bias, bias_max = _tied_tier(rng, n, m, nq, True)
+    lut, tables, blocked, packed, bias, bias_bounds = _tied_tier(rng, n, m, nq, True)
     ranges = _probed_ranges(rng, nq, nlist, nprobe, n)
     order = fastscan.list_major(ranges)
     starts = ranges[:, :, 0].ravel()[order]
@@ -291,7 +288,7 @@ def test_list_major_scan_answers_as_each_query_alone_on_any_threads(rng, exact, 
         try:
             sub = ranges[q0:q1]
             return fastscan.scan_pq4_lists(lut[q0:q1], *(t[q0:q1] for t in tables), blocked, packed,
-                                           bias, bias_max, fastscan.ALL_ROWS_ALLOWED, sub, fastscan.list_major(sub),
+                                           bias, *bias_bounds, fastscan.ALL_ROWS_ALLOWED, sub, fastscan.list_major(sub),
                                            parts, k, exact, best_first)
         finally:
             numba.set_num_threads(previous)
@@ -317,9 +314,9 @@ def test_list_scan_answers_the_same_in_any_order_of_lists(rng, exact, with_bias)
     by the lower row, so the answer is the list-major one bit for bit (small integer tables: ties
     everywhere)."""
     n, m, nq, k, nlist, nprobe = 6000, 6, 12, 50, 30, 9
-    lut, tables, blocked, packed, bias, bias_max = _tied_tier(rng, n, m, nq, with_bias)
+    lut, tables, blocked, packed, bias, bias_bounds = _tied_tier(rng, n, m, nq, with_bias)
     ranges = _probed_ranges(rng, nq, nlist, nprobe, n)
-    args = (lut, *tables, blocked, packed, bias, bias_max, fastscan.ALL_ROWS_ALLOWED, ranges)
+    args = (lut, *tables, blocked, packed, bias, *bias_bounds, fastscan.ALL_ROWS_ALLOWED, ranges)
     expect = fastscan.scan_pq4_lists(*args, fastscan.list_major(ranges), 1, k, exact, True)
     for seed in range(3):
         shuffled = np.random.default_rng(seed).permutation(nq * nprobe)
@@ -377,9 +374,9 @@ for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
     codes = pack_nibbles(raw)
     lut = rng.standard_normal((5, m, 16)).astype(np.float32)
     bias = (-rng.random(n)).astype(np.float32) if bias_on else np.empty(0, np.float32)
-    bmax = fastscan.block_max(bias, n) if bias_on else np.empty(0)
+    bounds = fastscan.bias_bounds(bias, n)
     got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut), fastscan.to_blocked(codes, m),
-                                 codes, bias, bmax, fastscan.ALL_ROWS_ALLOWED, 20, 3, True)[1]
+                                 codes, bias, *bounds, fastscan.ALL_ROWS_ALLOWED, 20, 3, True)[1]
     ref = sum(lut[:, j, raw[:, j]].astype(np.float64) for j in range(m)) + (bias if bias_on else 0)
     expect = -np.sort(-ref, axis=1)[:, :20]
     assert np.allclose(np.take_along_axis(ref, got, axis=1), expect, rtol=1e-5, atol=1e-5), (n, m)
@@ -388,7 +385,7 @@ for n, m, bias_on in ((3000, 9, False), (5000, 128, True), (2000, 300, False)):
     words = fastscan.block_allow(allow, n)
     for exact in (True, False):
         got = fastscan.scan_pq4_fast(lut, *fastscan.quantize_tables(lut), fastscan.to_blocked(codes, m),
-                                     codes, bias, bmax, words, 20, 3, exact)[1]
+                                     codes, bias, *bounds, words, 20, 3, exact)[1]
         assert allow[got].all(), (n, m, exact)
         masked = np.where(allow.astype(bool), ref, -np.inf)
         expect = -np.sort(-masked, axis=1)[:, :20]
@@ -419,7 +416,8 @@ def test_store_search_gives_the_same_results_on_every_pq_path(tmp_path, monkeypa
     with vecstore.open(path) as store:
         fast = store.search(xq, 10, tier="pq16x4")
         nblocks = -(-3000 // fastscan.BLOCK)
-        expect = nblocks * 16 * fastscan.HALF + nblocks * 8 if fastscan.LAYOUT else 0
+        # the blocks, each block's largest bias (float64) and each row's gap below it (a byte)
+        expect = nblocks * 16 * fastscan.HALF + nblocks * 8 + nblocks * fastscan.BLOCK if fastscan.LAYOUT else 0
         assert store.tier("pq16x4").memory()["fastscan_bytes"] == expect
         monkeypatch.setattr(dispatch, "FAST_SCAN", False)
         slow = store.search(xq, 10, tier="pq16x4")
@@ -429,3 +427,69 @@ def test_store_search_gives_the_same_results_on_every_pq_path(tmp_path, monkeypa
     np.testing.assert_allclose(fast.distances, slow.distances, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(grouped.ids, np.vstack([s.ids for s in single]))
     np.testing.assert_allclose(grouped.distances, np.vstack([s.distances for s in single]), rtol=1e-5, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def limited_block():
+    """A compiled call of fastscan._block_sums_limited on block 0: (sums, masks)."""
+    import numba as nb
+
+    @nb.njit
+    def call(blocked, lut8, msq, cut, gaps, factor, allow):
+        chunk = np.empty(fastscan.BLOCK, dtype=np.uint16)
+        masks = np.zeros(max(1, fastscan.BLOCK // 64), dtype=np.uint64)
+        fastscan._block_sums_limited(blocked, 0, lut8, 0, msq, np.uint16(cut), chunk, masks, allow, 0, gaps, 0,
+                                     np.uint16(factor))
+        return chunk, masks
+
+    return call
+
+
+@needs_simd
+@pytest.mark.parametrize("cut, factor", [(0, 0), (900, 1), (1500, 300), (2000, 65535), (65000, 4000), (65535, 9)])
+def test_row_limits_raise_each_rows_cut_by_its_gap(limited_block, cut, factor):
+    """_block_sums_limited: row t is a candidate exactly when its sum exceeds min(65535, cut +
+    (gap_t x factor) >> 8) and the filter admits it, in every lane of both halves of the block."""
+    rng = np.random.default_rng(cut + factor)
+    m = 2 * fastscan.SQ_STEP * 8
+    packed = pack_nibbles(rng.integers(0, 16, (fastscan.BLOCK, m)).astype(np.uint8))
+    lut8 = fastscan.quantize_tables(rng.standard_normal((1, m, 16)).astype(np.float32))[0]
+    gaps = rng.integers(0, 256, fastscan.BLOCK).astype(np.uint8)
+    gaps[:4] = (0, 255, 1, 128)
+    allow = fastscan.block_allow((rng.random(fastscan.BLOCK) < 0.8).astype(np.uint8), fastscan.BLOCK).reshape(-1)
+    sums, masks = limited_block(fastscan.to_blocked(packed, m), lut8, fastscan.padded_subquantizers(m), cut, gaps,
+                                factor, allow)
+    assert 0 < sums.max() < 65535
+    limits = np.minimum(65535, cut + ((gaps.astype(np.int64) << 8) * factor >> 16))
+    admitted = np.unpackbits(allow.view(np.uint8), bitorder="little")[:fastscan.BLOCK].astype(bool)
+    expect = (sums > limits) & admitted
+    got = np.unpackbits(masks.view(np.uint8), bitorder="little")[:fastscan.BLOCK].astype(bool)
+    np.testing.assert_array_equal(got, expect)
+    assert (sums[~admitted] == 0).all()
+
+
+def test_bias_gaps_never_exceed_a_rows_own_gap(rng):
+    """Each row's gap below its block's largest bias, in uint8 units of the tier's widest / 255:
+    never more than the true gap (the scan may only raise a row's cut by less than its own bias
+    allows), within one unit of it, 0 for a NaN row, rows of a block whose largest is NaN (+inf)
+    and the padding; and the factor that turns gaps into integer units never exceeds unit x scale."""
+    n = 5 * fastscan.BLOCK + 17
+    bias = (-3 * rng.random(n)).astype(np.float32)
+    bias[3] = np.nan  # its block's largest counts as +inf: every gap there is 0
+    bias[fastscan.BLOCK + 5] = -1e30
+    bias_max, gaps, unit = fastscan.bias_bounds(bias, n)
+    assert gaps.shape == (6 * fastscan.BLOCK,) and gaps.dtype == np.uint8
+    true = np.repeat(bias_max, fastscan.BLOCK)[:n] - bias.astype(np.float64)
+    finite = np.isfinite(true)
+    assert unit == pytest.approx(true[finite].max() / 255)
+    assert (gaps[:n][finite] * unit <= true[finite]).all()
+    assert (gaps[:n][finite] * unit > np.minimum(true[finite], 255 * unit) - unit).all()
+    assert gaps[fastscan.BLOCK + 5] == 255 and gaps[:n].max() == 255
+    assert (gaps[:fastscan.BLOCK] == 0).all() and (gaps[n:] == 0).all()
+    for unit in (1e-4, 0.3 / 255, 1.0):
+        for scale in (1e-3, 0.7, 21.3, 2000.0, 1e9):
+            factor = int(fastscan._gap_factor(unit, scale))
+            assert (255 * factor) >> 8 <= 255 * unit * scale
+            assert factor == min(65535, int(unit * scale * 256)) or factor == int(unit * scale * 256) - 1
+    assert fastscan._gap_factor(0.0, 2000.0) == 0
+    assert fastscan.bias_bounds(np.full(n, -1.0, np.float32), n)[2] == 0.0  # equal biases: no gaps

@@ -76,6 +76,21 @@ def start(args):
     return threads, log, ds
 
 
+def start_timed(args):
+    """:func:`start` for a script that times single queries against FAISS (``--threads``,
+    ``--keep-blas-core``): the thread environment pinned first, OpenMP's passive wait unless the
+    caller set a policy. Returns (threads, log, dataset, the load average at the start)."""
+    pin_environment(args.threads, fix_blas_core=not args.keep_blas_core)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threads, log, ds = start(args)
+    return threads, log, ds, list(os.getloadavg())
+
+
+def load_text(values) -> str:
+    """A load average (1, 5, 15 min) as a results file prints it; "?" when it was not recorded."""
+    return "?" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
 def command_line(script_path: str, argv: list[str] | None) -> str:
     """The command a result records, so that whoever reads it can run it again from the repository root.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -208,12 +209,21 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def blocked_codes(codes: np.ndarray, m: int, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """4-bit codes in the fast scan's block layout, with each block's largest bias (l2 norms):
-    what :func:`scan_pq` needs, built once per tier (private memory about the codes' size)."""
-    blocked = K.fastscan.to_blocked(np.asarray(codes), m)
-    bias_max = K.fastscan.block_max(bias, codes.shape[0]) if bias.shape[0] else np.empty(0)
-    return blocked, bias_max
+class FastLayout(NamedTuple):
+    """A 4-bit tier as the fast scan reads it, built once per tier (private memory about the codes'
+    size, plus a byte a row with a bias): the codes in blocks (fastscan.to_blocked) and, with a bias
+    (an l2 store's minus the norms), each block's largest (fastscan.block_max) and each row's gap
+    below it (fastscan.bias_gaps); with none, empty arrays and 0.0."""
+
+    blocked: np.ndarray
+    bias_max: np.ndarray
+    bias_gaps: np.ndarray
+    gap_unit: float
+
+
+def blocked_codes(codes: np.ndarray, m: int, bias: np.ndarray) -> FastLayout:
+    """:class:`FastLayout` of ``codes`` with ``bias``: what :func:`scan_pq` needs."""
+    return FastLayout(K.fastscan.to_blocked(np.asarray(codes), m), *K.fastscan.bias_bounds(bias, codes.shape[0]))
 
 
 def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout: str,
@@ -234,7 +244,7 @@ def scan_pq(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, layout
     work = nq * n * codes.shape[1]
     if layout == "pq4":
         if fast_scan() and finite and blocked is not None:
-            return _scan_fast(lut, codes, bias, k, *blocked(), exact, allow, best_first)
+            return _scan_fast(lut, codes, bias, k, blocked(), exact, allow, best_first)
         if finite and not exact:  # no fast scan here: the same quantised candidates
             lut8, base, scale, _ = K.fastscan.quantize_tables(lut)
             if allow is None:
@@ -281,15 +291,15 @@ def fast_scan_threads(nq: int, codes: np.ndarray) -> int:
     return serial_threads(fast_scan_work(nq, codes))
 
 
-def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, blocked: np.ndarray,
-               bias_max: np.ndarray, exact: bool, allow: np.ndarray | None,
-               best_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _scan_fast(lut: np.ndarray, codes: np.ndarray, bias: np.ndarray, k: int, fast: FastLayout, exact: bool,
+               allow: np.ndarray | None, best_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """4-bit PQ through quantised tables in SIMD registers; the same results as the float scan."""
     nq, n = lut.shape[0], codes.shape[0]
     lut8, base, scale, margin, allowed = _fast_tables(lut, allow, n)
     with threads_for(fast_scan_work(nq, codes)):
-        return K.fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, blocked, codes, bias, bias_max, allowed, k,
-                                        fast_scan_parts(nq, n), exact, best_first)
+        return K.fastscan.scan_pq4_fast(lut, lut8, base, scale, margin, fast.blocked, codes, bias, fast.bias_max,
+                                        fast.bias_gaps, fast.gap_unit, allowed, k, fast_scan_parts(nq, n), exact,
+                                        best_first)
 
 
 def _fast_tables(lut: np.ndarray, allow: np.ndarray | None, n: int) -> tuple:
@@ -360,9 +370,10 @@ def scan_lists(folded: np.ndarray, lut: np.ndarray | None, codes: np.ndarray, bi
         finite = bool(np.isfinite(lut).all())
         if layout == "pq4" and fast_scan() and finite and blocked is not None:
             lut8, base, scale, margin, allowed = _fast_tables(lut, allow, codes.shape[0])
-            block_bits, bias_max = blocked()
+            fast = blocked()
             with threads_for(work // K.fastscan.SPEEDUP):
-                return K.fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, block_bits, codes, bias, bias_max,
+                return K.fastscan.scan_pq4_lists(lut, lut8, base, scale, margin, fast.blocked, codes, bias,
+                                                 fast.bias_max, fast.bias_gaps, fast.gap_unit,
                                                  allowed, ranges, K.fastscan.list_major(ranges),
                                                  K.numba.get_num_threads(), k, exact, best_first)
         if layout == "pq4":

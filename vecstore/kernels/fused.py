@@ -26,7 +26,7 @@ from .topk import NJIT, to_results
 
 
 @nb.njit(**NJIT)
-def search_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, width, threads,
+def search_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, bias_gaps, gap_unit, width, threads,
                fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms,
                allowed=ALL_ROWS_ALLOWED):
     """(distances, ids), each (nq, k), of a 4-bit PQ tier searched alone (``fine_codes`` with no
@@ -35,7 +35,8 @@ def search_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, wi
     ``fine_const``, keep the best ``kk``); padded to ``k`` columns.
 
     coarse_q (nq, m * dsub) folded queries; codebooks (m, 16, dsub) and books_t, the same
-    transposed, as pq.lookup_tables takes them; blocked, bias_max from dispatch.blocked_codes;
+    transposed, as pq.lookup_tables takes them; blocked, bias_max, bias_gaps, gap_unit: the tier's
+    dispatch.FastLayout;
     packed the stored codes; bias (n,) or (0,) (l2: minus the norms); qnorms (nq,) |q|^2 for l2.
     allowed: a filter's rows as fastscan.block_allow gives them (then ``width`` and ``kk`` are at
     most the admitted count; only admitted rows are scanned, so every candidate is admitted), or
@@ -49,16 +50,17 @@ def search_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, wi
     lut = lookup_tables(coarse_q, codebooks, books_t)
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
-    scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, allowed, width, nparts,
-                                 not two_stage, not two_stage)
+    scores, rows = scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, bias_gaps, gap_unit,
+                                 allowed, width, nparts, not two_stage, not two_stage)
     scores, rows = _second_stage(scores, rows, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk)
     set_threads(previous)
     return to_results(scores, rows, ids, k, l2, qnorms)
 
 
 @nb.njit(**NJIT)
-def search_ivf_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, ranges, order, rows_of, width,
-                   serial_work, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2, qnorms):
+def search_ivf_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max, bias_gaps, gap_unit, ranges, order,
+                   rows_of, width, serial_work, fine_q, fine_codes, fine_layout, fine_bias, fine_const, kk, k, ids, l2,
+                   qnorms):
     """:func:`search_pq4` for an inverted-file 4-bit tier: only each query's probed ``ranges`` (nq,
     nprobe, 2) of the list-ordered codes are scanned (fastscan.scan_pq4_lists, pairs in ``order``
     from fastscan.list_major), and the positions found are mapped to rows by ``rows_of`` before
@@ -79,8 +81,9 @@ def search_ivf_pq4(coarse_q, codebooks, books_t, blocked, packed, bias, bias_max
     lut = lookup_tables(coarse_q, codebooks, books_t)
     lut8, base, scale, margin = quantize_tables(lut)
     two_stage = fine_codes.shape[0] > 0
-    scores, found = scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, ALL_ROWS_ALLOWED,
-                                   ranges, order, get_threads(), width, not two_stage, not two_stage)
+    scores, found = scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_max, bias_gaps,
+                                   gap_unit, ALL_ROWS_ALLOWED, ranges, order, get_threads(), width, not two_stage,
+                                   not two_stage)
     for q in range(found.shape[0]):
         for j in range(found.shape[1]):
             if found[q, j] >= 0:

@@ -55,7 +55,7 @@ class PreparedPlan:
         if self.fused_lists:
             self.rows_of = self.coarse.lists.checked_rows()
         if fusable:
-            self.blocked, self.bias_max = self.coarse.fast_layout()
+            self.fast = self.coarse.fast_layout()
             self.codebooks = self.coarse.codec.terminal.codebooks_
             self.books_t = self.coarse.codec.terminal.table_codebooks()  # what pq.lookup_tables also reads
             self.fine_layout = 0 if self.fine is None else dispatch.RESCORE_LAYOUTS[self.fine.layout]
@@ -131,19 +131,21 @@ class PreparedPlan:
     def _search_pq4(self, xq: np.ndarray, k: int, kk: int, width: int, allowed: np.ndarray) -> tuple:
         coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
         threads = dispatch.fast_scan_threads(xq.shape[0], self.coarse.codes)
-        return K.fused.search_pq4(coarse_q, self.codebooks, self.books_t, self.blocked, self.coarse.codes,
-                                            bias, self.bias_max, width, threads, fine_q, fine_codes, self.fine_layout,
-                                  fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
+        fast = self.fast
+        return K.fused.search_pq4(coarse_q, self.codebooks, self.books_t, fast.blocked, self.coarse.codes, bias,
+                                  fast.bias_max, fast.bias_gaps, fast.gap_unit, width, threads, fine_q, fine_codes,
+                                  self.fine_layout, fine_bias, const, kk, k, self.file.ids, l2, qnorms, allowed)
 
     def _search_ivf_pq4(self, xq: np.ndarray, k: int, kk: int, nprobe: int | None) -> tuple:
         """An inverted-file 4-bit tier's fused search: the lists probed here (list scores by BLAS),
         everything from the tables to the ids in one compiled call (kernels/fused.py)."""
         ranges, order = self.coarse.probe_in_order(xq, self.coarse.check_nprobe(nprobe))
         coarse_q, bias, fine_q, fine_codes, fine_bias, const, l2, qnorms = self._folded(xq)
-        return K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.books_t, self.blocked, self.coarse.codes, bias,
-                                      self.bias_max, ranges, order, self.rows_of, self._width(kk, self.file.count),
-                                      dispatch.SERIAL_WORK, fine_q, fine_codes, self.fine_layout, fine_bias, const, kk, k,
-                                      self.file.ids, l2, qnorms)
+        fast = self.fast
+        return K.fused.search_ivf_pq4(coarse_q, self.codebooks, self.books_t, fast.blocked, self.coarse.codes, bias,
+                                      fast.bias_max, fast.bias_gaps, fast.gap_unit, ranges, order, self.rows_of,
+                                      self._width(kk, self.file.count), dispatch.SERIAL_WORK, fine_q, fine_codes,
+                                      self.fine_layout, fine_bias, const, kk, k, self.file.ids, l2, qnorms)
 
     def search_allowed(self, xq: np.ndarray, k: int, allow: RowMask,
                        nprobe: int | None = None) -> FilteredSearchResult:

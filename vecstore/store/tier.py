@@ -58,7 +58,7 @@ class Tier:
         self._blocks_only = False  # resident as fast-scan blocks, the codes left mapped (see load)
         self.calibration: dict | None = None  # see quality.py
         # 4-bit PQ tiers: the codes in fast-scan blocks (kernels/fastscan.py), built on first search
-        self._blocked: tuple[np.ndarray, np.ndarray] | None = None
+        self._blocked: dispatch.FastLayout | None = None
         self._blocked_lock = threading.Lock()
         self._bias: np.ndarray | None = None
         # inverted-file tiers: codes (and norms) in list order, and which row each position holds
@@ -147,7 +147,8 @@ class Tier:
         lists = 0 if self.lists is None else int(self.lists.rows.nbytes + self.lists.offsets.nbytes)
         return {"resident_bytes": private, "mapped_bytes": codes + norms - private,
                 "param_bytes": self.param_bytes,
-                "fastscan_bytes": 0 if blocked is None else int(blocked[0].nbytes + blocked[1].nbytes),
+                "fastscan_bytes": 0 if blocked is None else int(blocked.blocked.nbytes + blocked.bias_max.nbytes
+                                                                + blocked.bias_gaps.nbytes),
                 "bias_bytes": 0 if self._bias is None else int(self._bias.nbytes),
                 "list_bytes": lists}
 
@@ -281,14 +282,15 @@ class Tier:
                                             lambda: self._fast_layout(bias), exact, allow, not any_order)
         return self._add_const(scores, const), np.where(found >= 0, rows_of[np.maximum(found, 0)], -1)
 
-    def _fast_layout(self, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fast_layout(self, bias: np.ndarray) -> dispatch.FastLayout:
         with self._blocked_lock:
             if self._blocked is None:
                 self._blocked = dispatch.blocked_codes(self.codes, self.codec.terminal.m, bias)
             return self._blocked
 
-    def fast_layout(self) -> tuple[np.ndarray, np.ndarray]:
-        """The 4-bit codes in the fast scan's blocks and each block's largest bias (built once)."""
+    def fast_layout(self) -> dispatch.FastLayout:
+        """The 4-bit codes in the fast scan's blocks, with each block's largest bias and each row's
+        gap below it (built once)."""
         return self._fast_layout(self.bias)
 
 
