@@ -450,6 +450,7 @@ def limited_block():
 def test_row_limits_raise_each_rows_cut_by_its_gap(limited_block, cut, factor):
     """_block_sums_limited: row t is a candidate exactly when its sum exceeds min(65535, cut +
     (gap_t x factor) >> 8) and the filter admits it, in every lane of both halves of the block."""
+    assert fastscan.LAYOUT == os.environ.get("VECSTORE_TEST_LAYOUT", fastscan.LAYOUT)  # (the AVX2 child below)
     rng = np.random.default_rng(cut + factor)
     m = 2 * fastscan.SQ_STEP * 8
     packed = pack_nibbles(rng.integers(0, 16, (fastscan.BLOCK, m)).astype(np.uint8))
@@ -466,6 +467,18 @@ def test_row_limits_raise_each_rows_cut_by_its_gap(limited_block, cut, factor):
     got = np.unpackbits(masks.view(np.uint8), bitorder="little")[:fastscan.BLOCK].astype(bool)
     np.testing.assert_array_equal(got, expect)
     assert (sums[~admitted] == 0).all()
+
+
+@pytest.mark.skipif(fastscan.LAYOUT != "vbmi", reason="the AVX2 path is the default here")
+def test_row_limits_in_a_process_compiling_for_avx2():
+    """The AVX2 block kernel's row limits (16 rows a half, not 64) lane by lane: the test above, in a
+    child compiling for Haswell + AVX2. (A whole scan's test could miss a lane taking another's gap:
+    an exact scan's slack of m / 2 integer units hides small errors.)"""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx2", VECSTORE_TEST_LAYOUT="avx2")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+           "test_row_limits_raise_each_rows_cut_by_its_gap"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=os.path.dirname(__file__))
+    assert out.returncode == 0 and "6 passed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
 
 
 def test_bias_gaps_never_exceed_a_rows_own_gap(rng):
