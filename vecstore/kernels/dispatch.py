@@ -55,11 +55,19 @@ GEMM_BLOCK_BYTES = 32 << 20
 SERIAL_WORK = 2_000_000
 
 
+def serial_threads(work: int) -> int:
+    """The thread rule of small work: 1 when ``work`` is too small to wake another thread, else 0,
+    the threads in effect. :func:`threads_for` applies it around Python calls of the kernels;
+    kernels/fused.py's searches take it as their ``threads`` argument and apply it in the compiled
+    call (setting the thread count from Python cost 3.3 us a query)."""
+    return 1 if work < SERIAL_WORK else 0
+
+
 @contextlib.contextmanager
 def threads_for(work: int):
-    """Run the kernels in this block on one thread when ``work`` is small (numba's setting is
-    thread-local, so concurrent callers are unaffected)."""
-    if work >= SERIAL_WORK:
+    """Run the kernels in this block on one thread when ``work`` is small (:func:`serial_threads`;
+    numba's setting is thread-local, so concurrent callers are unaffected)."""
+    if not serial_threads(work):
         yield
         return
     previous = K.numba.get_num_threads()
@@ -277,13 +285,6 @@ def fast_scan_work(nq: int, codes: np.ndarray) -> int:
 def fast_scan_parts(nq: int, n: int) -> int:
     """Row slices of a fast scan on the threads now in effect (fastscan.scan_parts)."""
     return K.fastscan.scan_parts(nq, n, K.numba.get_num_threads())
-
-
-def serial_threads(work: int) -> int:
-    """The ``threads`` argument of kernels/fused.py's searches: :func:`threads_for`'s rule, which
-    the compiled call applies itself (setting the thread count from Python cost 3.3 us a query): 1
-    when ``work`` is too small to wake another thread, else 0, the threads in effect."""
-    return 1 if work < SERIAL_WORK else 0
 
 
 def fast_scan_threads(nq: int, codes: np.ndarray) -> int:

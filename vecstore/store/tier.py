@@ -253,15 +253,19 @@ class Tier:
     def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
         """(nq, nprobe, 2) int64: the [start, stop) positions of each query's ``nprobe`` nearest
         lists (highest IVF.probe_scores for the store's metric, ties to the lower list), in list order."""
-        return dispatch.probe_lists(dispatch.list_scores(xq, self.codec.ivf, self.metric), nprobe, self.lists.offsets)
+        return self._probed(xq, nprobe)[1]
+
+    def _probed(self, xq: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(every list's score for each query, :meth:`probe`'s ranges)."""
+        scores = dispatch.list_scores(xq, self.codec.ivf, self.metric)
+        return scores, dispatch.probe_lists(scores, nprobe, self.lists.offsets)
 
     def probe_in_order(self, xq: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`probe`'s ranges and the order fastscan.scan_pq4_lists takes them in: one query's
         best-scoring list first, so that its reservoir's threshold rises early and fewer rows enter
         it (10M rows, 32 of 4,096 lists, 640 candidates: store.search 460-476 -> 405-433 us), several
         queries' list by list."""
-        scores = dispatch.list_scores(xq, self.codec.ivf, self.metric)
-        ranges = dispatch.probe_lists(scores, nprobe, self.lists.offsets)
+        scores, ranges = self._probed(xq, nprobe)
         if xq.shape[0] > 1:
             return ranges, dispatch.K.fastscan.list_major(ranges)
         lists = np.searchsorted(self.lists.offsets, ranges[0, :, 0], side="right") - 1  # (an empty list: the next)
