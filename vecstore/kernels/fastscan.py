@@ -38,8 +38,7 @@ from numba.extending import intrinsic
 
 from .prefetch import CACHE_LINE, prefetch_line
 from .target import target_features
-from .topk import (NJIT, SCALAR, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push,
-                   select_best, sort_best_first)
+from .topk import NJIT, SCALAR, TIES_ADMITTED, merge_partial, partial_tops, reservoir_offer, reservoir_push
 
 
 def simd_layout() -> str:
@@ -882,21 +881,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
             sizes[0, q] = size
             thresholds[0, q] = thr
             threshold_rows[q] = thr_row
-    hs = np.full((nq, k), -np.inf, dtype=np.float32)
-    hi = np.full((nq, k), -1, dtype=np.int64)
-    for q in prange(nq):  # each query's own reservoir: what merge_partial does for one part, in place
-        bs = part_s[0, q]
-        bi = part_i[0, q]
-        size = sizes[0, q]
-        if size > k:
-            select_best(bs, bi, size, k)
-            size = k
-        if best_first:
-            sort_best_first(bs, bi, size)
-        for j in range(size):
-            hs[q, j] = bs[j]
-            hi[q, j] = bi[j]
-    return hs, hi
+    return merge_partial(part_s, part_i, sizes, k, best_first)  # (one part: each reservoir sorted in place)
 
 
 def list_major(ranges: np.ndarray) -> np.ndarray:

@@ -232,7 +232,7 @@ def merge_partial(part_s, part_i, part_sizes, k, best_first=True):
     places hold -inf and row -1. Per query: gather every part's items, select the best k, sort them
     (``best_first=False``: the same k in any order, padding last, for a caller that sorts them its
     own way, such as rescoring). One query, or at most MERGE_SERIAL_ITEMS items, on this thread;
-    more on every thread, a query each."""
+    more on every thread, a query each. The reservoirs are scratch: they are left reordered."""
     nparts, nq, cap = part_s.shape
     if nq == 1 or nparts * nq * cap <= MERGE_SERIAL_ITEMS:
         return _merge_serial(part_s, part_i, part_sizes, k, best_first)
@@ -242,27 +242,36 @@ def merge_partial(part_s, part_i, part_sizes, k, best_first=True):
 def _make_merge(parallel: bool):
     @nb.njit(parallel=parallel, **NJIT)
     def merge(part_s, part_i, part_sizes, k, best_first):
-        """:func:`merge_partial`'s body (prange is range in the serial one)."""
+        """:func:`merge_partial`'s body (prange is range in the serial one). One part's reservoirs
+        are selected and sorted where they are; several parts' are gathered first."""
         nparts, nq, cap = part_s.shape
         hs = np.full((nq, k), -np.inf, dtype=np.float32)
         hi = np.full((nq, k), -1, dtype=np.int64)
-        all_s = np.empty((nq, nparts * cap), dtype=np.float32)
-        all_i = np.empty((nq, nparts * cap), dtype=np.int64)
+        gathered = nq if nparts > 1 else 0
+        all_s = np.empty((gathered, nparts * cap), dtype=np.float32)
+        all_i = np.empty((gathered, nparts * cap), dtype=np.int64)
         for q in prange(nq):
-            size = 0
-            for p in range(nparts):
-                for j in range(part_sizes[p, q]):
-                    all_s[q, size] = part_s[p, q, j]
-                    all_i[q, size] = part_i[p, q, j]
-                    size += 1
+            if nparts == 1:
+                bs = part_s[0, q]
+                bi = part_i[0, q]
+                size = part_sizes[0, q]
+            else:
+                bs = all_s[q]
+                bi = all_i[q]
+                size = 0
+                for p in range(nparts):
+                    for j in range(part_sizes[p, q]):
+                        bs[size] = part_s[p, q, j]
+                        bi[size] = part_i[p, q, j]
+                        size += 1
             if size > k:
-                select_best(all_s[q], all_i[q], size, k)
+                select_best(bs, bi, size, k)
                 size = k
             if best_first:
-                sort_best_first(all_s[q], all_i[q], size)
+                sort_best_first(bs, bi, size)
             for j in range(size):
-                hs[q, j] = all_s[q, j]
-                hi[q, j] = all_i[q, j]
+                hs[q, j] = bs[j]
+                hi[q, j] = bi[j]
         return hs, hi
 
     return merge
