@@ -119,10 +119,11 @@ class PreparedPlan:
     def _folded(self, xq: np.ndarray) -> tuple:
         """What the fused 4-bit kernels take of the queries: (coarse_q, bias, fine_q, fine_codes,
         fine_bias, const, l2, qnorms)."""
-        coarse_q, const, bias = self.coarse.fold(xq)
+        doubled = xq * np.float32(2.0) if self.file.metric == "l2" and self.fine is not None else None
+        coarse_q, const, bias = self.coarse.fold(xq, doubled)
         fine_q, fine_codes, fine_bias = coarse_q, NO_CODES, NO_BIAS
         if self.fine is not None:  # (codes read now: a tier loaded into RAM since is used from RAM)
-            fine_q, const, fine_bias = self.fine.fold(xq)
+            fine_q, const, fine_bias = self.fine.fold(xq, doubled)
             fine_codes = self.fine.dense_codes()
         return (coarse_q, bias, fine_q, fine_codes, fine_bias, const, *self._norms(xq))
 

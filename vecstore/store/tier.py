@@ -174,10 +174,14 @@ class Tier:
             self._bias = -np.asarray(self.sqnorms) if self.sqnorms is not None else np.empty(0, dtype=np.float32)
         return self._bias
 
-    def fold(self, xq: np.ndarray):
+    def fold(self, xq: np.ndarray, doubled: np.ndarray | None = None):
         """(folded queries, per-query constant, bias): validated queries moved into this tier's code
-        space, so that score = folded . code + constant + bias[row]."""
-        q = xq * np.float32(2.0) if self.metric == "l2" else xq
+        space, so that score = folded . code + constant + bias[row]. ``doubled``: an l2 store's
+        ``xq * 2`` already made (a plan folding one query into two tiers makes it once)."""
+        if self.metric == "l2":
+            q = xq * np.float32(2.0) if doubled is None else doubled
+        else:
+            q = xq
         folded, const = self.codec.fold_query(q, np.zeros(q.shape[0], dtype=np.float64))
         return folded, const, self.bias
 
