@@ -304,3 +304,31 @@ def test_pca_fold_is_the_same_for_few_and_many_queries(rng):
         one, const_one = pca.fold_query(xq[i:i + 1], np.zeros(1))
         np.testing.assert_allclose(one[0], many[i], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(const_one[0], const_many[i], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("nparts", [1, 3])
+@pytest.mark.parametrize("best_first", [True, False])
+def test_serial_and_parallel_merges_agree(nparts, best_first):
+    """topk.merge_partial runs a small merge serially and a large one in a parallel region (one
+    body compiled twice): both give the same answer, with ties, partly filled reservoirs (padding
+    -inf / -1) and a query whose reservoirs are empty; one part's are sorted where they are."""
+    rng = np.random.default_rng(nparts * 2 + best_first)
+    nq, k = 40, 25
+    part_s, part_i, part_sizes, _ = topk.partial_tops(nparts, nq, k)
+    for p in range(nparts):
+        for q in range(nq - 1):  # the last query: every reservoir empty
+            size = int(rng.integers(0, 2 * k + 1))
+            part_s[p, q, :size] = rng.integers(-5, 5, size).astype(np.float32)
+            part_i[p, q, :size] = rng.choice(10_000, size, replace=False) + p * 10_000
+            part_sizes[p, q] = size
+    copies = [(part_s.copy(), part_i.copy()) for _ in range(2)]
+    serial = topk._merge_serial(*copies[0], part_sizes, k, best_first)
+    parallel = topk._merge_parallel(*copies[1], part_sizes, k, best_first)
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    np.testing.assert_array_equal(serial[1], parallel[1])
+    assert (serial[1][nq - 1] == -1).all() and (serial[0][nq - 1] == -np.inf).all()
+    for q in range(nq - 1):
+        items = sorted(((-s, r) for p in range(nparts) for s, r in
+                        zip(part_s[p, q, :part_sizes[p, q]], part_i[p, q, :part_sizes[p, q]])))[:k]
+        got = [(-s, r) for s, r in zip(serial[0][q], serial[1][q]) if r >= 0]
+        assert sorted(got) == sorted(items) if not best_first else got == items
