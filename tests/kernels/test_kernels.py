@@ -192,6 +192,36 @@ print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))
     assert hits >= 1 and misses == 0, runs[1].stdout
 
 
+def test_serial_and_parallel_compilations_keep_their_own_cache_entries(tmp_path):
+    """One body compiled serial and parallel (kernels/compiled.py): in a fresh cache, the serial one
+    compiled first must not be loaded for the parallel one (numba's cache does not key by
+    ``parallel=``: before, the second compilation of a pair was a cache hit on the first's code)."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from vecstore.kernels import topk
+from vecstore.encoders import _kernels as E
+s, i, n, _ = topk.partial_tops(1, 2, 5)
+offsets, ids = np.array([0, 2], np.int64), np.array([0, 1], np.int32)
+emb, none, out = np.ones((3, 4), np.float32), np.empty(0, np.float32), np.empty((1, 4), np.float32)
+pairs = [(topk._merge_serial, topk._merge_parallel, (s, i, n, 5, True)),
+         (E.weighted_mean_serial, E.weighted_mean_parallel, (offsets, ids, emb, none, 1, out)),
+         (E.elman_serial, E.elman_parallel, (offsets, ids, emb, np.eye(4, dtype=np.float32), np.zeros(4, np.float32),
+                                             True, 1, out))]
+for serial, parallel, args in pairs:
+    serial(*args)
+    parallel(*args)
+    print(sum(parallel.stats.cache_hits.values()), sum(parallel.stats.cache_misses.values()))
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "1"] * 3, out.stdout
+
+
 @pytest.mark.parametrize("k", [1, 3, 10, 100, 1000, 3000])
 @pytest.mark.parametrize("parts", [1, 3, 8])
 def test_reservoir_top_k_equals_a_stable_sort_with_many_ties_and_large_k(k, parts):

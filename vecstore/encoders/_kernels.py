@@ -2,7 +2,8 @@
 
 Texts arrive as token ids in CSR form: text i's known tokens are ``ids[offsets[i]:offsets[i+1]]``
 (int64 offsets, int32 ids), so a batch of one long and many short texts costs no padding. Each
-kernel is compiled twice from one body, serial and ``parallel=True`` (as umap does): the serial one
+kernel is compiled twice from one body, serial and ``parallel=True`` (as umap does; each with a cache
+entry of its own, vecstore.kernels.compiled): the serial one
 serves single queries on the calling thread, the parallel one splits a batch into ``nparts`` runs
 of texts, one scratch row per part allocated before the ``prange`` loop.
 
@@ -15,15 +16,15 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
 from numba import prange
+
+from ..kernels.compiled import compiled
 
 NJIT = dict(nogil=True, fastmath=True, boundscheck=False, cache=True)
 
 
 def _make_mean(parallel: bool):
-    @nb.njit(parallel=parallel, **NJIT)
     def weighted_mean(offsets, ids, embedding, weights, nparts, out):
         """out[i] = normalise(sum_t weights[w_t] * embedding[w_t]); weights (0,) means all 1."""
         n = offsets.shape[0] - 1
@@ -47,11 +48,10 @@ def _make_mean(parallel: bool):
                 for j in range(d):
                     out[i, j] = np.float32(acc[p, j] * inv)
 
-    return weighted_mean
+    return compiled(weighted_mean, parallel, NJIT)
 
 
 def _make_elman(parallel: bool):
-    @nb.njit(parallel=parallel, **NJIT)
     def elman(offsets, ids, embedding, recurrent, bias, mean_output, nparts, out):
         """h_0 = 0; h_t = tanh(E[w_t] + W h_(t-1) + b); out[i] = normalise(h_T or sum_t h_t)."""
         n = offsets.shape[0] - 1
@@ -84,7 +84,7 @@ def _make_elman(parallel: bool):
                     v = acc[p, r] if mean_output else prev[p, r]
                     out[i, r] = np.float32(v * inv)
 
-    return elman
+    return compiled(elman, parallel, NJIT)
 
 
 weighted_mean_serial = _make_mean(False)

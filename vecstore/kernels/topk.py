@@ -14,6 +14,7 @@ import numpy as np
 from numba import prange
 
 from .. import _runtime  # noqa: F401  (numba's threading layer: set before the first parallel region)
+from .compiled import compiled
 
 # fastmath without "nnan"/"ninf": a NaN in a damaged file must stay a NaN the heap can refuse, not
 # an assumption the compiler may break every comparison with.
@@ -240,7 +241,6 @@ def merge_partial(part_s, part_i, part_sizes, k, best_first=True):
 
 
 def _make_merge(parallel: bool):
-    @nb.njit(parallel=parallel, **NJIT)
     def merge(part_s, part_i, part_sizes, k, best_first):
         """:func:`merge_partial`'s body (prange is range in the serial one). One part's reservoirs
         are selected and sorted where they are; several parts' are gathered first."""
@@ -274,7 +274,7 @@ def _make_merge(parallel: bool):
                 hi[q, j] = bi[j]
         return hs, hi
 
-    return merge
+    return compiled(merge, parallel, NJIT)  # (a cache entry each: kernels/compiled.py)
 
 
 _merge_serial = _make_merge(False)
