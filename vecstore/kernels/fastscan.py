@@ -335,29 +335,70 @@ def bias_bounds(bias, n):
 
 
 GAP_LEVELS = 255
+# The gap unit covers all finite gaps but the largest 0.1% (at least one) in GAP_LEVELS steps, found
+# in a histogram of log2(gap) in eighths of a power of two (a unit at most 9% coarser than needed);
+# larger gaps are kept as GAP_LEVELS (less than theirs: safe). One outlying norm, made the whole
+# range, would have left every other row's gap 0.
+GAP_BINS_PER_OCTAVE = 8
+GAP_MIN_EXPONENT = -160
+GAP_BINS = (1100 - GAP_MIN_EXPONENT) * GAP_BINS_PER_OCTAVE
+
+
+@nb.njit(inline="always", **NJIT)
+def _row_gap(bias, bias_max, r):
+    """Row r's bias below its block's largest, or -1.0 when not finite (a NaN bias, a block whose
+    largest is +inf, a row of -inf). (np.isfinite, under the kernels' fastmath flags, passed +inf.)"""
+    gap = bias_max[r // BLOCK] - np.float64(bias[r])
+    return gap if abs(gap) < np.inf else -1.0
+
+
+@nb.njit(inline="always", **NJIT)
+def _gap_bin(gap):
+    """The log2 histogram bin of a gap > 0 (gaps below 2**GAP_MIN_EXPONENT share the first)."""
+    return min(GAP_BINS - 1, max(0, np.int64(np.floor((np.log2(gap) - GAP_MIN_EXPONENT) * GAP_BINS_PER_OCTAVE))))
 
 
 @nb.njit(**NJIT)
 def bias_gaps(bias, bias_max, n):
     """Each row's bias below its block's largest (``bias_max`` from :func:`block_max`) as a uint8
-    count of ``unit``s, rounded down: (gaps (nblocks x BLOCK,), unit), unit the largest finite gap /
-    GAP_LEVELS (0.0: no gaps). A row whose gap is not finite (a NaN bias, a block whose largest
-    is +inf) and the padding rows get 0. What :func:`_block_sums_limited` raises each row's cut by,
-    at most the row's true gap: a row is never dropped that its own bias would keep."""
+    count of ``unit``s, rounded down and at most GAP_LEVELS: (gaps (nblocks x BLOCK,), unit); unit
+    0.0 when no row has a gap. Rows whose gap is not finite and the padding rows get 0. What
+    :func:`_block_sums_limited` raises each row's cut by, at most the row's true gap: a row is
+    never dropped that its own bias would keep."""
     nblocks = (n + BLOCK - 1) // BLOCK
     gaps = np.zeros(nblocks * BLOCK, dtype=np.uint8)
     widest = 0.0
+    total = 0
     for r in range(n):
-        gap = bias_max[r // BLOCK] - np.float64(bias[r])
-        if abs(gap) < np.inf:  # (np.isfinite, under the kernels' fastmath flags, passed +inf)
+        gap = _row_gap(bias, bias_max, r)
+        if gap >= 0.0:
             widest = max(widest, gap)
+            total += 1
     if widest <= 0.0:
         return gaps, 0.0
-    unit = widest / GAP_LEVELS
+    counts = np.zeros(GAP_BINS, dtype=np.int64)
+    zero = 0
     for r in range(n):
-        gap = bias_max[r // BLOCK] - np.float64(bias[r])
-        if abs(gap) < np.inf:  # (np.isfinite, under the kernels' fastmath flags, passed +inf)
-            g = min(GAP_LEVELS, np.int64(gap / unit))
+        gap = _row_gap(bias, bias_max, r)
+        if gap > 0.0:
+            counts[_gap_bin(gap)] += 1
+        elif gap == 0.0:
+            zero += 1
+    keep = total - max(1, total // 1000)
+    covered = zero
+    top = GAP_BINS - 1
+    for i in range(GAP_BINS):
+        if covered >= keep:
+            break
+        covered += counts[i]
+        top = i
+    edge = 2.0 ** ((top + 1) / GAP_BINS_PER_OCTAVE + GAP_MIN_EXPONENT)
+    unit = min(edge, widest) / GAP_LEVELS
+    for r in range(n):
+        gap = _row_gap(bias, bias_max, r)
+        if gap > 0.0:
+            steps = gap / unit
+            g = GAP_LEVELS if steps >= GAP_LEVELS else np.int64(steps)  # (a huge float -> int64 overflows)
             while g > 0 and g * unit > gap:
                 g -= 1
             gaps[r] = g
@@ -767,6 +808,8 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
     sample = not exact and msq <= SQ_PER_PASS
     allow = _filter_words(allowed, use_mask)
+    if bias_gaps.shape[0] < nblocks * BLOCK:  # (gaps made for other rows: none read)
+        gap_unit = 0.0
     for task in prange(ngroups * nparts):
         p = task % nparts
         q0 = (task // nparts) * QUERY_GROUP
@@ -848,6 +891,8 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     per = (nq + nparts - 1) // nparts
     allow = _filter_words(allowed, use_mask)
     no_floor = _no_floor(use_bias)
+    if bias_gaps.shape[0] < (packed.shape[0] + BLOCK - 1) // BLOCK * BLOCK:  # (gaps made for other rows: none read)
+        gap_unit = 0.0
     part_s, part_i, sizes, thresholds = partial_tops(1, nq, k)
     threshold_rows = np.full(nq, TIES_ADMITTED, dtype=np.int64)
     for p in prange(nparts):
