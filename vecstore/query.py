@@ -84,7 +84,7 @@ class FilteredSearchResult(SearchResult):
     """
 
     def __new__(cls, distances, ids, strategies=(), allowed=0):
-        return filtered_result((distances, ids), tuple(strategies), int(allowed))
+        return filtered_result((distances, ids), tuple(strategies), int(allowed), cls)
 
     @property
     def strategy(self) -> str:
@@ -92,11 +92,12 @@ class FilteredSearchResult(SearchResult):
         return _joined(self.strategies)
 
 
-def filtered_result(pair: tuple, strategies: tuple, allowed: int) -> FilteredSearchResult:
-    """A FilteredSearchResult of a kernel's ``(distances, ids)``: the filtered search's one result
-    object, made without namedtuple's argument handling (a filtered query once made a SearchResult,
-    then this: 0.45 us, now 0.17)."""
-    result = tuple.__new__(FilteredSearchResult, pair)
+def filtered_result(pair: tuple, strategies: tuple, allowed: int,
+                    cls: type = FilteredSearchResult) -> FilteredSearchResult:
+    """A FilteredSearchResult (or ``cls``, a subclass) of a kernel's ``(distances, ids)``: the
+    filtered search's one result object, made without namedtuple's argument handling (a filtered
+    query once made a SearchResult, then this: 0.45 us, now 0.17)."""
+    result = tuple.__new__(cls, pair)
     result.strategies = strategies
     result.allowed = allowed
     return result
