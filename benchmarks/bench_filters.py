@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -240,6 +241,7 @@ def main(argv=None) -> None:
     eval_big = metrics.time_repeated(lambda: big_predicate.mask(big_columns, big), repeats=5, warmup=1).median
     log(f"two-field predicate: {eval_small * 1e3:.3f} ms over {n} rows, {eval_big * 1e3:.1f} ms over {big} rows")
     store.close()
+    shutil.rmtree(work)
 
     machine = metrics.machine()
     result = {"dataset": ds.name, "n": n, "dim": d, "nq": nq, "single": args.single, "k": k,
