@@ -367,23 +367,22 @@ def bias_gaps(bias, bias_max, n):
     never dropped that its own bias would keep."""
     nblocks = (n + BLOCK - 1) // BLOCK
     gaps = np.zeros(nblocks * BLOCK, dtype=np.uint8)
+    counts = np.zeros(GAP_BINS, dtype=np.int64)
     widest = 0.0
     total = 0
-    for r in range(n):
-        gap = _row_gap(bias, bias_max, r)
-        if gap >= 0.0:
-            widest = max(widest, gap)
-            total += 1
-    if widest <= 0.0:
-        return gaps, 0.0
-    counts = np.zeros(GAP_BINS, dtype=np.int64)
     zero = 0
     for r in range(n):
         gap = _row_gap(bias, bias_max, r)
+        if gap < 0.0:  # (not finite)
+            continue
+        total += 1
         if gap > 0.0:
             counts[_gap_bin(gap)] += 1
-        elif gap == 0.0:
+            widest = max(widest, gap)
+        else:
             zero += 1
+    if widest <= 0.0:
+        return gaps, 0.0
     keep = total - max(1, total // 1000)
     covered = zero
     top = GAP_BINS - 1
@@ -403,6 +402,13 @@ def bias_gaps(bias, bias_max, n):
                 g -= 1
             gaps[r] = g
     return gaps, unit
+
+
+@nb.njit(inline="always", **NJIT)
+def _usable_gap_unit(bias_gaps, gap_unit, n):
+    """``gap_unit``, or 0.0 (no gaps read) when ``bias_gaps`` is shorter than the blocks of ``n``
+    rows: :func:`_block_sums_limited` reads BLOCK gaps a block unchecked."""
+    return gap_unit if bias_gaps.shape[0] >= (n + BLOCK - 1) // BLOCK * BLOCK else 0.0
 
 
 @nb.njit(inline="always", **NJIT)
@@ -808,8 +814,7 @@ def scan_pq4_fast(lut, lut8, base, scale, margin, blocked, packed, bias, bias_ma
     ngroups = (nq + QUERY_GROUP - 1) // QUERY_GROUP
     sample = not exact and msq <= SQ_PER_PASS
     allow = _filter_words(allowed, use_mask)
-    if bias_gaps.shape[0] < nblocks * BLOCK:  # (gaps made for other rows: none read)
-        gap_unit = 0.0
+    gap_unit = _usable_gap_unit(bias_gaps, gap_unit, n)
     for task in prange(ngroups * nparts):
         p = task % nparts
         q0 = (task // nparts) * QUERY_GROUP
@@ -891,8 +896,7 @@ def scan_pq4_lists(lut, lut8, base, scale, margin, blocked, packed, bias, bias_m
     per = (nq + nparts - 1) // nparts
     allow = _filter_words(allowed, use_mask)
     no_floor = _no_floor(use_bias)
-    if bias_gaps.shape[0] < (packed.shape[0] + BLOCK - 1) // BLOCK * BLOCK:  # (gaps made for other rows: none read)
-        gap_unit = 0.0
+    gap_unit = _usable_gap_unit(bias_gaps, gap_unit, packed.shape[0])
     part_s, part_i, sizes, thresholds = partial_tops(1, nq, k)
     threshold_rows = np.full(nq, TIES_ADMITTED, dtype=np.int64)
     for p in prange(nparts):

@@ -49,7 +49,7 @@ def part_masks(view: View, where, allow) -> list[RowMask]:
     for i, allowed in enumerate(allowed_parts):  # fresh arrays: safe to change in place
         if masks is None:
             if view.dead[i].shape[0]:
-                allowed &= _live(view, i)
+                allowed &= view.live_mask(i)
         else:
             allowed &= masks[i].mask.view(bool)
         out.append(RowMask(allowed))
@@ -66,13 +66,8 @@ def _where_mask(view: View, i: int, predicate) -> np.ndarray:
     else:
         mask = np.ones(part.count, dtype=bool)
     if view.dead[i].shape[0]:
-        mask &= _live(view, i)
+        mask &= view.live_mask(i)
     return mask
-
-
-def _live(view: View, i: int) -> np.ndarray:
-    """Boolean mask of part i's rows that are not deleted."""
-    return ~view.parts[i].id_mask(view.dead[i])
 
 
 def _allow_parts(view: View, allow) -> list[np.ndarray]:

@@ -104,7 +104,11 @@ class View:
         """Rows of part ``index`` that are not deleted (None: all of them)."""
         if self.dead[index].shape[0] == 0:
             return None
-        return np.flatnonzero(~self.parts[index].id_mask(self.dead[index]))
+        return np.flatnonzero(self.live_mask(index))
+
+    def live_mask(self, index: int) -> np.ndarray:
+        """Boolean mask of part ``index``'s rows that are not deleted."""
+        return ~self.parts[index].id_mask(self.dead[index])
 
     @property
     def live_ids(self) -> np.ndarray:
